@@ -1,0 +1,472 @@
+//! The YAML file: its schema and defaults, validation with field paths, and building a `Runtime`.
+//!
+//! The file is read into a file form (`FileConfig`, serde, unknown keys rejected), then turned
+//! into the internal form the proxy uses (`Runtime`), so every check happens before a socket
+//! is opened.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use pingora::server::configuration::ServerConf;
+use serde::Deserialize;
+
+use crate::forwarded::TrustedProxies;
+use crate::identity::Namespace;
+use crate::resolver::{Resolver, ResolverSettings};
+use crate::routes::{Route, Routes};
+use crate::upstreams::Pool;
+
+/// A configuration problem: which file, which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted field path such as `resolver.timeout` or `routes[1].upstream`; empty for the file.
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file form, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Pingora's own `ServerConf`, passed through (its keys are checked separately).
+    #[serde(default)]
+    pub pingora: ServerConf,
+    pub listen: Vec<ListenFile>,
+    pub resolver: ResolverFile,
+    /// Peers (IPs or CIDRs) whose `X-Forwarded-*` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    pub url: String,
+    /// `Host` sent to the resolver; the URL's host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::header_prefix")]
+    pub header_prefix: String,
+    #[serde(default)]
+    pub forward_set_cookie: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub lb: LbKind,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LbKind {
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    #[serde(default = "defaults::route_path")]
+    pub path: String,
+    pub upstream: String,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn header_prefix() -> String {
+        "x-authgear-".into()
+    }
+    pub fn route_path() -> String {
+        "/".into()
+    }
+}
+
+pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
+
+/// Everything the request path reads, immutable once built; swapped whole on reload.
+pub struct Runtime {
+    pub namespace: Namespace,
+    pub resolver: Resolver,
+    pub trusted: TrustedProxies,
+    pub routes: Routes,
+    pub forward_set_cookie: bool,
+}
+
+/// A validated configuration: what Pingora needs to start, and the first `Runtime`.
+pub struct Settings {
+    pub server: ServerConf,
+    pub listen: Vec<SocketAddr>,
+    pub runtime: Runtime,
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: String::new(),
+        reason: format!("cannot read file: {e}"),
+    })?;
+    parse(&file, &text, path.parent())
+}
+
+/// Parses and validates configuration text; `file` names it in errors, `base` anchors
+/// relative paths (CA files) at the configuration file's folder.
+pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
+    let err = |field: &str, reason: String| ConfigError {
+        file: file.to_string(),
+        field: field.to_string(),
+        reason,
+    };
+    let de = serde_yaml::Deserializer::from_str(text);
+    let parsed: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if field == "." { String::new() } else { field };
+        err(&field, inner.to_string())
+    })?;
+    // ServerConf accepts unknown keys silently; a typo there must not pass either.
+    let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err("", e.to_string()))?;
+    let pingora_raw = raw.get("pingora");
+    check_pingora_keys(pingora_raw).map_err(|(k, r)| err(&format!("pingora.{k}"), r))?;
+    let has = |k: &str| pingora_raw.and_then(|p| p.get(k)).is_some();
+    let mut server = parsed.pingora;
+    if !has("pid_file") {
+        server.pid_file = DEFAULT_PID_FILE.into();
+    }
+    if !has("upgrade_sock") {
+        server.upgrade_sock = DEFAULT_UPGRADE_SOCK.into();
+    }
+    validate_server(&server).map_err(|(k, r)| err(&format!("pingora.{k}"), r))?;
+
+    if parsed.listen.is_empty() {
+        return Err(err("listen", "at least one listener is required".into()));
+    }
+    let mut listen = Vec::with_capacity(parsed.listen.len());
+    for (i, l) in parsed.listen.iter().enumerate() {
+        let addr: SocketAddr = l
+            .addr
+            .parse()
+            .map_err(|_| err(&format!("listen[{i}].addr"), format!("`{}` is not an IP:port address", l.addr)))?;
+        listen.push(addr);
+    }
+
+    let namespace = header_prefix(&parsed.resolver.header_prefix).map_err(|r| err("resolver.header_prefix", r))?;
+    let resolver_settings = resolver_settings(&parsed.resolver, base).map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
+    let resolver = Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?;
+
+    let mut nets = Vec::with_capacity(parsed.trusted_proxies.len());
+    for (i, t) in parsed.trusted_proxies.iter().enumerate() {
+        nets.push(parse_net(t).map_err(|r| err(&format!("trusted_proxies[{i}]"), r))?);
+    }
+
+    let mut pools = BTreeMap::new();
+    for (name, up) in &parsed.upstreams {
+        let field = format!("upstreams.{name}");
+        if up.backends.is_empty() {
+            return Err(err(&format!("{field}.backends"), "at least one backend is required".into()));
+        }
+        let mut addrs = Vec::with_capacity(up.backends.len());
+        for (i, b) in up.backends.iter().enumerate() {
+            addrs.push(resolve_addr(b).map_err(|r| err(&format!("{field}.backends[{i}]"), r))?);
+        }
+        let pool = Pool::new(name, &addrs).map_err(|r| err(&field, r))?;
+        pools.insert(name.clone(), Arc::new(pool));
+    }
+
+    if parsed.routes.is_empty() {
+        return Err(err("routes", "at least one route is required".into()));
+    }
+    let mut routes = Vec::with_capacity(parsed.routes.len());
+    for (i, r) in parsed.routes.iter().enumerate() {
+        if !r.path.starts_with('/') {
+            return Err(err(&format!("routes[{i}].path"), format!("`{}` must start with `/`", r.path)));
+        }
+        let pool = pools.get(&r.upstream).ok_or_else(|| {
+            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+            err(
+                &format!("routes[{i}].upstream"),
+                format!("no upstream named `{}` is defined (defined: {})", r.upstream, known.join(", ")),
+            )
+        })?;
+        routes.push(Route::new(&r.path, pool.clone()));
+    }
+
+    Ok(Settings {
+        server,
+        listen,
+        runtime: Runtime {
+            namespace,
+            resolver,
+            trusted: TrustedProxies::new(nets),
+            routes: Routes::new(routes),
+            forward_set_cookie: parsed.resolver.forward_set_cookie,
+        },
+    })
+}
+
+fn check_pingora_keys(raw: Option<&serde_yaml::Value>) -> Result<(), (String, String)> {
+    let Some(raw) = raw else { return Ok(()) };
+    let Some(map) = raw.as_mapping() else {
+        return Err((String::new(), "must be a mapping".into()));
+    };
+    let known = serde_yaml::to_value(ServerConf::default()).map_err(|e| (String::new(), e.to_string()))?;
+    for key in map.keys() {
+        let name = key.as_str().unwrap_or_default();
+        if known.get(name).is_none() {
+            return Err((name.to_string(), "unknown Pingora server setting".into()));
+        }
+    }
+    Ok(())
+}
+
+fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
+    if s.threads == 0 {
+        return Err(("threads".into(), "must be at least 1".into()));
+    }
+    // Pingora parses these with unwrap() when it builds connectors.
+    for (k, list, v4) in [
+        ("client_bind_to_ipv4", &s.client_bind_to_ipv4, true),
+        ("client_bind_to_ipv6", &s.client_bind_to_ipv6, false),
+    ] {
+        for (i, ip) in list.iter().enumerate() {
+            match ip.parse::<IpAddr>() {
+                Ok(a) if a.is_ipv4() == v4 => {}
+                _ => return Err((format!("{k}[{i}]"), format!("`{ip}` is not an IPv{} address", if v4 { 4 } else { 6 }))),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header_prefix(p: &str) -> Result<Namespace, String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if http::HeaderName::from_bytes(p.as_bytes()).is_err() {
+        return Err(format!("`{p}` is not a valid header name prefix"));
+    }
+    Ok(Namespace::new(p))
+}
+
+fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSettings, (String, String)> {
+    let bad = |k: &str, why: String| (k.to_string(), why);
+    let uri: Uri = r.url.parse().map_err(|e| bad("url", format!("`{}` is not a URL: {e}", r.url)))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("url", format!("`{}` must start with http:// or https://", r.url))),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("url", "has no host".into()))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("url", "must not carry user info".into()));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addr = resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?;
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => "/_resolver/resolve".to_string(),
+        Some(p) => p.to_string(),
+    };
+    let host_header = match &r.host {
+        Some(h) => http::HeaderValue::from_str(h).map_err(|_| bad("host", format!("`{h}` is not a valid Host value")))?,
+        None => http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad("url", "host is not a valid Host value".into()))?,
+    };
+    for (k, d) in [
+        ("connect_timeout", r.connect_timeout),
+        ("read_timeout", r.read_timeout),
+        ("timeout", r.timeout),
+        ("idle_timeout", r.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(bad(k, "must be greater than zero".into()));
+        }
+    }
+    let ca_file = match &r.ca_file {
+        None => None,
+        Some(_) if !tls => return Err(bad("ca_file", "only applies to an https:// resolver url".into())),
+        Some(p) => {
+            let p = match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.clone(),
+            };
+            check_ca_file(&p).map_err(|why| bad("ca_file", why))?;
+            Some(p)
+        }
+    };
+    Ok(ResolverSettings {
+        addr,
+        tls,
+        sni: host,
+        host_header,
+        path,
+        connect_timeout: r.connect_timeout,
+        read_timeout: r.read_timeout,
+        total_timeout: r.timeout,
+        idle_timeout: r.idle_timeout,
+        ca_file,
+    })
+}
+
+fn check_ca_file(p: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    let mut reader = std::io::BufReader::new(&bytes[..]);
+    let certs: Vec<_> = rustls_pemfile::certs(&mut reader)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{}` is not a PEM file: {e}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!("`{}` holds no PEM certificate", p.display()));
+    }
+    Ok(())
+}
+
+/// `host:port` to one socket address, resolved once at load time.
+pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let mut it = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{s}` (want host:port): {e}"))?;
+    it.next().ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n);
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR network"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen:
+  - addr: 127.0.0.1:8080
+resolver:
+  url: http://127.0.0.1:3001/_resolver/resolve
+  timeout: 2s
+upstreams:
+  app:
+    backends: [127.0.0.1:3000]
+routes:
+  - path: /
+    upstream: app
+"#;
+
+    fn error(text: &str) -> ConfigError {
+        match parse("t.yaml", text, None) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let s = parse("t.yaml", GOOD, None).unwrap();
+        assert_eq!(s.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(s.server.pid_file, DEFAULT_PID_FILE);
+        assert_eq!(s.runtime.namespace.prefix(), "x-authgear-");
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = error(&GOOD.replace("  timeout: 2s", "  timeout: 2s\n  timout: 3s"));
+        assert_eq!(e.field, "resolver");
+        assert!(e.reason.contains("unknown field `timout`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_path() {
+        let e = error(&GOOD.replace("timeout: 2s", "timeout: soon"));
+        assert_eq!(e.field, "resolver.timeout");
+    }
+
+    #[test]
+    fn unknown_pingora_key() {
+        let e = error(&format!("pingora:\n  threds: 2\n{GOOD}"));
+        assert_eq!(e.field, "pingora.threds");
+    }
+
+    #[test]
+    fn undefined_upstream() {
+        let e = error(&GOOD.replace("upstream: app", "upstream: api"));
+        assert_eq!(e.field, "routes[0].upstream");
+        assert!(e.reason.contains("`api`"), "{e}");
+    }
+
+    #[test]
+    fn bad_bind_address_is_caught_before_pingora_unwraps_it() {
+        let e = error(&format!("pingora:\n  client_bind_to_ipv4: [nope]\n{GOOD}"));
+        assert_eq!(e.field, "pingora.client_bind_to_ipv4[0]");
+    }
+
+    #[test]
+    fn resolver_url_checks() {
+        assert_eq!(error(&GOOD.replace("http://127.0.0.1:3001", "ftp://127.0.0.1:3001")).field, "resolver.url");
+        let e = error(&GOOD.replace("timeout: 2s", "timeout: 2s\n  ca_file: /nonexistent"));
+        assert_eq!(e.field, "resolver.ca_file");
+    }
+
+    #[test]
+    fn bad_yaml_is_reported() {
+        let e = error("listen: [\n");
+        assert!(e.to_string().starts_with("t.yaml: "), "{e}");
+    }
+}

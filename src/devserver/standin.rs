@@ -1,0 +1,247 @@
+//! A resolver stand-in that follows Authgear's resolver contract (docs/resolver-contract.md).
+//!
+//! Sessions and users come from a small YAML file. Credentials are read in Authgear's order:
+//! `Authorization: Bearer`, then the `app_session`, `app_access_token` and `session` cookies;
+//! the first one present decides. An unknown `session` cookie answers `valid: false` with a
+//! clearing `Set-Cookie`; an unknown token answers no identity at all, as Authgear does.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde::Deserialize;
+
+use super::response;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    /// Prefix of the credential cookie names (Authgear's `cookie_prefix`).
+    #[serde(default)]
+    pub cookie_prefix: String,
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default = "yes")]
+    pub verified: bool,
+    #[serde(default = "yes")]
+    pub can_reauthenticate: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub amr: Vec<String>,
+    #[serde(default)]
+    pub authenticated_at: Option<u64>,
+    /// A disabled user's credentials answer `valid: false`.
+    #[serde(default)]
+    pub disabled: bool,
+    /// IdP session cookie values (`session`).
+    #[serde(default)]
+    pub sessions: Vec<String>,
+    /// Access tokens: bearer, `app_session` and `app_access_token`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Directory {
+    pub fn from_yaml(text: &str) -> Result<Directory, String> {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// What the stand-in received, for tests and `GET /_standin/stats`.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub connections: Arc<AtomicU64>,
+    pub requests: AtomicU64,
+    recent: Mutex<VecDeque<Recorded>>,
+}
+
+const RECENT: usize = 256;
+
+impl Stats {
+    /// The last requests received, oldest first.
+    pub fn recent(&self) -> Vec<Recorded> {
+        self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+pub struct Standin {
+    by_session: HashMap<String, usize>,
+    by_token: HashMap<String, usize>,
+    directory: Directory,
+    latency: Duration,
+    pub stats: Stats,
+}
+
+enum Found<'a> {
+    Nothing,
+    Unknown { clear_session: bool },
+    User(&'a User),
+}
+
+impl Standin {
+    pub fn new(directory: Directory, latency: Duration) -> Standin {
+        let mut by_session = HashMap::new();
+        let mut by_token = HashMap::new();
+        for (i, u) in directory.users.iter().enumerate() {
+            for s in &u.sessions {
+                by_session.insert(s.clone(), i);
+            }
+            for t in &u.tokens {
+                by_token.insert(t.clone(), i);
+            }
+        }
+        Standin {
+            by_session,
+            by_token,
+            directory,
+            latency,
+            stats: Stats::default(),
+        }
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let (parts, body) = req.into_parts();
+        let body_len = body.collect().await.map(|c| c.to_bytes().len()).unwrap_or(0);
+        if let Ok(mut r) = self.stats.recent.lock() {
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            r.push_back(Recorded {
+                method: method.to_string(),
+                path: path.clone(),
+                headers,
+                body_len,
+            });
+        }
+        if path == "/_standin/stats" {
+            let body = format!(
+                "{{\"requests\":{},\"connections\":{}}}\n",
+                self.stats.requests.load(Ordering::Relaxed),
+                self.stats.connections.load(Ordering::Relaxed)
+            );
+            return response(200, &[("content-type", "application/json".into())], body);
+        }
+        if path != "/_resolver/resolve" && path != "/resolve" {
+            return response(404, &[], "not found\n");
+        }
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return response(405, &[("allow", "GET, HEAD".into())], "method not allowed\n");
+        }
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        match self.find(&parts.headers) {
+            Found::Nothing | Found::Unknown { clear_session: false } => response(200, &[], ""),
+            Found::Unknown { clear_session: true } => response(
+                200,
+                &[
+                    ("x-authgear-session-valid", "false".into()),
+                    (
+                        "set-cookie",
+                        format!(
+                            "{}session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly",
+                            self.directory.cookie_prefix
+                        ),
+                    ),
+                ],
+                "",
+            ),
+            Found::User(u) if u.disabled => response(200, &[("x-authgear-session-valid", "false".into())], ""),
+            Found::User(u) => response(200, &identity(u), ""),
+        }
+    }
+
+    fn find(&self, headers: &http::HeaderMap) -> Found<'_> {
+        let user = |i: Option<&usize>| i.map(|&i| &self.directory.users[i]);
+        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+            let auth = auth.as_bytes();
+            if auth.len() > 7 && auth[..7].eq_ignore_ascii_case(b"bearer ") {
+                let token = String::from_utf8_lossy(&auth[7..]);
+                return match user(self.by_token.get(token.trim())) {
+                    Some(u) => Found::User(u),
+                    None => Found::Unknown { clear_session: false },
+                };
+            }
+        }
+        let p = &self.directory.cookie_prefix;
+        let cookie = |name: &str| cookie_value(headers, &format!("{p}{name}"));
+        for name in ["app_session", "app_access_token"] {
+            if let Some(v) = cookie(name) {
+                return match user(self.by_token.get(&v)) {
+                    Some(u) => Found::User(u),
+                    None => Found::Unknown { clear_session: false },
+                };
+            }
+        }
+        if let Some(v) = cookie("session") {
+            return match user(self.by_session.get(&v)) {
+                Some(u) => Found::User(u),
+                None => Found::Unknown { clear_session: true },
+            };
+        }
+        Found::Nothing
+    }
+}
+
+fn identity(u: &User) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        ("x-authgear-session-valid", "true".to_string()),
+        ("x-authgear-user-id", u.id.clone()),
+        ("x-authgear-user-anonymous", u.anonymous.to_string()),
+        ("x-authgear-user-verified", u.verified.to_string()),
+        ("x-authgear-user-can-reauthenticate", u.can_reauthenticate.to_string()),
+        ("x-authgear-session-amr", u.amr.join(" ")),
+    ];
+    if !u.roles.is_empty() {
+        h.push(("x-authgear-user-roles", u.roles.join(",")));
+    }
+    if let Some(t) = u.authenticated_at {
+        h.push(("x-authgear-session-authenticated-at", t.to_string()));
+    }
+    h
+}
+
+/// The first value of cookie `name` across all `Cookie` headers.
+fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}

@@ -1,0 +1,171 @@
+//! `X-Forwarded-For/Proto/Host`, rebuilt by authgate; client copies count only from trusted proxies.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Which peers may tell authgate who the client is.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+/// The forwarding headers authgate sends to the resolver and to the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    pub for_: Option<HeaderValue>,
+    pub proto: HeaderValue,
+    pub host: Option<HeaderValue>,
+}
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        TrustedProxies { nets }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Builds the forwarding headers for a request that arrived from `peer`, over TLS or not.
+    pub fn derive(&self, req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> Forwarded {
+        let trusted = peer.is_some_and(|ip| self.trusts(ip));
+        let own_proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        let own_host = req
+            .headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let peer_value = peer.map(|ip| header_value(&canonical(ip).to_string()));
+        if !trusted {
+            return Forwarded {
+                for_: peer_value,
+                proto: own_proto,
+                host: own_host,
+            };
+        }
+        let mut chain: Vec<&[u8]> = req
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let peer_text;
+        if let Some(p) = &peer_value {
+            peer_text = p.clone();
+            chain.push(peer_text.as_bytes());
+        }
+        let for_ = HeaderValue::from_bytes(&chain.join(&b", "[..])).ok().or(peer_value);
+        let proto = match req.headers.get(&X_FORWARDED_PROTO) {
+            Some(v) if v == "https" || v == "http" => v.clone(),
+            _ => own_proto,
+        };
+        let host = req.headers.get(&X_FORWARDED_HOST).cloned().or(own_host);
+        Forwarded { for_, proto, host }
+    }
+}
+
+/// An IPv4 client seen through a dual-stack socket is still an IPv4 client.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    // An IP address in text form is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+impl Forwarded {
+    /// Replaces any client copies with authgate's values.
+    pub fn apply(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        req.remove_header(&X_FORWARDED_FOR);
+        req.remove_header(&X_FORWARDED_PROTO);
+        req.remove_header(&X_FORWARDED_HOST);
+        if let Some(v) = &self.for_ {
+            req.insert_header(X_FORWARDED_FOR, v.clone())?;
+        }
+        req.insert_header(X_FORWARDED_PROTO, self.proto.clone())?;
+        if let Some(v) = &self.host {
+            req.insert_header(X_FORWARDED_HOST, v.clone())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(pairs: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in pairs {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    const CLIENT: &str = "203.0.113.7";
+
+    #[test]
+    fn untrusted_client_copies_are_ignored() {
+        let r = req(&[
+            ("host", "app.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let f = TrustedProxies::default().derive(&r, CLIENT.parse().ok(), false);
+        assert_eq!(f.for_.unwrap(), CLIENT);
+        assert_eq!(f.proto, "http");
+        assert_eq!(f.host.unwrap(), "app.example");
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_extended() {
+        let r = req(&[
+            ("host", "app.example"),
+            ("x-forwarded-for", "1.2.3.4, 5.6.7.8"),
+            ("x-forwarded-for", "9.9.9.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+        ]);
+        let t = TrustedProxies::new(vec!["203.0.113.0/24".parse().unwrap()]);
+        let f = t.derive(&r, CLIENT.parse().ok(), false);
+        assert_eq!(f.for_.unwrap(), "1.2.3.4, 5.6.7.8, 9.9.9.9, 203.0.113.7");
+        assert_eq!(f.proto, "https");
+        assert_eq!(f.host.unwrap(), "public.example");
+    }
+
+    #[test]
+    fn trusted_proxy_cannot_set_a_strange_proto() {
+        let r = req(&[("x-forwarded-proto", "javascript")]);
+        let t = TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap()]);
+        assert_eq!(t.derive(&r, CLIENT.parse().ok(), true).proto, "https");
+    }
+
+    #[test]
+    fn mapped_ipv4_is_matched_and_shown_as_ipv4() {
+        let t = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let f = t.derive(&req(&[]), "::ffff:127.0.0.1".parse().ok(), false);
+        assert_eq!(f.for_.unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn apply_replaces_client_copies() {
+        let mut r = req(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        let f = TrustedProxies::default().derive(&r, CLIENT.parse().ok(), false);
+        f.apply(&mut r).unwrap();
+        let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, [CLIENT]);
+    }
+}

@@ -1,0 +1,274 @@
+//! The identity header namespace: name folding, stripping client copies, and the resolver's `Answer`.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+/// The identity namespace, e.g. `x-authgear-`, stored folded (lower case, `-` for `_` and `.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    prefix: String,
+}
+
+impl Namespace {
+    /// `prefix` must already be validated as a header-name token; it is folded here.
+    pub fn new(prefix: &str) -> Self {
+        Namespace {
+            prefix: prefix.bytes().map(|b| fold(b) as char).collect(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// True when a backend could read `name` as a header of the namespace: CGI, WSGI and PHP
+    /// fold `_` and `.` into `-` and ignore case, so every such spelling counts.
+    pub fn covers(&self, name: &str) -> bool {
+        let p = self.prefix.as_bytes();
+        let n = name.as_bytes();
+        n.len() >= p.len() && n.iter().zip(p).all(|(&a, &b)| fold(a) == b)
+    }
+
+    /// Removes every header of the namespace, in any spelling, from a request.
+    /// Returns how many distinct names were removed.
+    pub fn strip(&self, req: &mut RequestHeader) -> usize {
+        let doomed: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| self.covers(n.as_str()))
+            .cloned()
+            .collect();
+        for name in &doomed {
+            req.remove_header(name);
+        }
+        doomed.len()
+    }
+}
+
+fn fold(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        _ => b.to_ascii_lowercase(),
+    }
+}
+
+/// Whether the resolver found a valid session (`x-authgear-session-valid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// `true`: a valid session.
+    Valid,
+    /// `false`: credentials that are invalid, or a disabled user.
+    Invalid,
+    /// The header is absent: no credentials.
+    Anonymous,
+}
+
+/// What the resolver said about one set of credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A 200 answer: the identity headers to inject, as the resolver sent them.
+    Identity {
+        session: SessionState,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        set_cookie: Vec<HeaderValue>,
+    },
+    /// A 401 or 403 answer, passed back to the client like nginx `auth_request` does.
+    Denied {
+        status: u16,
+        /// `WWW-Authenticate`, `Location` and `Set-Cookie`, in the order received.
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// Why a resolver answer could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerError {
+    /// A status other than 200, 401 or 403.
+    Status(u16),
+    /// A 200 whose identity headers do not make sense.
+    Malformed(String),
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnswerError::Status(s) => write!(f, "resolver answered status {s}"),
+            AnswerError::Malformed(why) => write!(f, "malformed resolver answer: {why}"),
+        }
+    }
+}
+
+impl Answer {
+    /// Reads a resolver reply. Only names that start with the namespace prefix exactly (in
+    /// lower case) are identity; folded spellings from the resolver are not copied.
+    pub fn from_reply(status: u16, headers: &HeaderMap, ns: &Namespace) -> Result<Answer, AnswerError> {
+        match status {
+            200 => {
+                let mut session = SessionState::Anonymous;
+                let mut seen_valid = false;
+                let mut identity = Vec::new();
+                for (name, value) in headers {
+                    if !name.as_str().starts_with(ns.prefix()) {
+                        continue;
+                    }
+                    if name.as_str().len() == ns.prefix().len() + "session-valid".len()
+                        && name.as_str().ends_with("session-valid")
+                    {
+                        if seen_valid {
+                            return Err(AnswerError::Malformed(format!("{name} sent more than once")));
+                        }
+                        seen_valid = true;
+                        session = parse_valid(value).ok_or_else(|| {
+                            AnswerError::Malformed(format!("{name} is neither true nor false"))
+                        })?;
+                    }
+                    identity.push((name.clone(), value.clone()));
+                }
+                let set_cookie = headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
+                Ok(Answer::Identity {
+                    session,
+                    headers: identity,
+                    set_cookie,
+                })
+            }
+            401 | 403 => {
+                let headers = headers
+                    .iter()
+                    .filter(|(n, _)| {
+                        *n == http::header::WWW_AUTHENTICATE
+                            || *n == http::header::LOCATION
+                            || *n == http::header::SET_COOKIE
+                    })
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                Ok(Answer::Denied { status, headers })
+            }
+            other => Err(AnswerError::Status(other)),
+        }
+    }
+
+    pub fn session(&self) -> Option<SessionState> {
+        match self {
+            Answer::Identity { session, .. } => Some(*session),
+            Answer::Denied { .. } => None,
+        }
+    }
+}
+
+fn parse_valid(v: &HeaderValue) -> Option<SessionState> {
+    let v = v.as_bytes();
+    if v.eq_ignore_ascii_case(b"true") {
+        Some(SessionState::Valid)
+    } else if v.eq_ignore_ascii_case(b"false") {
+        Some(SessionState::Invalid)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns() -> Namespace {
+        Namespace::new("x-authgear-")
+    }
+
+    #[test]
+    fn covers_every_spelling_a_backend_folds() {
+        let ns = ns();
+        for name in [
+            "x-authgear-user-id",
+            "X-Authgear-User-Id",
+            "x_authgear_user_id",
+            "X.Authgear.User.Id",
+            "x-authgear_user.roles",
+            "x-authgear-",
+        ] {
+            assert!(ns.covers(name), "{name} must be covered");
+        }
+        for name in ["x-authgea", "x-authgearuser", "authorization", "x-forwarded-for", "xx-authgear-user-id"] {
+            assert!(!ns.covers(name), "{name} must not be covered");
+        }
+    }
+
+    #[test]
+    fn prefix_is_folded() {
+        assert_eq!(Namespace::new("X_Auth.").prefix(), "x-auth-");
+    }
+
+    #[test]
+    fn strip_removes_all_values_of_all_spellings() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x-authgear-user-id", "a").unwrap();
+        req.append_header("x-authgear-user-id", "b").unwrap();
+        req.append_header("x_authgear_user_roles", "admin").unwrap();
+        req.append_header("X.Authgear.Session.Valid", "true").unwrap();
+        req.append_header("cookie", "session=x").unwrap();
+        assert_eq!(ns().strip(&mut req), 3);
+        assert_eq!(req.headers.len(), 1);
+        assert!(req.headers.contains_key("cookie"));
+    }
+
+    fn reply(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn valid_answer_copies_by_prefix() {
+        let h = reply(&[
+            ("X-Authgear-Session-Valid", "true"),
+            ("X-Authgear-User-Id", "u1"),
+            ("X-Authgear-Brand-New", "yes"),
+            ("x_authgear_user_roles", "admin"),
+            ("Content-Type", "text/plain"),
+        ]);
+        let a = Answer::from_reply(200, &h, &ns()).unwrap();
+        match a {
+            Answer::Identity { session, headers, .. } => {
+                assert_eq!(session, SessionState::Valid);
+                let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, ["x-authgear-session-valid", "x-authgear-user-id", "x-authgear-brand-new"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn session_states() {
+        let a = Answer::from_reply(200, &reply(&[]), &ns()).unwrap();
+        assert_eq!(a.session(), Some(SessionState::Anonymous));
+        let a = Answer::from_reply(200, &reply(&[("x-authgear-session-valid", "FALSE")]), &ns()).unwrap();
+        assert_eq!(a.session(), Some(SessionState::Invalid));
+    }
+
+    #[test]
+    fn hostile_answers_are_malformed() {
+        let twice = reply(&[("x-authgear-session-valid", "false"), ("x-authgear-session-valid", "true")]);
+        assert!(matches!(Answer::from_reply(200, &twice, &ns()), Err(AnswerError::Malformed(_))));
+        let odd = reply(&[("x-authgear-session-valid", "yes")]);
+        assert!(matches!(Answer::from_reply(200, &odd, &ns()), Err(AnswerError::Malformed(_))));
+        assert_eq!(Answer::from_reply(500, &reply(&[]), &ns()), Err(AnswerError::Status(500)));
+        assert_eq!(Answer::from_reply(302, &reply(&[]), &ns()), Err(AnswerError::Status(302)));
+    }
+
+    #[test]
+    fn denial_keeps_only_challenge_headers() {
+        let h = reply(&[
+            ("WWW-Authenticate", "Bearer error=\"invalid_token\""),
+            ("X-Authgear-User-Id", "u1"),
+            ("Location", "/login"),
+        ]);
+        match Answer::from_reply(401, &h, &ns()).unwrap() {
+            Answer::Denied { status, headers } => {
+                assert_eq!(status, 401);
+                assert_eq!(headers.len(), 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! authgate: an authenticating edge proxy for Authgear's resolver endpoint, on Pingora.
+
+pub mod config;
+pub mod credentials;
+pub mod devserver;
+pub mod forwarded;
+pub mod identity;
+pub mod proxy;
+pub mod resolver;
+pub mod routes;
+pub mod upstreams;

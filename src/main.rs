@@ -1,0 +1,155 @@
+//! The `authgate` command: the proxy, and the development peers as subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+
+use authgate::devserver::{self, echo, standin};
+use authgate::{config, proxy::AuthGate};
+
+#[derive(Parser)]
+#[command(name = "authgate", version, about = "Authenticating edge proxy for Authgear, on Pingora")]
+struct Cli {
+    /// The configuration file.
+    #[arg(short, long, default_value = "/etc/authgate/authgate.yaml")]
+    conf: PathBuf,
+    /// Check the configuration file and exit.
+    #[arg(short, long)]
+    test: bool,
+    /// Run in the background (Pingora daemon mode).
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take the listening sockets over from a running authgate (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the resolver stand-in (follows Authgear's resolver contract; for development and tests).
+    Standin {
+        #[arg(long, default_value = "127.0.0.1:3001")]
+        listen: SocketAddr,
+        /// YAML file with users and their sessions and tokens.
+        #[arg(long, default_value = "conf/users.yaml")]
+        users: PathBuf,
+        /// Artificial latency added to every resolve, e.g. `50ms`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        latency: Duration,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Run the echo backend (answers with what it received, as JSON).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Standin {
+            listen,
+            users,
+            latency,
+            tls_cert,
+            tls_key,
+        }) => run_standin(listen, &users, latency, tls_cert.zip(tls_key)),
+        Some(Command::Echo { listen }) => run_dev(listen, |l, conns| devserver::serve(l, None, conns, echo::handle)),
+        None => return run_proxy(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_proxy(cli: &Cli) -> ExitCode {
+    let settings = match config::load(&cli.conf) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("authgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.test {
+        println!("authgate: {}: configuration ok", cli.conf.display());
+        return ExitCode::SUCCESS;
+    }
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, settings.server);
+    server.bootstrap();
+    let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
+    let mut service = http_proxy_service_with_name(&server.configuration, AuthGate::new(runtime), "authgate");
+    for addr in &settings.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    server.add_service(service);
+    log::info!("authgate listening on {:?}", settings.listen);
+    server.run_forever()
+}
+
+fn run_standin(
+    listen: SocketAddr,
+    users: &std::path::Path,
+    latency: Duration,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(users).map_err(|e| format!("{}: {e}", users.display()))?;
+    let directory = standin::Directory::from_yaml(&text).map_err(|e| format!("{}: {e}", users.display()))?;
+    let tls = match tls {
+        None => None,
+        Some((cert, key)) => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            Some(devserver::tls_config(&read(&cert)?, &read(&key)?)?)
+        }
+    };
+    let standin = Arc::new(standin::Standin::new(directory, latency));
+    run_dev(listen, move |l, _| {
+        let conns = standin.stats.connections.clone();
+        let s = standin.clone();
+        devserver::serve(l, tls, conns, move |req| s.clone().handle(req))
+    })
+}
+
+/// Runs one development server on a tokio runtime of its own until the process is stopped.
+fn run_dev<F, Fut>(listen: SocketAddr, serve: F) -> Result<(), String>
+where
+    F: FnOnce(tokio::net::TcpListener, Arc<std::sync::atomic::AtomicU64>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        log::info!("listening on {listen}");
+        serve(listener, Arc::default()).await;
+        Ok(())
+    })
+}

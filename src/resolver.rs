@@ -1,0 +1,234 @@
+//! The resolve subrequest: pooled connections to the resolver, timeouts, TLS/SNI, reading the reply.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{HeaderValue, AUTHORIZATION, COOKIE, HOST, USER_AGENT};
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::protocols::http::client::HttpSession;
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType};
+
+use crate::credentials::Credentials;
+use crate::forwarded::{Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::identity::{Answer, AnswerError, Namespace};
+
+/// A resolver reply body larger than this is not drained: the connection is dropped instead.
+const MAX_BODY: usize = 64 * 1024;
+/// A reused keep-alive connection the resolver closed meanwhile is retried on a fresh one;
+/// a GET without a body is safe to send again.
+const MAX_ATTEMPTS: usize = 2;
+
+/// Where and how to reach the resolver, validated by `config`.
+#[derive(Debug, Clone)]
+pub struct ResolverSettings {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub sni: String,
+    pub host_header: HeaderValue,
+    /// Path and query of the resolve endpoint.
+    pub path: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub total_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Why a resolve failed. Each maps to one client status in `status()`; none to 401.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// No connection could be made (refused, no route, connect timeout, TLS handshake).
+    Unreachable(Box<Error>),
+    /// The resolver did not answer in time.
+    Timeout(String),
+    /// The connection broke after it was made, before a whole answer arrived.
+    Broken(Box<Error>),
+    /// An answer arrived but is not one authgate can use.
+    Answer(AnswerError),
+}
+
+impl ResolveError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ResolveError::Unreachable(_) => 503,
+            ResolveError::Timeout(_) => 504,
+            ResolveError::Broken(_) | ResolveError::Answer(_) => 502,
+        }
+    }
+
+    /// The short reason given to the client; the log gets `Display`.
+    pub fn client_reason(&self) -> &'static str {
+        match self {
+            ResolveError::Unreachable(_) => "identity resolver unreachable",
+            ResolveError::Timeout(_) => "identity resolver timed out",
+            ResolveError::Broken(_) => "identity resolver connection failed",
+            ResolveError::Answer(_) => "bad answer from identity resolver",
+        }
+    }
+
+    /// A label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResolveError::Unreachable(_) => "unreachable",
+            ResolveError::Timeout(_) => "timeout",
+            ResolveError::Broken(_) => "broken",
+            ResolveError::Answer(_) => "bad_answer",
+        }
+    }
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Unreachable(e) => write!(f, "resolver unreachable: {e}"),
+            ResolveError::Timeout(what) => write!(f, "resolver timed out: {what}"),
+            ResolveError::Broken(e) => write!(f, "resolver connection failed: {e}"),
+            ResolveError::Answer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A client for one resolver endpoint, with its own connection pool.
+pub struct Resolver {
+    settings: ResolverSettings,
+    peer: HttpPeer,
+    connector: Connector,
+}
+
+impl Resolver {
+    pub fn new(settings: ResolverSettings, server: &ServerConf) -> Result<Resolver, String> {
+        let mut opts = ConnectorOptions::from_server_conf(server);
+        if let Some(ca) = &settings.ca_file {
+            opts.ca_file = Some(ca.display().to_string());
+        }
+        let mut peer = HttpPeer::new(settings.addr, settings.tls, settings.sni.clone());
+        peer.options.connection_timeout = Some(settings.connect_timeout);
+        // The TLS handshake counts as connecting.
+        peer.options.total_connection_timeout = Some(settings.connect_timeout);
+        peer.options.idle_timeout = Some(settings.idle_timeout);
+        peer.options.read_timeout = Some(settings.read_timeout);
+        peer.options.write_timeout = Some(settings.read_timeout);
+        Ok(Resolver {
+            connector: Connector::new(Some(opts)),
+            peer,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &ResolverSettings {
+        &self.settings
+    }
+
+    /// Asks the resolver who sent a request with these credentials.
+    pub async fn resolve(&self, creds: &Credentials, fwd: &Forwarded, ns: &Namespace) -> Result<Answer, ResolveError> {
+        let req = self.request(creds, fwd).map_err(ResolveError::Broken)?;
+        let total = self.settings.total_timeout;
+        let (status, headers) = match tokio::time::timeout(total, self.exchange(req)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ResolveError::Timeout(format!("no answer within {total:?}"))),
+        };
+        Answer::from_reply(status, &headers, ns).map_err(ResolveError::Answer)
+    }
+
+    /// The subrequest: always GET, never a body, only the headers the resolver reads.
+    fn request(&self, creds: &Credentials, fwd: &Forwarded) -> pingora::Result<RequestHeader> {
+        let mut req = RequestHeader::build_no_case("GET", self.settings.path.as_bytes(), Some(8))?;
+        req.insert_header(HOST, self.settings.host_header.clone())?;
+        for (name, value) in [
+            (AUTHORIZATION, &creds.authorization),
+            (COOKIE, &creds.cookie),
+            (USER_AGENT, &creds.user_agent),
+            (X_FORWARDED_FOR, &fwd.for_),
+            (X_FORWARDED_HOST, &fwd.host),
+        ] {
+            if let Some(v) = value {
+                req.insert_header(name, v.clone())?;
+            }
+        }
+        req.insert_header(X_FORWARDED_PROTO, fwd.proto.clone())?;
+        Ok(req)
+    }
+
+    async fn exchange(&self, req: RequestHeader) -> Result<(u16, http::HeaderMap), ResolveError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut http, reused) = self
+                .connector
+                .get_http_session(&self.peer)
+                .await
+                .map_err(ResolveError::Unreachable)?;
+            http.set_read_timeout(Some(self.settings.read_timeout));
+            http.set_write_timeout(Some(self.settings.read_timeout));
+            match round_trip(&mut http, req.clone()).await {
+                Ok(Reply::Complete(status, headers)) => {
+                    self.connector
+                        .release_http_session(http, &self.peer, Some(self.settings.idle_timeout))
+                        .await;
+                    return Ok((status, headers));
+                }
+                // The connection is dropped, not pooled: its state is unknown.
+                Ok(Reply::Unusable(why)) => return Err(ResolveError::Answer(AnswerError::Malformed(why))),
+                Err(Failure::BeforeAnswer(e)) if reused && attempt < MAX_ATTEMPTS && !is_timeout(&e) => {
+                    log::debug!("resolver: reused connection failed ({e}), retrying on a new one");
+                }
+                Err(Failure::BeforeAnswer(e) | Failure::AfterAnswer(e)) => {
+                    return Err(if is_timeout(&e) {
+                        ResolveError::Timeout(e.to_string())
+                    } else {
+                        ResolveError::Broken(e)
+                    })
+                }
+            }
+        }
+    }
+}
+
+enum Reply {
+    Complete(u16, http::HeaderMap),
+    Unusable(String),
+}
+
+enum Failure {
+    BeforeAnswer(Box<Error>),
+    AfterAnswer(Box<Error>),
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+}
+
+async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply, Failure> {
+    http.write_request_header(Box::new(req)).await.map_err(Failure::BeforeAnswer)?;
+    http.finish_request_body().await.map_err(Failure::BeforeAnswer)?;
+    http.read_response_header().await.map_err(Failure::BeforeAnswer)?;
+    let (status, headers) = match http.response_header() {
+        Some(h) => (h.status.as_u16(), h.headers.clone()),
+        None => {
+            return Err(Failure::AfterAnswer(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "no response header",
+            )))
+        }
+    };
+    let mut body = 0usize;
+    while let Some(chunk) = http.read_response_body().await.map_err(Failure::AfterAnswer)? {
+        body += chunk.len();
+        if body > MAX_BODY {
+            return Ok(Reply::Unusable(format!("status {status} answer with a body over {MAX_BODY} bytes")));
+        }
+    }
+    if status == 200 && body > 0 {
+        // The resolver answers 200 with an empty body; anything else is not the resolver
+        // (a wrong URL that reaches a web page must not pass as "anonymous").
+        return Ok(Reply::Unusable(format!(
+            "200 answer with a {body}-byte body (the resolve endpoint sends none): is resolver.url right?"
+        )));
+    }
+    Ok(Reply::Complete(status, headers))
+}
