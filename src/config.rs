@@ -428,7 +428,7 @@ routes:
     #[test]
     fn unknown_key_names_its_path() {
         let e = error(&GOOD.replace("  timeout: 2s", "  timeout: 2s\n  timout: 3s"));
-        assert_eq!(e.field, "resolver");
+        assert_eq!(e.field, "resolver.timout");
         assert!(e.reason.contains("unknown field `timout`"), "{e}");
     }
 

@@ -1,0 +1,237 @@
+//! Test harness: real peers on loopback sockets and the real authgate binary in front of them.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authgate::devserver::{self, echo, standin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+pub const USERS: &str = r#"
+users:
+  - id: user-alice
+    roles: [admin]
+    amr: [pwd]
+    sessions: [sess-alice]
+    tokens: [tok-alice]
+  - id: user-bob
+    sessions: [sess-bob]
+    tokens: [tok-bob]
+  - id: user-carol
+    disabled: true
+    sessions: [sess-carol]
+"#;
+
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let a = l.local_addr().expect("local addr");
+    (l, a)
+}
+
+/// The resolver stand-in, in this process, so tests can count what it received.
+pub async fn start_standin(latency: Duration) -> (Arc<standin::Standin>, SocketAddr) {
+    let (l, addr) = listener().await;
+    (start_standin_on(l, latency, None), addr)
+}
+
+pub fn start_standin_on(l: TcpListener, latency: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<standin::Standin> {
+    let dir = standin::Directory::from_yaml(USERS).expect("users yaml");
+    let s = Arc::new(standin::Standin::new(dir, latency));
+    let handler = s.clone();
+    tokio::spawn(devserver::serve(l, tls, s.stats.connections.clone(), move |req| {
+        handler.clone().handle(req)
+    }));
+    s
+}
+
+/// The echo backend, in this process.
+pub async fn start_echo() -> SocketAddr {
+    let (l, addr) = listener().await;
+    tokio::spawn(devserver::serve(l, None, Arc::default(), echo::handle));
+    addr
+}
+
+/// A hostile or broken resolver: answers every request with `reply` after `delay`, keeping
+/// the connection open. Counts the requests it read.
+pub async fn start_canned(reply: &'static [u8], delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+    let (l, addr) = listener().await;
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = find(&buf, b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        c.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A running authgate process; killed when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authgate"))
+}
+
+/// The YAML for a proxy on `listen` with one pool; `resolver` is the whole `resolver:` body
+/// and `extra` is appended at top level.
+pub fn config(listen: SocketAddr, resolver: &str, backends: &[SocketAddr], extra: &str) -> String {
+    let backends: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+    format!(
+        "pingora:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 0\n  pid_file: PIDFILE\n  upgrade_sock: UPGRADESOCK\n\
+listen:\n  - addr: {listen}\n\
+resolver:\n{resolver}\n\
+upstreams:\n  app:\n    backends: [{}]\n\
+routes:\n  - path: /\n    upstream: app\n{extra}",
+        backends.join(", ")
+    )
+}
+
+/// A `resolver:` body pointing at a plain-HTTP resolver with short timeouts.
+pub fn resolver_at(addr: SocketAddr) -> String {
+    format!("  url: http://{addr}/_resolver/resolve\n  timeout: 2s\n  read_timeout: 2s")
+}
+
+/// Starts authgate with `yaml` (PIDFILE / UPGRADESOCK / LISTEN are filled in) and waits until
+/// it accepts connections.
+pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = closed_port();
+    let yaml = yaml_for(addr)
+        .replace("PIDFILE", &dir.path().join("pid").display().to_string())
+        .replace("UPGRADESOCK", &dir.path().join("upgrade.sock").display().to_string());
+    let conf = dir.path().join("authgate.yaml");
+    std::fs::write(&conf, yaml).expect("write config");
+    let child = Command::new(binary())
+        .arg("-c")
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn authgate");
+    let mut proxy = Proxy { addr, child, dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return proxy;
+        }
+        if let Ok(Some(status)) = proxy.child.try_wait() {
+            panic!("authgate exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "authgate did not listen on {addr} within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// authgate in front of `resolver` and one echo backend, with the default settings.
+pub fn start_proxy(resolver: SocketAddr, backend: SocketAddr) -> Proxy {
+    start_proxy_with(|listen| config(listen, &resolver_at(resolver), &[backend], ""))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+/// Parses the echo backend's answer.
+pub async fn echoed(resp: reqwest::Response) -> echo::Echo {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    assert_eq!(status, 200, "expected the backend's echo, got {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not an echo ({e}): {text}"))
+}
+
+/// Names of echoed headers that a backend would read as identity headers.
+pub fn identity_headers(e: &echo::Echo) -> Vec<(String, String)> {
+    let ns = authgate::identity::Namespace::new("x-authgear-");
+    e.headers.iter().filter(|(n, _)| ns.covers(n)).cloned().collect()
+}
+
+/// Sends raw bytes to the proxy and reads the whole answer until the server closes or
+/// `until` appears; bounded by a 10 s deadline.
+pub async fn raw(addr: SocketAddr, request: &[u8], until: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let read = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    if find(&out, until).is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("raw answer within 10 s");
+    out
+}
+
+/// A test CA and a server certificate for `names`, as (ca_pem, cert_pem, key_pem).
+pub fn test_pki(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "authgate test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}

@@ -1,0 +1,436 @@
+//! End to end: a real client -> authgate (the binary) -> the resolver stand-in and the echo backend.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let resp = client()
+        .get(proxy.url("/hello?q=1"))
+        .header("host", "app.example.test")
+        .header("cookie", "theme=dark; session=sess-alice")
+        .send()
+        .await
+        .unwrap();
+    let e = echoed(resp).await;
+    assert_eq!(e.uri, "/hello?q=1");
+    assert_eq!(e.header_values("host"), ["app.example.test"]);
+    assert_eq!(e.header_values("x-authgear-session-valid"), ["true"]);
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    assert_eq!(e.header_values("x-authgear-user-roles"), ["admin"]);
+    assert_eq!(e.header_values("x-authgear-session-amr"), ["pwd"]);
+    assert_eq!(e.header_values("cookie"), ["theme=dark; session=sess-alice"]);
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_and_app_cookies_and_invalid_sessions() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let c = client();
+    let e = echoed(c.get(proxy.url("/")).bearer_auth("tok-bob").send().await.unwrap()).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    let e = echoed(c.get(proxy.url("/")).header("cookie", "app_access_token=tok-alice").send().await.unwrap()).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    // Unknown session cookie and a disabled user: valid false, no user id.
+    for cookie in ["session=nope", "session=sess-carol"] {
+        let e = echoed(c.get(proxy.url("/")).header("cookie", cookie).send().await.unwrap()).await;
+        assert_eq!(identity_headers(&e), [("x-authgear-session-valid".to_string(), "false".to_string())], "{cookie}");
+    }
+    // No credentials, or an unknown bearer token: no identity headers at all.
+    let e = echoed(c.get(proxy.url("/")).send().await.unwrap()).await;
+    assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
+    let e = echoed(c.get(proxy.url("/")).bearer_auth("forged").send().await.unwrap()).await;
+    assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let resp = client()
+        .post(proxy.url("/upload"))
+        .header("cookie", "session=sess-alice")
+        .header("authorization", "Bearer tok-alice")
+        .header("user-agent", "test-agent/1")
+        .header("x-custom", "not-for-the-resolver")
+        .header("x-forwarded-for", "198.51.100.1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let e = echoed(resp).await;
+    assert_eq!(e.method, "POST");
+    assert_eq!(e.body_len, body.len() as u64);
+    assert_eq!(e.body_sha256, hex::encode(Sha256::digest(&body)));
+
+    let seen = standin.stats.recent();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.path, "/_resolver/resolve");
+    assert_eq!(r.body_len, 0);
+    let mut names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["authorization", "cookie", "host", "user-agent", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+    );
+    let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(get("host"), Some(raddr.to_string().as_str()));
+    assert_eq!(get("x-forwarded-for"), Some("127.0.0.1"), "client XFF is not trusted");
+    assert_eq!(get("x-forwarded-proto"), Some("http"));
+    assert_eq!(get("user-agent"), Some("test-agent/1"));
+}
+
+/// Every way a client might smuggle an identity header, with and without a valid session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_identity_never_reaches_the_backend() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let forged = [
+        ("x-authgear-user-id", "forged-id"),
+        ("X-AUTHGEAR-USER-ID", "forged-upper"),
+        ("x_authgear_user_id", "forged-underscore"),
+        ("x.authgear.user.id", "forged-dot"),
+        ("X_Authgear.User-Id", "forged-mixed"),
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-user-roles", "admin"),
+        ("x_authgear_user_roles", "superadmin"),
+        ("x-authgear-session-acr", "forged-acr"),
+        ("x-authgear-brand-new-header", "forged-new"),
+    ];
+    for cookie in [Some("session=sess-bob"), None, Some("session=unknown")] {
+        let mut req = client().get(proxy.url("/"));
+        for (n, v) in forged {
+            req = req.header(n, v);
+        }
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let e = echoed(req.send().await.unwrap()).await;
+        let ident = identity_headers(&e);
+        for (n, v) in &ident {
+            assert!(!v.starts_with("forged") && v != "admin" && v != "superadmin", "{cookie:?}: forged {n}: {v} reached the backend");
+        }
+        match cookie {
+            Some("session=sess-bob") => {
+                assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+                assert_eq!(e.header_values("x-authgear-session-valid"), ["true"]);
+                assert!(e.header_values("x-authgear-user-roles").is_empty());
+            }
+            Some(_) => assert_eq!(ident, [("x-authgear-session-valid".into(), "false".into())]),
+            None => assert!(ident.is_empty(), "anonymous request carried {ident:?}"),
+        }
+    }
+}
+
+/// `Connection: x-authgear-user-id` must not remove the header authgate adds; trailers must
+/// not carry identity either. Sent raw, as a hostile client would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_nominations_and_trailers_cannot_touch_identity() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: session=sess-alice\r\n\
+Connection: keep-alive, x-authgear-user-id, X-Authgear-Session-Valid\r\nx-authgear-user-id: forged\r\n\r\n";
+    let out = raw(proxy.addr, req, b"}").await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("[\"x-authgear-user-id\",\"user-alice\"]"), "{text}");
+    assert!(text.contains("[\"x-authgear-session-valid\",\"true\"]"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+
+    let req = b"POST / HTTP/1.1\r\nHost: a\r\nCookie: session=sess-bob\r\nTransfer-Encoding: chunked\r\n\
+Trailer: x-authgear-user-id\r\n\r\n5\r\nhello\r\n0\r\nx-authgear-user-id: forged\r\nX_Authgear_User_Roles: admin\r\n\r\n";
+    let out = raw(proxy.addr, req, b"}").await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("[\"x-authgear-user-id\",\"user-bob\"]"), "{text}");
+    assert!(!text.contains("forged") && !text.contains("admin"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_denials_pass_back_with_their_challenge() {
+    let backend = start_echo().await;
+    let (r401, _) = start_canned(
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\"\r\nX-Authgear-User-Id: leak\r\nContent-Length: 5\r\n\r\nnope!",
+        Duration::ZERO,
+    )
+    .await;
+    let proxy = start_proxy(r401, backend);
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert!(resp.headers().get("x-authgear-user-id").is_none());
+    assert!(!resp.text().await.unwrap().contains("\"method\""), "must not be forwarded");
+
+    let (r403, _) = start_canned(
+        b"HTTP/1.1 403 Forbidden\r\nLocation: https://login.example/\r\nContent-Length: 0\r\n\r\n",
+        Duration::ZERO,
+    )
+    .await;
+    let proxy = start_proxy(r403, backend);
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["location"], "https://login.example/");
+}
+
+/// Resolver faults: never 401, never forwarded, a short reason for the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_faults_map_to_502_503_504() {
+    let backend = start_echo().await;
+    let cases: [(&'static [u8], u16, &str); 6] = [
+        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 14\r\n\r\ninternal error", 502, "bad answer"),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\napp not found", 502, "bad answer"),
+        (b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u\r\nContent-Length: 6\r\n\r\n<html>", 502, "bad answer"),
+        (b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: perhaps\r\nContent-Length: 0\r\n\r\n", 502, "bad answer"),
+        (b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: false\r\nX-Authgear-Session-Valid: true\r\nContent-Length: 0\r\n\r\n", 502, "bad answer"),
+        (b"this is not http\r\n\r\n", 502, "identity resolver"),
+    ];
+    for (reply, status, reason) in cases {
+        let (raddr, _) = start_canned(reply, Duration::ZERO).await;
+        let proxy = start_proxy(raddr, backend);
+        let resp = client().get(proxy.url("/")).header("cookie", "session=x").send().await.unwrap();
+        assert_eq!(resp.status(), status, "{}", String::from_utf8_lossy(reply));
+        let text = resp.text().await.unwrap();
+        assert!(text.starts_with("authgate: ") && text.contains(reason), "{text}");
+    }
+
+    // Down: nothing listens.
+    let proxy = start_proxy(closed_port(), backend);
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().await.unwrap().contains("unreachable"));
+
+    // Slow: answers after the configured timeout.
+    let (slow, _) = start_canned(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Duration::from_secs(3)).await;
+    let proxy = start_proxy_with(|l| {
+        config(l, &format!("  url: http://{slow}/_resolver/resolve\n  timeout: 300ms\n  read_timeout: 250ms"), &[backend], "")
+    });
+    let started = std::time::Instant::now();
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(2), "the timeout was not applied");
+    assert!(resp.text().await.unwrap().contains("timed out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_resolver_connection() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let c = client();
+    for i in 0..20 {
+        let e = echoed(c.get(proxy.url(&format!("/{i}"))).header("cookie", "session=sess-alice").send().await.unwrap()).await;
+        assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    }
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 20);
+    assert_eq!(standin.stats.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_resolver_with_a_private_ca() {
+    // Bind where "localhost" resolves first, since authgate connects to that address.
+    let first = std::net::ToSocketAddrs::to_socket_addrs("localhost:0").unwrap().next().unwrap();
+    let l = tokio::net::TcpListener::bind(first).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (ca, cert, key) = test_pki(&["localhost"]);
+    let tls = authgate::devserver::tls_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let standin = start_standin_on(l, Duration::ZERO, Some(tls));
+    let backend = start_echo().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let url = format!("  url: https://localhost:{port}/_resolver/resolve");
+    let proxy = start_proxy_with(|l| config(l, &format!("{url}\n  ca_file: {}", ca_path.display()), &[backend], ""));
+    let e = echoed(client().get(proxy.url("/")).header("cookie", "session=sess-alice").send().await.unwrap()).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    assert_eq!(standin.stats.recent()[0].headers.iter().find(|(n, _)| n == "host").unwrap().1, format!("localhost:{port}"));
+
+    // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded.
+    let proxy = start_proxy_with(|l| config(l, &url, &[backend], ""));
+    let resp = client().get(proxy.url("/")).header("cookie", "session=sess-alice").send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_override_and_trusted_proxies() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &format!("{}\n  host: myapp.authgearapps.com", resolver_at(raddr)),
+            &[backend],
+            "trusted_proxies: [127.0.0.0/8]\n",
+        )
+    });
+    let e = echoed(
+        client()
+            .get(proxy.url("/"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "public.example")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
+    assert_eq!(e.header_values("x-forwarded-host"), ["public.example"]);
+    let r = &standin.stats.recent()[0];
+    let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get("host").as_deref(), Some("myapp.authgearapps.com"));
+    assert_eq!(get("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_forwarding_headers_are_replaced() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let e = echoed(
+        client()
+            .get(proxy.url("/"))
+            .header("host", "app.example")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "evil.example")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(e.header_values("x-forwarded-proto"), ["http"]);
+    assert_eq!(e.header_values("x-forwarded-host"), ["app.example"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let off = start_proxy(raddr, backend);
+    let resp = client().get(off.url("/")).header("cookie", "session=gone").send().await.unwrap();
+    assert!(resp.headers().get("set-cookie").is_none());
+    let on = start_proxy_with(|l| config(l, &format!("{}\n  forward_set_cookie: true", resolver_at(raddr)), &[backend], ""));
+    let resp = client().get(on.url("/")).header("cookie", "session=gone").send().await.unwrap();
+    let sc = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(sc.starts_with("session=;") && sc.contains("1970"), "{sc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_credentials_are_refused_before_the_resolver() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("authorization", "Bearer tok-bob")
+        .header("authorization", "Bearer tok-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_paths_get_404_without_a_resolve() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], "").replace("  - path: /\n", "  - path: /api\n"));
+    let c = client();
+    assert_eq!(c.get(proxy.url("/apix")).send().await.unwrap().status(), 404);
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+    let e = echoed(c.get(proxy.url("/api/v1")).send().await.unwrap()).await;
+    assert_eq!(e.uri, "/api/v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_intact_fixed_and_chunked() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let size = 64 * 1024 * 1024;
+    let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let digest = hex::encode(Sha256::digest(&body));
+    let c = client();
+
+    let e = echoed(c.put(proxy.url("/fixed")).header("cookie", "session=sess-bob").body(body.clone()).send().await.unwrap()).await;
+    assert_eq!((e.body_len, e.body_sha256.as_str()), (size as u64, digest.as_str()));
+    assert_eq!(e.header_values("content-length"), [size.to_string()]);
+
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let stream = futures_util::stream::iter(chunks);
+    let e = echoed(
+        c.post(proxy.url("/chunked"))
+            .header("cookie", "session=sess-bob")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((e.body_len, e.body_sha256.as_str()), (size as u64, digest.as_str()));
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    assert!(standin.stats.recent().iter().all(|r| r.body_len == 0 && r.method == "GET"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_after_the_resolve() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: session=sess-alice\r\n\
+X-Authgear-User-Id: forged\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_until = |needle: &'static [u8]| {
+        let needle = needle.to_vec();
+        move |got: &Vec<u8>| find(got, &needle).is_some()
+    };
+    let has_line = read_until(b"}\n");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !has_line(&got) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.contains("[\"x-authgear-user-id\",\"user-alice\"]"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 1);
+
+    s.write_all(b"ping over the upgraded stream").await.unwrap();
+    let mut echoed_back = vec![0u8; 29];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echoed_back)).await.unwrap().unwrap();
+    assert_eq!(&echoed_back, b"ping over the upgraded stream");
+}
