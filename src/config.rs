@@ -173,9 +173,11 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     let de = serde_yaml::Deserializer::from_str(text);
     let parsed: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let inner = e.into_inner();
         let field = if field == "." { String::new() } else { field };
-        err(&field, inner.to_string())
+        err(
+            &field,
+            tidy_serde_message(&field, &e.into_inner().to_string()),
+        )
     })?;
     // ServerConf accepts unknown keys silently; a typo there must not pass either.
     let raw: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err("", e.to_string()))?;
@@ -196,15 +198,19 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     }
     let mut listen = Vec::with_capacity(parsed.listen.len());
     for (i, l) in parsed.listen.iter().enumerate() {
-        let addr: SocketAddr = l
-            .addr
-            .parse()
-            .map_err(|_| err(&format!("listen[{i}].addr"), format!("`{}` is not an IP:port address", l.addr)))?;
+        let addr: SocketAddr = l.addr.parse().map_err(|_| {
+            err(
+                &format!("listen[{i}].addr"),
+                format!("`{}` is not an IP:port address", l.addr),
+            )
+        })?;
         listen.push(addr);
     }
 
-    let namespace = header_prefix(&parsed.resolver.header_prefix).map_err(|r| err("resolver.header_prefix", r))?;
-    let resolver_settings = resolver_settings(&parsed.resolver, base).map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
+    let namespace = header_prefix(&parsed.resolver.header_prefix)
+        .map_err(|r| err("resolver.header_prefix", r))?;
+    let resolver_settings = resolver_settings(&parsed.resolver, base)
+        .map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
     let resolver = Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?;
 
     let mut nets = Vec::with_capacity(parsed.trusted_proxies.len());
@@ -216,7 +222,10 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     for (name, up) in &parsed.upstreams {
         let field = format!("upstreams.{name}");
         if up.backends.is_empty() {
-            return Err(err(&format!("{field}.backends"), "at least one backend is required".into()));
+            return Err(err(
+                &format!("{field}.backends"),
+                "at least one backend is required".into(),
+            ));
         }
         let mut addrs = Vec::with_capacity(up.backends.len());
         for (i, b) in up.backends.iter().enumerate() {
@@ -232,13 +241,20 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     let mut routes = Vec::with_capacity(parsed.routes.len());
     for (i, r) in parsed.routes.iter().enumerate() {
         if !r.path.starts_with('/') {
-            return Err(err(&format!("routes[{i}].path"), format!("`{}` must start with `/`", r.path)));
+            return Err(err(
+                &format!("routes[{i}].path"),
+                format!("`{}` must start with `/`", r.path),
+            ));
         }
         let pool = pools.get(&r.upstream).ok_or_else(|| {
             let known: Vec<&str> = pools.keys().map(String::as_str).collect();
             err(
                 &format!("routes[{i}].upstream"),
-                format!("no upstream named `{}` is defined (defined: {})", r.upstream, known.join(", ")),
+                format!(
+                    "no upstream named `{}` is defined (defined: {})",
+                    r.upstream,
+                    known.join(", ")
+                ),
             )
         })?;
         routes.push(Route::new(&r.path, pool.clone()));
@@ -257,12 +273,39 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     })
 }
 
+/// serde_yaml prefixes its messages with its own idea of the path and names Rust types;
+/// the operator gets the field path once and the word "mapping".
+fn tidy_serde_message(field: &str, msg: &str) -> String {
+    let msg = match msg.split_once(": ") {
+        Some((head, rest))
+            if !head.is_empty() && !head.contains(' ') && field.starts_with(head) =>
+        {
+            rest
+        }
+        _ => msg,
+    };
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "struct ".len()..];
+        let end = after
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        out.push_str("a mapping");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn check_pingora_keys(raw: Option<&serde_yaml::Value>) -> Result<(), (String, String)> {
     let Some(raw) = raw else { return Ok(()) };
     let Some(map) = raw.as_mapping() else {
         return Err((String::new(), "must be a mapping".into()));
     };
-    let known = serde_yaml::to_value(ServerConf::default()).map_err(|e| (String::new(), e.to_string()))?;
+    let known =
+        serde_yaml::to_value(ServerConf::default()).map_err(|e| (String::new(), e.to_string()))?;
     for key in map.keys() {
         let name = key.as_str().unwrap_or_default();
         if known.get(name).is_none() {
@@ -284,7 +327,12 @@ fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
         for (i, ip) in list.iter().enumerate() {
             match ip.parse::<IpAddr>() {
                 Ok(a) if a.is_ipv4() == v4 => {}
-                _ => return Err((format!("{k}[{i}]"), format!("`{ip}` is not an IPv{} address", if v4 { 4 } else { 6 }))),
+                _ => {
+                    return Err((
+                        format!("{k}[{i}]"),
+                        format!("`{ip}` is not an IPv{} address", if v4 { 4 } else { 6 }),
+                    ))
+                }
             }
         }
     }
@@ -301,28 +349,48 @@ fn header_prefix(p: &str) -> Result<Namespace, String> {
     Ok(Namespace::new(p))
 }
 
-fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSettings, (String, String)> {
+fn resolver_settings(
+    r: &ResolverFile,
+    base: Option<&Path>,
+) -> Result<ResolverSettings, (String, String)> {
     let bad = |k: &str, why: String| (k.to_string(), why);
-    let uri: Uri = r.url.parse().map_err(|e| bad("url", format!("`{}` is not a URL: {e}", r.url)))?;
+    let uri: Uri = r
+        .url
+        .parse()
+        .map_err(|e| bad("url", format!("`{}` is not a URL: {e}", r.url)))?;
     let tls = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
-        _ => return Err(bad("url", format!("`{}` must start with http:// or https://", r.url))),
+        _ => {
+            return Err(bad(
+                "url",
+                format!("`{}` must start with http:// or https://", r.url),
+            ))
+        }
     };
-    let authority = uri.authority().ok_or_else(|| bad("url", "has no host".into()))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| bad("url", "has no host".into()))?;
     if authority.as_str().contains('@') {
         return Err(bad("url", "must not carry user info".into()));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addr = resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?;
+    let addr =
+        resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?;
     let path = match uri.path_and_query().map(|p| p.as_str()) {
         None | Some("") | Some("/") => "/_resolver/resolve".to_string(),
         Some(p) => p.to_string(),
     };
     let host_header = match &r.host {
-        Some(h) => http::HeaderValue::from_str(h).map_err(|_| bad("host", format!("`{h}` is not a valid Host value")))?,
-        None => http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad("url", "host is not a valid Host value".into()))?,
+        Some(h) => http::HeaderValue::from_str(h)
+            .map_err(|_| bad("host", format!("`{h}` is not a valid Host value")))?,
+        None => http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("url", "host is not a valid Host value".into()))?,
     };
     for (k, d) in [
         ("connect_timeout", r.connect_timeout),
@@ -336,7 +404,12 @@ fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSe
     }
     let ca_file = match &r.ca_file {
         None => None,
-        Some(_) if !tls => return Err(bad("ca_file", "only applies to an https:// resolver url".into())),
+        Some(_) if !tls => {
+            return Err(bad(
+                "ca_file",
+                "only applies to an https:// resolver url".into(),
+            ))
+        }
         Some(p) => {
             let p = match base {
                 Some(b) if p.is_relative() => b.join(p),
@@ -380,7 +453,8 @@ pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
     let mut it = s
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve `{s}` (want host:port): {e}"))?;
-    it.next().ok_or_else(|| format!("`{s}` resolves to no address"))
+    it.next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -459,9 +533,24 @@ routes:
 
     #[test]
     fn resolver_url_checks() {
-        assert_eq!(error(&GOOD.replace("http://127.0.0.1:3001", "ftp://127.0.0.1:3001")).field, "resolver.url");
+        assert_eq!(
+            error(&GOOD.replace("http://127.0.0.1:3001", "ftp://127.0.0.1:3001")).field,
+            "resolver.url"
+        );
         let e = error(&GOOD.replace("timeout: 2s", "timeout: 2s\n  ca_file: /nonexistent"));
         assert_eq!(e.field, "resolver.ca_file");
+    }
+
+    #[test]
+    fn serde_messages_name_the_path_once_and_no_rust_types() {
+        assert_eq!(
+            tidy_serde_message("upstreams.app2", "upstreams.app2: invalid type: integer `3`, expected struct UpstreamFile at line 7 column 9"),
+            "invalid type: integer `3`, expected a mapping at line 7 column 9"
+        );
+        assert_eq!(
+            tidy_serde_message("", "missing field `listen`"),
+            "missing field `listen`"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub enum CredentialsError {
 impl std::fmt::Display for CredentialsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CredentialsError::AmbiguousAuthorization => f.write_str("more than one Authorization header"),
+            CredentialsError::AmbiguousAuthorization => {
+                f.write_str("more than one Authorization header")
+            }
         }
     }
 }
@@ -71,18 +73,29 @@ mod tests {
 
     #[test]
     fn split_cookies_are_joined() {
-        let c = Credentials::from_request(&req(&[("cookie", "a=1"), ("cookie", "session=s"), ("cookie", "b=2")])).unwrap();
+        let c = Credentials::from_request(&req(&[
+            ("cookie", "a=1"),
+            ("cookie", "session=s"),
+            ("cookie", "b=2"),
+        ]))
+        .unwrap();
         assert_eq!(c.cookie.unwrap(), "a=1; session=s; b=2");
     }
 
     #[test]
     fn two_authorization_headers_are_refused() {
         let r = req(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert_eq!(Credentials::from_request(&r), Err(CredentialsError::AmbiguousAuthorization));
+        assert_eq!(
+            Credentials::from_request(&r),
+            Err(CredentialsError::AmbiguousAuthorization)
+        );
     }
 
     #[test]
     fn nothing_is_nothing() {
-        assert_eq!(Credentials::from_request(&req(&[])).unwrap(), Credentials::default());
+        assert_eq!(
+            Credentials::from_request(&req(&[])).unwrap(),
+            Credentials::default()
+        );
     }
 }

@@ -38,11 +38,11 @@ impl TrustedProxies {
     pub fn derive(&self, req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> Forwarded {
         let trusted = peer.is_some_and(|ip| self.trusts(ip));
         let own_proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        let own_host = req
-            .headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let own_host = req.headers.get(HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let peer_value = peer.map(|ip| header_value(&canonical(ip).to_string()));
         if !trusted {
             return Forwarded {
@@ -62,7 +62,9 @@ impl TrustedProxies {
             peer_text = p.clone();
             chain.push(peer_text.as_bytes());
         }
-        let for_ = HeaderValue::from_bytes(&chain.join(&b", "[..])).ok().or(peer_value);
+        let for_ = HeaderValue::from_bytes(&chain.join(&b", "[..]))
+            .ok()
+            .or(peer_value);
         let proto = match req.headers.get(&X_FORWARDED_PROTO) {
             Some(v) if v == "https" || v == "http" => v.clone(),
             _ => own_proto,
@@ -162,7 +164,10 @@ mod tests {
 
     #[test]
     fn apply_replaces_client_copies() {
-        let mut r = req(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        let mut r = req(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
         let f = TrustedProxies::default().derive(&r, CLIENT.parse().ok(), false);
         f.apply(&mut r).unwrap();
         let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();

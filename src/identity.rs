@@ -101,7 +101,11 @@ impl std::fmt::Display for AnswerError {
 impl Answer {
     /// Reads a resolver reply. Only names that start with the namespace prefix exactly (in
     /// lower case) are identity; folded spellings from the resolver are not copied.
-    pub fn from_reply(status: u16, headers: &HeaderMap, ns: &Namespace) -> Result<Answer, AnswerError> {
+    pub fn from_reply(
+        status: u16,
+        headers: &HeaderMap,
+        ns: &Namespace,
+    ) -> Result<Answer, AnswerError> {
         match status {
             200 => {
                 let mut session = SessionState::Anonymous;
@@ -115,7 +119,9 @@ impl Answer {
                         && name.as_str().ends_with("session-valid")
                     {
                         if seen_valid {
-                            return Err(AnswerError::Malformed(format!("{name} sent more than once")));
+                            return Err(AnswerError::Malformed(format!(
+                                "{name} sent more than once"
+                            )));
                         }
                         seen_valid = true;
                         session = parse_valid(value).ok_or_else(|| {
@@ -124,7 +130,11 @@ impl Answer {
                     }
                     identity.push((name.clone(), value.clone()));
                 }
-                let set_cookie = headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
+                let set_cookie = headers
+                    .get_all(http::header::SET_COOKIE)
+                    .iter()
+                    .cloned()
+                    .collect();
                 Ok(Answer::Identity {
                     session,
                     headers: identity,
@@ -187,7 +197,13 @@ mod tests {
         ] {
             assert!(ns.covers(name), "{name} must be covered");
         }
-        for name in ["x-authgea", "x-authgearuser", "authorization", "x-forwarded-for", "xx-authgear-user-id"] {
+        for name in [
+            "x-authgea",
+            "x-authgearuser",
+            "authorization",
+            "x-forwarded-for",
+            "xx-authgear-user-id",
+        ] {
             assert!(!ns.covers(name), "{name} must not be covered");
         }
     }
@@ -203,7 +219,8 @@ mod tests {
         req.append_header("x-authgear-user-id", "a").unwrap();
         req.append_header("x-authgear-user-id", "b").unwrap();
         req.append_header("x_authgear_user_roles", "admin").unwrap();
-        req.append_header("X.Authgear.Session.Valid", "true").unwrap();
+        req.append_header("X.Authgear.Session.Valid", "true")
+            .unwrap();
         req.append_header("cookie", "session=x").unwrap();
         assert_eq!(ns().strip(&mut req), 3);
         assert_eq!(req.headers.len(), 1);
@@ -213,7 +230,10 @@ mod tests {
     fn reply(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
-            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -229,10 +249,19 @@ mod tests {
         ]);
         let a = Answer::from_reply(200, &h, &ns()).unwrap();
         match a {
-            Answer::Identity { session, headers, .. } => {
+            Answer::Identity {
+                session, headers, ..
+            } => {
                 assert_eq!(session, SessionState::Valid);
                 let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
-                assert_eq!(names, ["x-authgear-session-valid", "x-authgear-user-id", "x-authgear-brand-new"]);
+                assert_eq!(
+                    names,
+                    [
+                        "x-authgear-session-valid",
+                        "x-authgear-user-id",
+                        "x-authgear-brand-new"
+                    ]
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -242,18 +271,34 @@ mod tests {
     fn session_states() {
         let a = Answer::from_reply(200, &reply(&[]), &ns()).unwrap();
         assert_eq!(a.session(), Some(SessionState::Anonymous));
-        let a = Answer::from_reply(200, &reply(&[("x-authgear-session-valid", "FALSE")]), &ns()).unwrap();
+        let a = Answer::from_reply(200, &reply(&[("x-authgear-session-valid", "FALSE")]), &ns())
+            .unwrap();
         assert_eq!(a.session(), Some(SessionState::Invalid));
     }
 
     #[test]
     fn hostile_answers_are_malformed() {
-        let twice = reply(&[("x-authgear-session-valid", "false"), ("x-authgear-session-valid", "true")]);
-        assert!(matches!(Answer::from_reply(200, &twice, &ns()), Err(AnswerError::Malformed(_))));
+        let twice = reply(&[
+            ("x-authgear-session-valid", "false"),
+            ("x-authgear-session-valid", "true"),
+        ]);
+        assert!(matches!(
+            Answer::from_reply(200, &twice, &ns()),
+            Err(AnswerError::Malformed(_))
+        ));
         let odd = reply(&[("x-authgear-session-valid", "yes")]);
-        assert!(matches!(Answer::from_reply(200, &odd, &ns()), Err(AnswerError::Malformed(_))));
-        assert_eq!(Answer::from_reply(500, &reply(&[]), &ns()), Err(AnswerError::Status(500)));
-        assert_eq!(Answer::from_reply(302, &reply(&[]), &ns()), Err(AnswerError::Status(302)));
+        assert!(matches!(
+            Answer::from_reply(200, &odd, &ns()),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert_eq!(
+            Answer::from_reply(500, &reply(&[]), &ns()),
+            Err(AnswerError::Status(500))
+        );
+        assert_eq!(
+            Answer::from_reply(302, &reply(&[]), &ns()),
+            Err(AnswerError::Status(302))
+        );
     }
 
     #[test]

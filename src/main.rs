@@ -16,7 +16,11 @@ use authgate::devserver::{self, echo, standin};
 use authgate::{config, proxy::AuthGate};
 
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "Authenticating edge proxy for Authgear, on Pingora")]
+#[command(
+    name = "authgate",
+    version,
+    about = "Authenticating edge proxy for Authgear, on Pingora"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(short, long, default_value = "/etc/authgate/authgate.yaml")]
@@ -70,7 +74,9 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
         }) => run_standin(listen, &users, latency, tls_cert.zip(tls_key)),
-        Some(Command::Echo { listen }) => run_dev(listen, |l, conns| devserver::serve(l, None, conns, echo::handle)),
+        Some(Command::Echo { listen }) => run_dev(listen, |l, conns| {
+            devserver::serve(l, None, conns, echo::handle)
+        }),
         None => return run_proxy(&cli),
     };
     match result {
@@ -102,7 +108,8 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
-    let mut service = http_proxy_service_with_name(&server.configuration, AuthGate::new(runtime), "authgate");
+    let mut service =
+        http_proxy_service_with_name(&server.configuration, AuthGate::new(runtime), "authgate");
     for addr in &settings.listen {
         service.add_tcp(&addr.to_string());
     }
@@ -118,7 +125,8 @@ fn run_standin(
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(users).map_err(|e| format!("{}: {e}", users.display()))?;
-    let directory = standin::Directory::from_yaml(&text).map_err(|e| format!("{}: {e}", users.display()))?;
+    let directory =
+        standin::Directory::from_yaml(&text).map_err(|e| format!("{}: {e}", users.display()))?;
     let tls = match tls {
         None => None,
         Some((cert, key)) => {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
+use http::header::{
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType};
 
 use crate::config::Runtime;
@@ -82,7 +84,10 @@ impl ProxyHttp for AuthGate {
         // Before anything reads the request: no client copy of the identity namespace survives.
         rt.namespace.strip(session.req_header_mut());
 
-        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let forwarded = rt.trusted.derive(session.req_header(), peer_ip, tls);
 
@@ -103,7 +108,11 @@ impl ProxyHttp for AuthGate {
         match rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await {
             Ok(Answer::Denied { status, headers }) => {
                 ctx.outcome = "denied";
-                let reason = if status == 401 { "not authenticated" } else { "forbidden" };
+                let reason = if status == 401 {
+                    "not authenticated"
+                } else {
+                    "forbidden"
+                };
                 respond(session, status, reason, &headers).await
             }
             Ok(answer) => {
@@ -126,11 +135,14 @@ impl ProxyHttp for AuthGate {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        let pool = ctx
-            .pool
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen for request"))?;
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let pool = ctx.pool.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "no pool chosen for request")
+        })?;
         match pool.select() {
             Some(peer) => Ok(Box::new(peer)),
             None => Error::e_explain(
@@ -147,7 +159,10 @@ impl ProxyHttp for AuthGate {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let Some(rt) = ctx.runtime.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "request reached upstream without a resolve");
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "request reached upstream without a resolve",
+            );
         };
         // Again on the copy that goes upstream, after Pingora's own header handling.
         rt.namespace.strip(upstream_request);
@@ -181,8 +196,12 @@ impl ProxyHttp for AuthGate {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         match e {
-            Some(e) => log::info!(target: "authgate::access", "{} {} {status} resolver={} error={e}", req.method, req.uri.path(), ctx.outcome),
-            None => log::debug!(target: "authgate::access", "{} {} {status} resolver={}", req.method, req.uri.path(), ctx.outcome),
+            Some(e) => {
+                log::info!(target: "authgate::access", "{} {} {status} resolver={} error={e}", req.method, req.uri.path(), ctx.outcome)
+            }
+            None => {
+                log::debug!(target: "authgate::access", "{} {} {status} resolver={}", req.method, req.uri.path(), ctx.outcome)
+            }
         }
     }
 }

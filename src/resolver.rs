@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::header::{HeaderValue, AUTHORIZATION, COOKIE, HOST, USER_AGENT};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
 use crate::credentials::Credentials;
@@ -125,7 +125,12 @@ impl Resolver {
     }
 
     /// Asks the resolver who sent a request with these credentials.
-    pub async fn resolve(&self, creds: &Credentials, fwd: &Forwarded, ns: &Namespace) -> Result<Answer, ResolveError> {
+    pub async fn resolve(
+        &self,
+        creds: &Credentials,
+        fwd: &Forwarded,
+        ns: &Namespace,
+    ) -> Result<Answer, ResolveError> {
         let req = self.request(creds, fwd).map_err(ResolveError::Broken)?;
         let total = self.settings.total_timeout;
         let (status, headers) = match tokio::time::timeout(total, self.exchange(req)).await {
@@ -173,8 +178,12 @@ impl Resolver {
                     return Ok((status, headers));
                 }
                 // The connection is dropped, not pooled: its state is unknown.
-                Ok(Reply::Unusable(why)) => return Err(ResolveError::Answer(AnswerError::Malformed(why))),
-                Err(Failure::BeforeAnswer(e)) if reused && attempt < MAX_ATTEMPTS && !is_timeout(&e) => {
+                Ok(Reply::Unusable(why)) => {
+                    return Err(ResolveError::Answer(AnswerError::Malformed(why)))
+                }
+                Err(Failure::BeforeAnswer(e))
+                    if reused && attempt < MAX_ATTEMPTS && !is_timeout(&e) =>
+                {
                     log::debug!("resolver: reused connection failed ({e}), retrying on a new one");
                 }
                 Err(Failure::BeforeAnswer(e) | Failure::AfterAnswer(e)) => {
@@ -200,13 +209,22 @@ enum Failure {
 }
 
 fn is_timeout(e: &Error) -> bool {
-    matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
 }
 
 async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply, Failure> {
-    http.write_request_header(Box::new(req)).await.map_err(Failure::BeforeAnswer)?;
-    http.finish_request_body().await.map_err(Failure::BeforeAnswer)?;
-    http.read_response_header().await.map_err(Failure::BeforeAnswer)?;
+    http.write_request_header(Box::new(req))
+        .await
+        .map_err(Failure::BeforeAnswer)?;
+    http.finish_request_body()
+        .await
+        .map_err(Failure::BeforeAnswer)?;
+    http.read_response_header()
+        .await
+        .map_err(Failure::BeforeAnswer)?;
     let (status, headers) = match http.response_header() {
         Some(h) => (h.status.as_u16(), h.headers.clone()),
         None => {
@@ -217,10 +235,16 @@ async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply,
         }
     };
     let mut body = 0usize;
-    while let Some(chunk) = http.read_response_body().await.map_err(Failure::AfterAnswer)? {
+    while let Some(chunk) = http
+        .read_response_body()
+        .await
+        .map_err(Failure::AfterAnswer)?
+    {
         body += chunk.len();
         if body > MAX_BODY {
-            return Ok(Reply::Unusable(format!("status {status} answer with a body over {MAX_BODY} bytes")));
+            return Ok(Reply::Unusable(format!(
+                "status {status} answer with a body over {MAX_BODY} bytes"
+            )));
         }
     }
     if status == 200 && body > 0 {

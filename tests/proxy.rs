@@ -27,7 +27,10 @@ async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     assert_eq!(e.header_values("x-authgear-user-roles"), ["admin"]);
     assert_eq!(e.header_values("x-authgear-session-amr"), ["pwd"]);
-    assert_eq!(e.header_values("cookie"), ["theme=dark; session=sess-alice"]);
+    assert_eq!(
+        e.header_values("cookie"),
+        ["theme=dark; session=sess-alice"]
+    );
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 1);
 }
 
@@ -37,19 +40,51 @@ async fn bearer_and_app_cookies_and_invalid_sessions() {
     let backend = start_echo().await;
     let proxy = start_proxy(raddr, backend);
     let c = client();
-    let e = echoed(c.get(proxy.url("/")).bearer_auth("tok-bob").send().await.unwrap()).await;
+    let e = echoed(
+        c.get(proxy.url("/"))
+            .bearer_auth("tok-bob")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    let e = echoed(c.get(proxy.url("/")).header("cookie", "app_access_token=tok-alice").send().await.unwrap()).await;
+    let e = echoed(
+        c.get(proxy.url("/"))
+            .header("cookie", "app_access_token=tok-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     // Unknown session cookie and a disabled user: valid false, no user id.
     for cookie in ["session=nope", "session=sess-carol"] {
-        let e = echoed(c.get(proxy.url("/")).header("cookie", cookie).send().await.unwrap()).await;
-        assert_eq!(identity_headers(&e), [("x-authgear-session-valid".to_string(), "false".to_string())], "{cookie}");
+        let e = echoed(
+            c.get(proxy.url("/"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            identity_headers(&e),
+            [("x-authgear-session-valid".to_string(), "false".to_string())],
+            "{cookie}"
+        );
     }
     // No credentials, or an unknown bearer token: no identity headers at all.
     let e = echoed(c.get(proxy.url("/")).send().await.unwrap()).await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
-    let e = echoed(c.get(proxy.url("/")).bearer_auth("forged").send().await.unwrap()).await;
+    let e = echoed(
+        c.get(proxy.url("/"))
+            .bearer_auth("forged")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
 }
 
@@ -85,11 +120,28 @@ async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
     names.sort();
     assert_eq!(
         names,
-        ["authorization", "cookie", "host", "user-agent", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+        [
+            "authorization",
+            "cookie",
+            "host",
+            "user-agent",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto"
+        ]
     );
-    let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let get = |n: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("host"), Some(raddr.to_string().as_str()));
-    assert_eq!(get("x-forwarded-for"), Some("127.0.0.1"), "client XFF is not trusted");
+    assert_eq!(
+        get("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "client XFF is not trusted"
+    );
     assert_eq!(get("x-forwarded-proto"), Some("http"));
     assert_eq!(get("user-agent"), Some("test-agent/1"));
 }
@@ -124,7 +176,10 @@ async fn forged_identity_never_reaches_the_backend() {
         let e = echoed(req.send().await.unwrap()).await;
         let ident = identity_headers(&e);
         for (n, v) in &ident {
-            assert!(!v.starts_with("forged") && v != "admin" && v != "superadmin", "{cookie:?}: forged {n}: {v} reached the backend");
+            assert!(
+                !v.starts_with("forged") && v != "admin" && v != "superadmin",
+                "{cookie:?}: forged {n}: {v} reached the backend"
+            );
         }
         match cookie {
             Some("session=sess-bob") => {
@@ -149,8 +204,14 @@ async fn connection_nominations_and_trailers_cannot_touch_identity() {
 Connection: keep-alive, x-authgear-user-id, X-Authgear-Session-Valid\r\nx-authgear-user-id: forged\r\n\r\n";
     let out = raw(proxy.addr, req, b"}").await;
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("[\"x-authgear-user-id\",\"user-alice\"]"), "{text}");
-    assert!(text.contains("[\"x-authgear-session-valid\",\"true\"]"), "{text}");
+    assert!(
+        text.contains("[\"x-authgear-user-id\",\"user-alice\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[\"x-authgear-session-valid\",\"true\"]"),
+        "{text}"
+    );
     assert!(!text.contains("forged"), "{text}");
 
     let req = b"POST / HTTP/1.1\r\nHost: a\r\nCookie: session=sess-bob\r\nTransfer-Encoding: chunked\r\n\
@@ -158,8 +219,14 @@ Trailer: x-authgear-user-id\r\n\r\n5\r\nhello\r\n0\r\nx-authgear-user-id: forged
     let out = raw(proxy.addr, req, b"}").await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("[\"x-authgear-user-id\",\"user-bob\"]"), "{text}");
-    assert!(!text.contains("forged") && !text.contains("admin"), "{text}");
+    assert!(
+        text.contains("[\"x-authgear-user-id\",\"user-bob\"]"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("forged") && !text.contains("admin"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,9 +240,15 @@ async fn resolver_denials_pass_back_with_their_challenge() {
     let proxy = start_proxy(r401, backend);
     let resp = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
     assert!(resp.headers().get("x-authgear-user-id").is_none());
-    assert!(!resp.text().await.unwrap().contains("\"method\""), "must not be forwarded");
+    assert!(
+        !resp.text().await.unwrap().contains("\"method\""),
+        "must not be forwarded"
+    );
 
     let (r403, _) = start_canned(
         b"HTTP/1.1 403 Forbidden\r\nLocation: https://login.example/\r\nContent-Length: 0\r\n\r\n",
@@ -203,10 +276,18 @@ async fn resolver_faults_map_to_502_503_504() {
     for (reply, status, reason) in cases {
         let (raddr, _) = start_canned(reply, Duration::ZERO).await;
         let proxy = start_proxy(raddr, backend);
-        let resp = client().get(proxy.url("/")).header("cookie", "session=x").send().await.unwrap();
+        let resp = client()
+            .get(proxy.url("/"))
+            .header("cookie", "session=x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), status, "{}", String::from_utf8_lossy(reply));
         let text = resp.text().await.unwrap();
-        assert!(text.starts_with("authgate: ") && text.contains(reason), "{text}");
+        assert!(
+            text.starts_with("authgate: ") && text.contains(reason),
+            "{text}"
+        );
     }
 
     // Down: nothing listens.
@@ -216,14 +297,28 @@ async fn resolver_faults_map_to_502_503_504() {
     assert!(resp.text().await.unwrap().contains("unreachable"));
 
     // Slow: answers after the configured timeout.
-    let (slow, _) = start_canned(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Duration::from_secs(3)).await;
+    let (slow, _) = start_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     let proxy = start_proxy_with(|l| {
-        config(l, &format!("  url: http://{slow}/_resolver/resolve\n  timeout: 300ms\n  read_timeout: 250ms"), &[backend], "")
+        config(
+            l,
+            &format!(
+                "  url: http://{slow}/_resolver/resolve\n  timeout: 300ms\n  read_timeout: 250ms"
+            ),
+            &[backend],
+            "",
+        )
     });
     let started = std::time::Instant::now();
     let resp = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
-    assert!(started.elapsed() < Duration::from_secs(2), "the timeout was not applied");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout was not applied"
+    );
     assert!(resp.text().await.unwrap().contains("timed out"));
 }
 
@@ -234,7 +329,14 @@ async fn sequential_requests_reuse_one_resolver_connection() {
     let proxy = start_proxy(raddr, backend);
     let c = client();
     for i in 0..20 {
-        let e = echoed(c.get(proxy.url(&format!("/{i}"))).header("cookie", "session=sess-alice").send().await.unwrap()).await;
+        let e = echoed(
+            c.get(proxy.url(&format!("/{i}")))
+                .header("cookie", "session=sess-alice")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     }
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 20);
@@ -244,7 +346,10 @@ async fn sequential_requests_reuse_one_resolver_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_resolver_with_a_private_ca() {
     // Bind where "localhost" resolves first, since authgate connects to that address.
-    let first = std::net::ToSocketAddrs::to_socket_addrs("localhost:0").unwrap().next().unwrap();
+    let first = std::net::ToSocketAddrs::to_socket_addrs("localhost:0")
+        .unwrap()
+        .next()
+        .unwrap();
     let l = tokio::net::TcpListener::bind(first).await.unwrap();
     let port = l.local_addr().unwrap().port();
     let (ca, cert, key) = test_pki(&["localhost"]);
@@ -256,14 +361,42 @@ async fn https_resolver_with_a_private_ca() {
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca).unwrap();
     let url = format!("  url: https://localhost:{port}/_resolver/resolve");
-    let proxy = start_proxy_with(|l| config(l, &format!("{url}\n  ca_file: {}", ca_path.display()), &[backend], ""));
-    let e = echoed(client().get(proxy.url("/")).header("cookie", "session=sess-alice").send().await.unwrap()).await;
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &format!("{url}\n  ca_file: {}", ca_path.display()),
+            &[backend],
+            "",
+        )
+    });
+    let e = echoed(
+        client()
+            .get(proxy.url("/"))
+            .header("cookie", "session=sess-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
-    assert_eq!(standin.stats.recent()[0].headers.iter().find(|(n, _)| n == "host").unwrap().1, format!("localhost:{port}"));
+    assert_eq!(
+        standin.stats.recent()[0]
+            .headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .unwrap()
+            .1,
+        format!("localhost:{port}")
+    );
 
     // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded.
     let proxy = start_proxy_with(|l| config(l, &url, &[backend], ""));
-    let resp = client().get(proxy.url("/")).header("cookie", "session=sess-alice").send().await.unwrap();
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("cookie", "session=sess-alice")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
 }
 
@@ -290,13 +423,24 @@ async fn host_override_and_trusted_proxies() {
             .unwrap(),
     )
     .await;
-    assert_eq!(e.header_values("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(
+        e.header_values("x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
     assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
     assert_eq!(e.header_values("x-forwarded-host"), ["public.example"]);
     let r = &standin.stats.recent()[0];
-    let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("host").as_deref(), Some("myapp.authgearapps.com"));
-    assert_eq!(get("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        get("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,10 +471,27 @@ async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
     let (_s, raddr) = start_standin(Duration::ZERO).await;
     let backend = start_echo().await;
     let off = start_proxy(raddr, backend);
-    let resp = client().get(off.url("/")).header("cookie", "session=gone").send().await.unwrap();
+    let resp = client()
+        .get(off.url("/"))
+        .header("cookie", "session=gone")
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().get("set-cookie").is_none());
-    let on = start_proxy_with(|l| config(l, &format!("{}\n  forward_set_cookie: true", resolver_at(raddr)), &[backend], ""));
-    let resp = client().get(on.url("/")).header("cookie", "session=gone").send().await.unwrap();
+    let on = start_proxy_with(|l| {
+        config(
+            l,
+            &format!("{}\n  forward_set_cookie: true", resolver_at(raddr)),
+            &[backend],
+            "",
+        )
+    });
+    let resp = client()
+        .get(on.url("/"))
+        .header("cookie", "session=gone")
+        .send()
+        .await
+        .unwrap();
     let sc = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(sc.starts_with("session=;") && sc.contains("1970"), "{sc}");
 }
@@ -355,9 +516,14 @@ async fn ambiguous_credentials_are_refused_before_the_resolver() {
 async fn unrouted_paths_get_404_without_a_resolve() {
     let (standin, raddr) = start_standin(Duration::ZERO).await;
     let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], "").replace("  - path: /\n", "  - path: /api\n"));
+    let proxy = start_proxy_with(|l| {
+        config(l, &resolver_at(raddr), &[backend], "").replace("  - path: /\n", "  - path: /api\n")
+    });
     let c = client();
-    assert_eq!(c.get(proxy.url("/apix")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        c.get(proxy.url("/apix")).send().await.unwrap().status(),
+        404
+    );
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
     let e = echoed(c.get(proxy.url("/api/v1")).send().await.unwrap()).await;
     assert_eq!(e.uri, "/api/v1");
@@ -369,15 +535,29 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
     let backend = start_echo().await;
     let proxy = start_proxy(raddr, backend);
     let size = 64 * 1024 * 1024;
-    let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..size)
+        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let digest = hex::encode(Sha256::digest(&body));
     let c = client();
 
-    let e = echoed(c.put(proxy.url("/fixed")).header("cookie", "session=sess-bob").body(body.clone()).send().await.unwrap()).await;
-    assert_eq!((e.body_len, e.body_sha256.as_str()), (size as u64, digest.as_str()));
+    let e = echoed(
+        c.put(proxy.url("/fixed"))
+            .header("cookie", "session=sess-bob")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (e.body_len, e.body_sha256.as_str()),
+        (size as u64, digest.as_str())
+    );
     assert_eq!(e.header_values("content-length"), [size.to_string()]);
 
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
     let stream = futures_util::stream::iter(chunks);
     let e = echoed(
         c.post(proxy.url("/chunked"))
@@ -388,9 +568,16 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
             .unwrap(),
     )
     .await;
-    assert_eq!((e.body_len, e.body_sha256.as_str()), (size as u64, digest.as_str()));
+    assert_eq!(
+        (e.body_len, e.body_sha256.as_str()),
+        (size as u64, digest.as_str())
+    );
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    assert!(standin.stats.recent().iter().all(|r| r.body_len == 0 && r.method == "GET"));
+    assert!(standin
+        .stats
+        .recent()
+        .iter()
+        .all(|r| r.body_len == 0 && r.method == "GET"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,12 +612,18 @@ X-Authgear-User-Id: forged\r\n\r\n",
     .unwrap();
     let text = String::from_utf8_lossy(&got).to_string();
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(text.contains("[\"x-authgear-user-id\",\"user-alice\"]"), "{text}");
+    assert!(
+        text.contains("[\"x-authgear-user-id\",\"user-alice\"]"),
+        "{text}"
+    );
     assert!(!text.contains("forged"), "{text}");
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 1);
 
     s.write_all(b"ping over the upgraded stream").await.unwrap();
     let mut echoed_back = vec![0u8; 29];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echoed_back)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echoed_back))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&echoed_back, b"ping over the upgraded stream");
 }

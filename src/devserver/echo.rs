@@ -38,7 +38,12 @@ impl Echo {
 
 fn pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 

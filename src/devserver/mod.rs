@@ -61,13 +61,23 @@ pub async fn serve<H, F>(
             };
             let result = match acceptor {
                 Some(acc) => match acc.accept(stream).await {
-                    Ok(s) => builder.serve_connection(TokioIo::new(s), svc).with_upgrades().await,
+                    Ok(s) => {
+                        builder
+                            .serve_connection(TokioIo::new(s), svc)
+                            .with_upgrades()
+                            .await
+                    }
                     Err(e) => {
                         log::debug!("TLS handshake failed: {e}");
                         return;
                     }
                 },
-                None => builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await,
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await
+                }
             };
             if let Err(e) = result {
                 log::debug!("connection ended with an error: {e}");
@@ -95,9 +105,14 @@ pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerC
 }
 
 /// A response with a fixed body.
-pub(crate) fn response(status: u16, headers: &[(&str, String)], body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(crate) fn response(
+    status: u16,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (n, v) in headers {
         if let (Ok(n), Ok(v)) = (
             http::HeaderName::from_bytes(n.as_bytes()),

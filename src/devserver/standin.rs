@@ -85,7 +85,10 @@ const RECENT: usize = 256;
 impl Stats {
     /// The last requests received, oldest first.
     pub fn recent(&self) -> Vec<Recorded> {
-        self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+        self.recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -131,10 +134,19 @@ impl Standin {
         let headers: Vec<(String, String)> = req
             .headers()
             .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let (parts, body) = req.into_parts();
-        let body_len = body.collect().await.map(|c| c.to_bytes().len()).unwrap_or(0);
+        let body_len = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes().len())
+            .unwrap_or(0);
         if let Ok(mut r) = self.stats.recent.lock() {
             if r.len() == RECENT {
                 r.pop_front();
@@ -158,7 +170,11 @@ impl Standin {
             return response(404, &[], "not found\n");
         }
         if method != http::Method::GET && method != http::Method::HEAD {
-            return response(405, &[("allow", "GET, HEAD".into())], "method not allowed\n");
+            return response(
+                405,
+                &[("allow", "GET, HEAD".into())],
+                "method not allowed\n",
+            );
         }
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -192,7 +208,9 @@ impl Standin {
                 let token = String::from_utf8_lossy(&auth[7..]);
                 return match user(self.by_token.get(token.trim())) {
                     Some(u) => Found::User(u),
-                    None => Found::Unknown { clear_session: false },
+                    None => Found::Unknown {
+                        clear_session: false,
+                    },
                 };
             }
         }
@@ -202,14 +220,18 @@ impl Standin {
             if let Some(v) = cookie(name) {
                 return match user(self.by_token.get(&v)) {
                     Some(u) => Found::User(u),
-                    None => Found::Unknown { clear_session: false },
+                    None => Found::Unknown {
+                        clear_session: false,
+                    },
                 };
             }
         }
         if let Some(v) = cookie("session") {
             return match user(self.by_session.get(&v)) {
                 Some(u) => Found::User(u),
-                None => Found::Unknown { clear_session: true },
+                None => Found::Unknown {
+                    clear_session: true,
+                },
             };
         }
         Found::Nothing
@@ -222,7 +244,10 @@ fn identity(u: &User) -> Vec<(&'static str, String)> {
         ("x-authgear-user-id", u.id.clone()),
         ("x-authgear-user-anonymous", u.anonymous.to_string()),
         ("x-authgear-user-verified", u.verified.to_string()),
-        ("x-authgear-user-can-reauthenticate", u.can_reauthenticate.to_string()),
+        (
+            "x-authgear-user-can-reauthenticate",
+            u.can_reauthenticate.to_string(),
+        ),
         ("x-authgear-session-amr", u.amr.join(" ")),
     ];
     if !u.roles.is_empty() {

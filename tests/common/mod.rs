@@ -29,7 +29,9 @@ users:
 "#;
 
 pub async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let a = l.local_addr().expect("local addr");
     (l, a)
 }
@@ -40,13 +42,20 @@ pub async fn start_standin(latency: Duration) -> (Arc<standin::Standin>, SocketA
     (start_standin_on(l, latency, None), addr)
 }
 
-pub fn start_standin_on(l: TcpListener, latency: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<standin::Standin> {
+pub fn start_standin_on(
+    l: TcpListener,
+    latency: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Arc<standin::Standin> {
     let dir = standin::Directory::from_yaml(USERS).expect("users yaml");
     let s = Arc::new(standin::Standin::new(dir, latency));
     let handler = s.clone();
-    tokio::spawn(devserver::serve(l, tls, s.stats.connections.clone(), move |req| {
-        handler.clone().handle(req)
-    }));
+    tokio::spawn(devserver::serve(
+        l,
+        tls,
+        s.stats.connections.clone(),
+        move |req| handler.clone().handle(req),
+    ));
     s
 }
 
@@ -150,7 +159,10 @@ pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
     let addr = closed_port();
     let yaml = yaml_for(addr)
         .replace("PIDFILE", &dir.path().join("pid").display().to_string())
-        .replace("UPGRADESOCK", &dir.path().join("upgrade.sock").display().to_string());
+        .replace(
+            "UPGRADESOCK",
+            &dir.path().join("upgrade.sock").display().to_string(),
+        );
     let conf = dir.path().join("authgate.yaml");
     std::fs::write(&conf, yaml).expect("write config");
     let child = Command::new(binary())
@@ -169,7 +181,10 @@ pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
         if let Ok(Some(status)) = proxy.child.try_wait() {
             panic!("authgate exited before listening: {status}");
         }
-        assert!(Instant::now() < deadline, "authgate did not listen on {addr} within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "authgate did not listen on {addr} within 20 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -180,21 +195,31 @@ pub fn start_proxy(resolver: SocketAddr, backend: SocketAddr) -> Proxy {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// Parses the echo backend's answer.
 pub async fn echoed(resp: reqwest::Response) -> echo::Echo {
     let status = resp.status();
     let text = resp.text().await.expect("body");
-    assert_eq!(status, 200, "expected the backend's echo, got {status}: {text}");
+    assert_eq!(
+        status, 200,
+        "expected the backend's echo, got {status}: {text}"
+    );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not an echo ({e}): {text}"))
 }
 
 /// Names of echoed headers that a backend would read as identity headers.
 pub fn identity_headers(e: &echo::Echo) -> Vec<(String, String)> {
     let ns = authgate::identity::Namespace::new("x-authgear-");
-    e.headers.iter().filter(|(n, _)| ns.covers(n)).cloned().collect()
+    e.headers
+        .iter()
+        .filter(|(n, _)| ns.covers(n))
+        .cloned()
+        .collect()
 }
 
 /// Sends raw bytes to the proxy and reads the whole answer until the server closes or
@@ -217,7 +242,9 @@ pub async fn raw(addr: SocketAddr, request: &[u8], until: &[u8]) -> Vec<u8> {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read).await.expect("raw answer within 10 s");
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("raw answer within 10 s");
     out
 }
 
@@ -231,7 +258,9 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
         .push(rcgen::DnType::CommonName, "authgate test CA");
     let ca = ca_params.self_signed(&ca_key).expect("ca cert");
     let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
     let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Starts the resolver stand-in and the echo backend in the background, then authgate with
+# the shipped configuration in the foreground. Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${AUTHGATE:-target/debug/authgate}
+conf=${CONF:-conf/authgate.yaml}
+
+"$bin" -t -c "$conf"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+"$bin" standin --listen 127.0.0.1:3001 --users conf/users.yaml & pids+=($!)
+"$bin" echo --listen 127.0.0.1:3000 & pids+=($!)
+
+cat <<'TRY'
+
+authgate is starting on http://127.0.0.1:8080 (resolver stand-in :3001, echo backend :3000).
+Try, in another terminal:
+
+  curl -s -H 'Cookie: session=demo-session-alice' localhost:8080/hello      # valid session: identity headers
+  curl -s -H 'Authorization: Bearer demo-token-bob' localhost:8080/api       # bearer token
+  curl -s -H 'Cookie: session=expired' localhost:8080/                       # x-authgear-session-valid: false
+  curl -s -H 'X-Authgear-User-Id: forged' localhost:8080/                    # forged header: stripped
+
+Sessions and tokens are in conf/users.yaml. Ctrl-C stops everything.
+
+TRY
+RUST_LOG=${RUST_LOG:-info,authgate::access=debug} "$bin" -c "$conf"

@@ -1,0 +1,192 @@
+//! The binary's configuration checks: every error names the file, the field and the reason,
+//! and authgate exits non-zero before it listens.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+    stdout: String,
+}
+
+fn run(args: &[&str]) -> Outcome {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run authgate");
+    Outcome {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+const GOOD: &str = "listen:\n  - addr: 127.0.0.1:1\nresolver:\n  url: http://127.0.0.1:2/_resolver/resolve\n  timeout: 2s\n\
+upstreams:\n  app:\n    backends: [127.0.0.1:3]\nroutes:\n  - path: /\n    upstream: app\n";
+
+/// Writes `yaml`, checks it with `-t`, and returns the outcome.
+fn check(yaml: &str) -> (Outcome, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let p = path.display().to_string();
+    (run(&["-t", "-c", &p]), p)
+}
+
+fn assert_error(yaml: &str, field: &str, reason: &str) {
+    let (o, file) = check(yaml);
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("configuration error"))
+        .unwrap_or_else(|| panic!("no error line in {}", o.stderr));
+    assert!(
+        line.contains(&format!("{file}: {field}: ")),
+        "want `{file}: {field}:` in {line}"
+    );
+    assert!(line.contains(reason), "want `{reason}` in {line}");
+}
+
+#[test]
+fn good_file_checks_ok() {
+    let (o, file) = check(GOOD);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.contains(&file) && o.stdout.contains("ok"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/authgate.yaml");
+    let o = run(&["-t", "-c", conf]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+}
+
+#[test]
+fn missing_file() {
+    let o = run(&["-t", "-c", "/nonexistent/authgate.yaml"]);
+    assert_eq!(o.code, Some(2));
+    assert!(
+        o.stderr
+            .contains("/nonexistent/authgate.yaml: cannot read file"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn bad_yaml() {
+    let (o, file) = check("listen: [\n  - addr: 1\nresolver: {");
+    assert_eq!(o.code, Some(2));
+    assert!(
+        o.stderr.contains(&file) && o.stderr.contains("line"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn unknown_key() {
+    assert_error(
+        &GOOD.replace("  timeout: 2s\n", "  timeout: 2s\n  retries: 3\n"),
+        "resolver.retries",
+        "unknown field `retries`",
+    );
+    assert_error(
+        &format!("pingora:\n  thread: 4\n{GOOD}"),
+        "pingora.thread",
+        "unknown Pingora server setting",
+    );
+    assert_error(
+        &format!("{GOOD}cache: {{}}\n"),
+        "cache",
+        "unknown field `cache`",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_error(
+        &GOOD.replace("timeout: 2s", "timeout: two seconds"),
+        "resolver.timeout",
+        "",
+    );
+    assert_error(
+        &GOOD.replace("timeout: 2s", "timeout: 0s"),
+        "resolver.timeout",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn undefined_upstream() {
+    assert_error(
+        &GOOD.replace("upstream: app", "upstream: api"),
+        "routes[0].upstream",
+        "no upstream named `api`",
+    );
+}
+
+#[test]
+fn other_field_errors() {
+    assert_error(
+        &GOOD.replace("127.0.0.1:1", "localhost"),
+        "listen[0].addr",
+        "not an IP:port",
+    );
+    assert_error(
+        &GOOD.replace("http://127.0.0.1:2", "gopher://127.0.0.1:2"),
+        "resolver.url",
+        "http:// or https://",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3]", "[]"),
+        "upstreams.app.backends",
+        "at least one backend",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3]", "[no-port]"),
+        "upstreams.app.backends[0]",
+        "cannot resolve",
+    );
+    assert_error(
+        &format!("{GOOD}trusted_proxies: [10.0.0.0/99]\n"),
+        "trusted_proxies[0]",
+        "neither an IP",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  header_prefix: \"bad prefix\"\n",
+        ),
+        "resolver.header_prefix",
+        "not a valid",
+    );
+}
+
+#[test]
+fn a_bad_file_stops_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.yaml");
+    let port = closed_port();
+    std::fs::write(
+        &path,
+        GOOD.replace("127.0.0.1:1", &port.to_string())
+            .replace("upstream: app", "upstream: nope"),
+    )
+    .unwrap();
+    let o = run(&["-c", &path.display().to_string()]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(
+        std::net::TcpStream::connect(port).is_err(),
+        "something listens on {port}"
+    );
+}
