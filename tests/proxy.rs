@@ -343,6 +343,35 @@ async fn sequential_requests_reuse_one_resolver_connection() {
     assert_eq!(standin.stats.connections.load(Ordering::SeqCst), 1);
 }
 
+/// A resolver that drops a reused connection when the next request arrives (an idle close racing
+/// with reuse): authgate retries on a fresh connection and no client request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_dropping_reused_connections_causes_no_errors() {
+    let backend = start_echo().await;
+    let reply = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-1\r\nContent-Length: 0\r\n\r\n";
+    let (raddr, count) = start_canned_with(reply, Duration::ZERO, false).await;
+    let proxy = start_proxy(raddr, backend);
+    let c = client();
+    for _ in 0..10 {
+        let e = echoed(c.get(proxy.url("/")).send().await.unwrap()).await;
+        assert_eq!(e.header_values("x-authgear-user-id"), ["u-1"]);
+    }
+    // Every request was answered once: the dropped attempts were not counted as answers.
+    assert_eq!(count.load(Ordering::SeqCst), 10);
+}
+
+/// A denial with a huge body is not drained for ever: the answer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_answer_with_an_oversized_body_is_refused() {
+    let backend = start_echo().await;
+    let mut reply = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    reply.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let (raddr, _) = start_canned(Box::leak(reply.into_boxed_slice()), Duration::ZERO).await;
+    let proxy = start_proxy(raddr, backend);
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_resolver_with_a_private_ca() {
     // Bind where "localhost" resolves first, since authgate connects to that address.

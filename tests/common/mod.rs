@@ -69,6 +69,17 @@ pub async fn start_echo() -> SocketAddr {
 /// A hostile or broken resolver: answers every request with `reply` after `delay`, keeping
 /// the connection open. Counts the requests it read.
 pub async fn start_canned(reply: &'static [u8], delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+    start_canned_with(reply, delay, true).await
+}
+
+/// Like `start_canned`; with `keep_open` false each connection answers one request and then
+/// closes when the next one arrives, unanswered, as a server does whose idle close races with
+/// the client's reuse (no `Connection: close` warned of it).
+pub async fn start_canned_with(
+    reply: &'static [u8],
+    delay: Duration,
+    keep_open: bool,
+) -> (SocketAddr, Arc<AtomicU64>) {
     let (l, addr) = listener().await;
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
@@ -78,6 +89,7 @@ pub async fn start_canned(reply: &'static [u8], delay: Duration) -> (SocketAddr,
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
+                let mut answered = 0;
                 loop {
                     let n = match s.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
@@ -86,6 +98,10 @@ pub async fn start_canned(reply: &'static [u8], delay: Duration) -> (SocketAddr,
                     buf.extend_from_slice(&chunk[..n]);
                     while let Some(end) = find(&buf, b"\r\n\r\n") {
                         buf.drain(..end + 4);
+                        if !keep_open && answered == 1 {
+                            return;
+                        }
+                        answered += 1;
                         c.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(delay).await;
                         if s.write_all(reply).await.is_err() {
