@@ -63,13 +63,7 @@ impl Credentials {
 mod tests {
     use super::*;
 
-    fn req(pairs: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        for (n, v) in pairs {
-            r.append_header(n.to_string(), *v).unwrap();
-        }
-        r
-    }
+    use crate::testutil::request as req;
 
     #[test]
     fn split_cookies_are_joined() {

@@ -108,13 +108,7 @@ impl Forwarded {
 mod tests {
     use super::*;
 
-    fn req(pairs: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        for (n, v) in pairs {
-            r.append_header(n.to_string(), *v).unwrap();
-        }
-        r
-    }
+    use crate::testutil::request as req;
 
     const CLIENT: &str = "203.0.113.7";
 

@@ -9,3 +9,6 @@ pub mod proxy;
 pub mod resolver;
 pub mod routes;
 pub mod upstreams;
+
+#[cfg(test)]
+mod testutil;

@@ -10,9 +10,7 @@ use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { standin, proxy, .. } = stack().await;
     let resp = client()
         .get(proxy.url("/hello?q=1"))
         .header("host", "app.example.test")
@@ -36,9 +34,7 @@ async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_and_app_cookies_and_invalid_sessions() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { proxy, .. } = stack().await;
     let c = client();
     let e = echoed(
         c.get(proxy.url("/"))
@@ -90,9 +86,12 @@ async fn bearer_and_app_cookies_and_invalid_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack {
+        standin,
+        resolver: raddr,
+        proxy,
+        ..
+    } = stack().await;
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let resp = client()
         .post(proxy.url("/upload"))
@@ -130,12 +129,7 @@ async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
             "x-forwarded-proto"
         ]
     );
-    let get = |n: &str| {
-        r.headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |n: &str| r.header(n);
     assert_eq!(get("host"), Some(raddr.to_string().as_str()));
     assert_eq!(
         get("x-forwarded-for"),
@@ -149,9 +143,7 @@ async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
 /// Every way a client might smuggle an identity header, with and without a valid session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identity_never_reaches_the_backend() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { proxy, .. } = stack().await;
     let forged = [
         ("x-authgear-user-id", "forged-id"),
         ("X-AUTHGEAR-USER-ID", "forged-upper"),
@@ -197,9 +189,7 @@ async fn forged_identity_never_reaches_the_backend() {
 /// not carry identity either. Sent raw, as a hostile client would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_nominations_and_trailers_cannot_touch_identity() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { proxy, .. } = stack().await;
     let req = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: session=sess-alice\r\n\
 Connection: keep-alive, x-authgear-user-id, X-Authgear-Session-Valid\r\nx-authgear-user-id: forged\r\n\r\n";
     let out = raw(proxy.addr, req, b"}").await;
@@ -324,9 +314,7 @@ async fn resolver_faults_map_to_502_503_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_resolver_connection() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { standin, proxy, .. } = stack().await;
     let c = client();
     for i in 0..20 {
         let e = echoed(
@@ -409,13 +397,8 @@ async fn https_resolver_with_a_private_ca() {
     .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     assert_eq!(
-        standin.stats.recent()[0]
-            .headers
-            .iter()
-            .find(|(n, _)| n == "host")
-            .unwrap()
-            .1,
-        format!("localhost:{port}")
+        standin.stats.recent()[0].header("host"),
+        Some(format!("localhost:{port}").as_str())
     );
 
     // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded.
@@ -459,24 +442,14 @@ async fn host_override_and_trusted_proxies() {
     assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
     assert_eq!(e.header_values("x-forwarded-host"), ["public.example"]);
     let r = &standin.stats.recent()[0];
-    let get = |n: &str| {
-        r.headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(get("host").as_deref(), Some("myapp.authgearapps.com"));
-    assert_eq!(
-        get("x-forwarded-for").as_deref(),
-        Some("203.0.113.9, 127.0.0.1")
-    );
+    let get = |n: &str| r.header(n);
+    assert_eq!(get("host"), Some("myapp.authgearapps.com"));
+    assert_eq!(get("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_forwarding_headers_are_replaced() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { proxy, .. } = stack().await;
     let e = echoed(
         client()
             .get(proxy.url("/"))
@@ -527,9 +500,7 @@ async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_credentials_are_refused_before_the_resolver() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { standin, proxy, .. } = stack().await;
     let resp = client()
         .get(proxy.url("/"))
         .header("authorization", "Bearer tok-bob")
@@ -560,9 +531,7 @@ async fn unrouted_paths_get_404_without_a_resolve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_intact_fixed_and_chunked() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { standin, proxy, .. } = stack().await;
     let size = 64 * 1024 * 1024;
     let body: Vec<u8> = (0..size)
         .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -611,9 +580,7 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_after_the_resolve() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let Stack { standin, proxy, .. } = stack().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(

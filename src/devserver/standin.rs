@@ -73,6 +73,16 @@ pub struct Recorded {
     pub body_len: usize,
 }
 
+impl Recorded {
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
     pub connections: Arc<AtomicU64>,

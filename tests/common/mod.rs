@@ -210,6 +210,26 @@ pub fn start_proxy(resolver: SocketAddr, backend: SocketAddr) -> Proxy {
     start_proxy_with(|listen| config(listen, &resolver_at(resolver), &[backend], ""))
 }
 
+/// The usual arrangement: the stand-in, one echo backend, authgate with default settings.
+pub struct Stack {
+    pub standin: Arc<standin::Standin>,
+    pub resolver: SocketAddr,
+    pub backend: SocketAddr,
+    pub proxy: Proxy,
+}
+
+pub async fn stack() -> Stack {
+    let (standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(resolver, backend);
+    Stack {
+        standin,
+        resolver,
+        backend,
+        proxy,
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
