@@ -15,6 +15,8 @@ use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
 use serde::Deserialize;
 
+use crate::cache::{Cache, CacheSettings};
+use crate::credentials::KeyRules;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::resolver::{Resolver, ResolverSettings};
@@ -56,6 +58,51 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<String>,
     pub upstreams: BTreeMap<String, UpstreamFile>,
     pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub cache: CacheFile,
+    /// The operator's endpoint; off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    #[serde(default = "defaults::capacity")]
+    pub capacity: usize,
+    #[serde(default = "defaults::ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Default: the resolver's `timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub lock_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        CacheFile {
+            capacity: defaults::capacity(),
+            ttl: defaults::ttl(),
+            negative_ttl: defaults::negative_ttl(),
+            lock_timeout: None,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: String,
+    /// A file holding the bearer token (surrounding white space ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +132,12 @@ pub struct ResolverFile {
     pub header_prefix: String,
     #[serde(default)]
     pub forward_set_cookie: bool,
+    /// Cookies the resolver reads a session from, without the prefix.
+    #[serde(default = "defaults::credential_cookies")]
+    pub credential_cookies: Vec<String>,
+    /// Authgear's cookie name prefix (empty by default).
+    #[serde(default)]
+    pub cookie_prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +183,24 @@ mod defaults {
     pub fn route_path() -> String {
         "/".into()
     }
+    pub fn capacity() -> usize {
+        100_000
+    }
+    pub fn ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn negative_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn credential_cookies() -> Vec<String> {
+        ["session", "app_session", "app_access_token"]
+            .map(String::from)
+            .to_vec()
+    }
 }
+
+/// Admin tokens shorter than this are refused: the endpoint can flush every session.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
@@ -139,6 +209,10 @@ pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
 pub struct Runtime {
     pub namespace: Namespace,
     pub resolver: Resolver,
+    pub keys: KeyRules,
+    pub cache: Arc<Cache>,
+    /// The admin bearer token, when the admin listener is on.
+    pub admin_token: Option<Vec<u8>>,
     pub trusted: TrustedProxies,
     pub routes: Routes,
     pub forward_set_cookie: bool,
@@ -148,6 +222,7 @@ pub struct Runtime {
 pub struct Settings {
     pub server: ServerConf,
     pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
     pub runtime: Runtime,
 }
 
@@ -211,7 +286,32 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         .map_err(|r| err("resolver.header_prefix", r))?;
     let resolver_settings = resolver_settings(&parsed.resolver, base)
         .map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
+    let keys = key_rules(&parsed.resolver, resolver_settings.host_header.as_bytes())
+        .map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
+    let cache = Cache::new(CacheSettings {
+        capacity: parsed.cache.capacity,
+        ttl: parsed.cache.ttl,
+        negative_ttl: parsed.cache.negative_ttl,
+        lock_timeout: match parsed.cache.lock_timeout {
+            Some(d) if d.is_zero() => {
+                return Err(err(
+                    "cache.lock_timeout",
+                    "must be greater than zero".into(),
+                ))
+            }
+            Some(d) => d,
+            None => resolver_settings.total_timeout,
+        },
+        stale_if_error: parsed.cache.stale_if_error,
+    });
     let resolver = Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?;
+    let (admin_listen, admin_token) = match &parsed.admin {
+        None => (None, None),
+        Some(a) => {
+            let (l, t) = admin(a).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
+            (Some(l), Some(t))
+        }
+    };
 
     let mut nets = Vec::with_capacity(parsed.trusted_proxies.len());
     for (i, t) in parsed.trusted_proxies.iter().enumerate() {
@@ -263,9 +363,13 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     Ok(Settings {
         server,
         listen,
+        admin_listen,
         runtime: Runtime {
             namespace,
             resolver,
+            keys,
+            cache,
+            admin_token,
             trusted: TrustedProxies::new(nets),
             routes: Routes::new(routes),
             forward_set_cookie: parsed.resolver.forward_set_cookie,
@@ -431,6 +535,86 @@ fn resolver_settings(
         idle_timeout: r.idle_timeout,
         ca_file,
     })
+}
+
+fn key_rules(r: &ResolverFile, resolver_host: &[u8]) -> Result<KeyRules, (String, String)> {
+    if r.credential_cookies.is_empty() {
+        return Err((
+            "credential_cookies".into(),
+            "at least one cookie name is required".into(),
+        ));
+    }
+    let token = |s: &str| !s.is_empty() && http::HeaderName::from_bytes(s.as_bytes()).is_ok();
+    for (i, c) in r.credential_cookies.iter().enumerate() {
+        if !token(&format!("{}{c}", r.cookie_prefix)) {
+            return Err((
+                format!("credential_cookies[{i}]"),
+                format!("`{c}` is not a valid cookie name"),
+            ));
+        }
+    }
+    if !r.cookie_prefix.is_empty() && !token(&r.cookie_prefix) {
+        return Err((
+            "cookie_prefix".into(),
+            format!("`{}` is not a valid cookie name prefix", r.cookie_prefix),
+        ));
+    }
+    Ok(KeyRules::new(
+        resolver_host,
+        &r.cookie_prefix,
+        &r.credential_cookies,
+    ))
+}
+
+fn admin(a: &AdminFile) -> Result<(SocketAddr, Vec<u8>), (String, String)> {
+    let listen: SocketAddr = a.listen.parse().map_err(|_| {
+        (
+            "listen".to_string(),
+            format!("`{}` is not an IP:port address", a.listen),
+        )
+    })?;
+    let (field, token) = match (&a.token_file, &a.token_env) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "token_file".into(),
+                "give token_file or token_env, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err((
+                "token_file".into(),
+                "the admin listener needs a token: set token_file or token_env".into(),
+            ))
+        }
+        (Some(f), None) => (
+            "token_file",
+            std::fs::read_to_string(f).map_err(|e| {
+                (
+                    "token_file".to_string(),
+                    format!("cannot read `{}`: {e}", f.display()),
+                )
+            })?,
+        ),
+        (None, Some(v)) => (
+            "token_env",
+            std::env::var(v).map_err(|_| {
+                (
+                    "token_env".to_string(),
+                    format!("environment variable `{v}` is not set"),
+                )
+            })?,
+        ),
+    };
+    let token = token.trim();
+    if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err((
+            field.into(),
+            format!(
+                "the token must be at least {MIN_ADMIN_TOKEN} printable characters without spaces"
+            ),
+        ));
+    }
+    Ok((listen, token.as_bytes().to_vec()))
 }
 
 fn check_ca_file(p: &Path) -> Result<(), String> {

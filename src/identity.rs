@@ -1,5 +1,8 @@
 //! The identity header namespace: name folding, stripping client copies, and the resolver's `Answer`.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
@@ -66,12 +69,8 @@ pub enum SessionState {
 /// What the resolver said about one set of credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// A 200 answer: the identity headers to inject, as the resolver sent them.
-    Identity {
-        session: SessionState,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        set_cookie: Vec<HeaderValue>,
-    },
+    /// A 200 answer: who is calling (possibly nobody).
+    Identity(Arc<Identity>),
     /// A 401 or 403 answer, passed back to the client like nginx `auth_request` does.
     Denied {
         status: u16,
@@ -98,49 +97,143 @@ impl std::fmt::Display for AnswerError {
     }
 }
 
+/// The identity headers Authgear sends today, under the default prefix. Answers that use
+/// them need no per-entry copy of the name, and injecting them allocates nothing.
+const KNOWN: [HeaderName; 9] = [
+    HeaderName::from_static("x-authgear-session-valid"),
+    HeaderName::from_static("x-authgear-user-id"),
+    HeaderName::from_static("x-authgear-user-anonymous"),
+    HeaderName::from_static("x-authgear-user-verified"),
+    HeaderName::from_static("x-authgear-user-can-reauthenticate"),
+    HeaderName::from_static("x-authgear-user-roles"),
+    HeaderName::from_static("x-authgear-session-amr"),
+    HeaderName::from_static("x-authgear-session-authenticated-at"),
+    HeaderName::from_static("x-authgear-session-acr"),
+];
+const USER_ID: u8 = 1;
+
+/// Where a header's name is: a `KNOWN` index, or a span of `Identity::buf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Known(u8),
+    Buf(u16, u16),
+}
+
+/// The identity of a 200 answer, packed for a long life in the cache: names and values
+/// share one buffer, so an answer costs one allocation plus a small index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    session: SessionState,
+    buf: Bytes,
+    /// (name, value start, value end) in the order the resolver sent them.
+    headers: Box<[(Name, u16, u16)]>,
+    set_cookie: Box<[HeaderValue]>,
+}
+
+impl Identity {
+    /// Reads the identity headers of a 200 answer: names that start with the namespace prefix
+    /// exactly (in lower case); folded spellings from the resolver are not copied.
+    pub fn from_headers(headers: &HeaderMap, ns: &Namespace) -> Result<Identity, AnswerError> {
+        let mut session = SessionState::Anonymous;
+        let mut seen_valid = false;
+        let mut buf = Vec::new();
+        let mut index = Vec::new();
+        let too_big = || AnswerError::Malformed("identity headers larger than 64 KiB".into());
+        for (name, value) in headers {
+            if !name.as_str().starts_with(ns.prefix()) {
+                continue;
+            }
+            if name.as_str().len() == ns.prefix().len() + "session-valid".len()
+                && name.as_str().ends_with("session-valid")
+            {
+                if seen_valid {
+                    return Err(AnswerError::Malformed(format!(
+                        "{name} sent more than once"
+                    )));
+                }
+                seen_valid = true;
+                session = parse_valid(value).ok_or_else(|| {
+                    AnswerError::Malformed(format!("{name} is neither true nor false"))
+                })?;
+            }
+            let name = match KNOWN.iter().position(|k| k == name) {
+                Some(i) => Name::Known(i as u8),
+                None => {
+                    let start = buf.len();
+                    buf.extend_from_slice(name.as_str().as_bytes());
+                    Name::Buf(
+                        offset(start).ok_or_else(too_big)?,
+                        offset(buf.len()).ok_or_else(too_big)?,
+                    )
+                }
+            };
+            let start = buf.len();
+            buf.extend_from_slice(value.as_bytes());
+            index.push((
+                name,
+                offset(start).ok_or_else(too_big)?,
+                offset(buf.len()).ok_or_else(too_big)?,
+            ));
+        }
+        Ok(Identity {
+            session,
+            buf: Bytes::from(buf),
+            headers: index.into_boxed_slice(),
+            set_cookie: headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
+        })
+    }
+
+    pub fn session(&self) -> SessionState {
+        self.session
+    }
+
+    /// The identity headers, ready to add to a request. Known names and shared value bytes:
+    /// no allocation unless the resolver sent a name authgate does not know yet.
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        self.headers.iter().filter_map(|&(name, start, end)| {
+            let name = match name {
+                Name::Known(i) => KNOWN[i as usize].clone(),
+                Name::Buf(s, e) => {
+                    HeaderName::from_bytes(&self.buf[s as usize..e as usize]).ok()?
+                }
+            };
+            let value =
+                HeaderValue::from_maybe_shared(self.buf.slice(start as usize..end as usize))
+                    .ok()?;
+            Some((name, value))
+        })
+    }
+
+    /// The user id of a valid session.
+    pub fn user_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _, _)| *n == Name::Known(USER_ID))
+            .and_then(|&(_, s, e)| std::str::from_utf8(&self.buf[s as usize..e as usize]).ok())
+    }
+
+    pub fn set_cookie(&self) -> &[HeaderValue] {
+        &self.set_cookie
+    }
+}
+
+fn offset(n: usize) -> Option<u16> {
+    u16::try_from(n).ok()
+}
+
 impl Answer {
-    /// Reads a resolver reply. Only names that start with the namespace prefix exactly (in
-    /// lower case) are identity; folded spellings from the resolver are not copied.
+    /// Reads a resolver reply.
     pub fn from_reply(
         status: u16,
         headers: &HeaderMap,
         ns: &Namespace,
     ) -> Result<Answer, AnswerError> {
         match status {
-            200 => {
-                let mut session = SessionState::Anonymous;
-                let mut seen_valid = false;
-                let mut identity = Vec::new();
-                for (name, value) in headers {
-                    if !name.as_str().starts_with(ns.prefix()) {
-                        continue;
-                    }
-                    if name.as_str().len() == ns.prefix().len() + "session-valid".len()
-                        && name.as_str().ends_with("session-valid")
-                    {
-                        if seen_valid {
-                            return Err(AnswerError::Malformed(format!(
-                                "{name} sent more than once"
-                            )));
-                        }
-                        seen_valid = true;
-                        session = parse_valid(value).ok_or_else(|| {
-                            AnswerError::Malformed(format!("{name} is neither true nor false"))
-                        })?;
-                    }
-                    identity.push((name.clone(), value.clone()));
-                }
-                let set_cookie = headers
-                    .get_all(http::header::SET_COOKIE)
-                    .iter()
-                    .cloned()
-                    .collect();
-                Ok(Answer::Identity {
-                    session,
-                    headers: identity,
-                    set_cookie,
-                })
-            }
+            200 => Identity::from_headers(headers, ns).map(|i| Answer::Identity(Arc::new(i))),
             401 | 403 => {
                 let headers = headers
                     .iter()
@@ -159,7 +252,7 @@ impl Answer {
 
     pub fn session(&self) -> Option<SessionState> {
         match self {
-            Answer::Identity { session, .. } => Some(*session),
+            Answer::Identity(i) => Some(i.session()),
             Answer::Denied { .. } => None,
         }
     }
@@ -247,24 +340,35 @@ mod tests {
             ("x_authgear_user_roles", "admin"),
             ("Content-Type", "text/plain"),
         ]);
-        let a = Answer::from_reply(200, &h, &ns()).unwrap();
-        match a {
-            Answer::Identity {
-                session, headers, ..
-            } => {
-                assert_eq!(session, SessionState::Valid);
-                let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        match Answer::from_reply(200, &h, &ns()).unwrap() {
+            Answer::Identity(i) => {
+                assert_eq!(i.session(), SessionState::Valid);
+                assert_eq!(i.user_id(), Some("u1"));
+                let got: Vec<_> = i
+                    .headers()
+                    .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                    .collect();
                 assert_eq!(
-                    names,
+                    got,
                     [
-                        "x-authgear-session-valid",
-                        "x-authgear-user-id",
-                        "x-authgear-brand-new"
+                        "x-authgear-session-valid: true",
+                        "x-authgear-user-id: u1",
+                        "x-authgear-brand-new: yes"
                     ]
                 );
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn oversized_identity_is_malformed() {
+        let big = "a".repeat(70_000);
+        let h = reply(&[("x-authgear-user-id", big.as_str())]);
+        assert!(matches!(
+            Answer::from_reply(200, &h, &ns()),
+            Err(AnswerError::Malformed(_))
+        ));
     }
 
     #[test]

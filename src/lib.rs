@@ -1,5 +1,7 @@
 //! authgate: an authenticating edge proxy for Authgear's resolver endpoint, on Pingora.
 
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod devserver;

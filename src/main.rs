@@ -13,7 +13,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
 use authgate::devserver::{self, echo, standin};
-use authgate::{config, proxy::AuthGate};
+use authgate::{admin::Admin, config, proxy::AuthGate};
 
 #[derive(Parser)]
 #[command(
@@ -108,10 +108,22 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
-    let mut service =
-        http_proxy_service_with_name(&server.configuration, AuthGate::new(runtime), "authgate");
+    let mut service = http_proxy_service_with_name(
+        &server.configuration,
+        AuthGate::new(runtime.clone()),
+        "authgate",
+    );
     for addr in &settings.listen {
         service.add_tcp(&addr.to_string());
+    }
+    if let Some(addr) = settings.admin_listen {
+        let mut admin = pingora::services::listening::Service::new(
+            "authgate admin".into(),
+            Admin::new(runtime.clone()),
+        );
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+        log::info!("admin endpoint on {addr}");
     }
     server.add_service(service);
     log::info!("authgate listening on {:?}", settings.listen);

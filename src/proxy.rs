@@ -13,10 +13,11 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
+use crate::cache::Lookup;
 use crate::config::Runtime;
 use crate::credentials::Credentials;
 use crate::forwarded::Forwarded;
-use crate::identity::{Answer, SessionState};
+use crate::identity::{Answer, Identity, SessionState};
 use crate::upstreams::Pool;
 
 /// The proxy. Holds only the swappable runtime snapshot.
@@ -36,18 +37,19 @@ pub struct Ctx {
     /// The snapshot this request started with; a reload does not change it midway.
     runtime: Option<Arc<Runtime>>,
     pool: Option<Arc<Pool>>,
-    answer: Option<Answer>,
+    identity: Option<Arc<Identity>>,
     forwarded: Option<Forwarded>,
     /// What happened at the resolver, for the log line.
     outcome: &'static str,
+    /// Where the answer came from (hit, miss, coalesced, stale).
+    lookup: Option<Lookup>,
 }
 
-fn outcome_of(answer: &Answer) -> &'static str {
-    match answer.session() {
-        Some(SessionState::Valid) => "valid",
-        Some(SessionState::Invalid) => "invalid",
-        Some(SessionState::Anonymous) => "anonymous",
-        None => "denied",
+fn outcome_of(session: SessionState) -> &'static str {
+    match session {
+        SessionState::Valid => "valid",
+        SessionState::Invalid => "invalid",
+        SessionState::Anonymous => "anonymous",
     }
 }
 
@@ -105,7 +107,15 @@ impl ProxyHttp for AuthGate {
             }
         };
 
-        match rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await {
+        let key = rt.keys.key(&creds);
+        let fetch = {
+            let rt = rt.clone();
+            let forwarded = forwarded.clone();
+            move || async move { rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await }
+        };
+        let (outcome, lookup) = rt.cache.resolve(&key, fetch).await;
+        ctx.lookup = Some(lookup);
+        match outcome {
             Ok(Answer::Denied { status, headers }) => {
                 ctx.outcome = "denied";
                 let reason = if status == 401 {
@@ -115,9 +125,9 @@ impl ProxyHttp for AuthGate {
                 };
                 respond(session, status, reason, &headers).await
             }
-            Ok(answer) => {
-                ctx.outcome = outcome_of(&answer);
-                ctx.answer = Some(answer);
+            Ok(Answer::Identity(identity)) => {
+                ctx.outcome = outcome_of(identity.session());
+                ctx.identity = Some(identity);
                 ctx.forwarded = Some(forwarded);
                 ctx.runtime = Some(rt);
                 Ok(false)
@@ -166,9 +176,9 @@ impl ProxyHttp for AuthGate {
         };
         // Again on the copy that goes upstream, after Pingora's own header handling.
         rt.namespace.strip(upstream_request);
-        if let Some(Answer::Identity { headers, .. }) = &ctx.answer {
-            for (name, value) in headers {
-                upstream_request.append_header(name.clone(), value.clone())?;
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in identity.headers() {
+                upstream_request.append_header(name, value)?;
             }
         }
         if let Some(fwd) = &ctx.forwarded {
@@ -184,8 +194,8 @@ impl ProxyHttp for AuthGate {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let forward = ctx.runtime.as_ref().is_some_and(|rt| rt.forward_set_cookie);
-        if let (true, Some(Answer::Identity { set_cookie, .. })) = (forward, &ctx.answer) {
-            for v in set_cookie {
+        if let (true, Some(identity)) = (forward, &ctx.identity) {
+            for v in identity.set_cookie() {
                 upstream_response.append_header(SET_COOKIE, v.clone())?;
             }
         }

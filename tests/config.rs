@@ -106,9 +106,9 @@ fn unknown_key() {
         "unknown Pingora server setting",
     );
     assert_error(
-        &format!("{GOOD}cache: {{}}\n"),
-        "cache",
-        "unknown field `cache`",
+        &format!("{GOOD}caches: {{}}\n"),
+        "caches",
+        "unknown field `caches`",
     );
 }
 

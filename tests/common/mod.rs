@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use authgate::devserver::{self, echo, standin};
@@ -80,12 +80,30 @@ pub async fn start_canned_with(
     delay: Duration,
     keep_open: bool,
 ) -> (SocketAddr, Arc<AtomicU64>) {
+    let (addr, count, _) = serve_canned(Arc::new(Mutex::new(reply)), delay, keep_open).await;
+    (addr, count)
+}
+
+/// A canned resolver whose answer the test can change while it runs.
+pub async fn start_switchable(
+    reply: &'static [u8],
+) -> (SocketAddr, Arc<AtomicU64>, Arc<Mutex<&'static [u8]>>) {
+    serve_canned(Arc::new(Mutex::new(reply)), Duration::ZERO, true).await
+}
+
+async fn serve_canned(
+    reply: Arc<Mutex<&'static [u8]>>,
+    delay: Duration,
+    keep_open: bool,
+) -> (SocketAddr, Arc<AtomicU64>, Arc<Mutex<&'static [u8]>>) {
     let (l, addr) = listener().await;
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
+    let r = reply.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let c = c.clone();
+            let r = r.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -104,6 +122,7 @@ pub async fn start_canned_with(
                         answered += 1;
                         c.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(delay).await;
+                        let reply: &'static [u8] = *r.lock().expect("reply lock");
                         if s.write_all(reply).await.is_err() {
                             return;
                         }
@@ -112,7 +131,7 @@ pub async fn start_canned_with(
             });
         }
     });
-    (addr, count)
+    (addr, count, reply)
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,0 +1,221 @@
+//! The operator's endpoint on its own listener: cache purge and flush, cache counters, health.
+//!
+//! Every route but `GET /health` needs `Authorization: Bearer <token>`; the token comes from a
+//! file or an environment variable, never from the main YAML.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::config::Runtime;
+use crate::credentials::Credentials;
+
+/// Purge and flush bodies are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+
+pub struct Admin {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Admin {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Admin { runtime }
+    }
+}
+
+/// `POST /cache/purge`: the credentials a client sends, as it sends them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    /// The `Authorization` header value, e.g. `Bearer <access token>`.
+    #[serde(default)]
+    authorization: Option<String>,
+    /// The `Cookie` header value, e.g. `session=...; app_session=...`.
+    #[serde(default)]
+    cookie: Option<String>,
+    /// Cookie values by name, as an alternative to `cookie`.
+    #[serde(default)]
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+fn reply(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    let ctype = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, ctype)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::CONTENT_LENGTH, body.len());
+    if status == StatusCode::UNAUTHORIZED {
+        b = b.header(
+            http::header::WWW_AUTHENTICATE,
+            "Bearer realm=\"authgate-admin\"",
+        );
+    }
+    b.body(body.into_bytes())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json_error(status: StatusCode, why: &str) -> Response<Vec<u8>> {
+    reply(status, format!("{}\n", serde_json::json!({ "error": why })))
+}
+
+fn authorized(session: &ServerSession, token: &[u8]) -> bool {
+    let Some(given) = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+    else {
+        return false;
+    };
+    let given = given.as_bytes();
+    if given.len() < 7 || !given[..7].eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    given[7..].trim_ascii().ct_eq(token).into()
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body over 64 KiB",
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+impl Admin {
+    fn purge(&self, rt: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
+        let req: PurgeRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        };
+        if req.authorization.is_none() && req.cookie.is_none() && req.cookies.is_empty() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "give authorization, cookie or cookies",
+            );
+        }
+        let mut cookie = req.cookie.unwrap_or_default();
+        for (name, value) in &req.cookies {
+            if !cookie.is_empty() {
+                cookie.push_str("; ");
+            }
+            cookie.push_str(name);
+            cookie.push('=');
+            cookie.push_str(value);
+        }
+        let header = |v: &str, what: &str| {
+            http::HeaderValue::from_str(v).map_err(|_| {
+                json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{what} is not a valid header value"),
+                )
+            })
+        };
+        let authorization = match req
+            .authorization
+            .as_deref()
+            .map(|a| header(a, "authorization"))
+            .transpose()
+        {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let cookie = match (!cookie.is_empty())
+            .then(|| header(&cookie, "cookie"))
+            .transpose()
+        {
+            Ok(c) => c,
+            Err(resp) => return resp,
+        };
+        let creds = Credentials {
+            authorization,
+            cookie,
+            user_agent: None,
+        };
+        let key = rt.keys.key(&creds);
+        let purged = rt.cache.purge(&key);
+        log::info!("admin: purged {key:?} (was cached: {purged})");
+        reply(
+            StatusCode::OK,
+            format!("{}\n", serde_json::json!({ "purged": purged })),
+        )
+    }
+
+    fn stats(&self, rt: &Runtime) -> Response<Vec<u8>> {
+        let map: serde_json::Map<String, serde_json::Value> = rt
+            .cache
+            .stats()
+            .snapshot()
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        reply(
+            StatusCode::OK,
+            format!("{}\n", serde_json::Value::Object(map)),
+        )
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let rt = self.runtime.load_full();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if path == "/health" {
+            return reply(StatusCode::OK, "ok\n".into());
+        }
+        let Some(token) = rt.admin_token.as_deref() else {
+            return json_error(StatusCode::NOT_FOUND, "the admin endpoint is off");
+        };
+        if !authorized(session, token) {
+            log::warn!("admin: unauthorised {method} {path}");
+            return json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+        match (path.as_str(), method) {
+            ("/cache/purge", Method::POST) => match read_body(session).await {
+                Ok(body) => self.purge(&rt, &body),
+                Err(resp) => resp,
+            },
+            ("/cache/flush", Method::POST) => {
+                let n = rt.cache.flush();
+                log::info!("admin: flushed the cache ({n} answers)");
+                reply(
+                    StatusCode::OK,
+                    format!("{}\n", serde_json::json!({ "flushed": n })),
+                )
+            }
+            ("/cache/stats", Method::GET) => self.stats(&rt),
+            ("/cache/purge" | "/cache/flush", _) | ("/cache/stats", _) => {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => json_error(StatusCode::NOT_FOUND, "no such admin route"),
+        }
+    }
+}

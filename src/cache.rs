@@ -1,0 +1,339 @@
+//! Resolver answers by credential key: TTLs by kind, one resolver call per key at a time,
+//! a bounded size (TinyUFO), purge and flush.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tinyufo::TinyUfo;
+
+use crate::credentials::CacheKey;
+use crate::identity::{Answer, Identity, SessionState};
+use crate::resolver::ResolveError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// How many answers are kept at most.
+    pub capacity: usize,
+    /// Lifetime of an answer with a valid session; zero: not cached.
+    pub ttl: Duration,
+    /// Lifetime of an answer without one (`false` or absent); zero: not cached.
+    pub negative_ttl: Duration,
+    /// How long a request waits for another request's resolve of the same key before it
+    /// calls the resolver itself.
+    pub lock_timeout: Duration,
+    /// How long after expiry a valid answer may still be served when the resolver fails;
+    /// zero: fail closed.
+    pub stale_if_error: Duration,
+}
+
+/// Counters, for logs now and the metrics endpoint later.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub stale: AtomicU64,
+    pub inserts: AtomicU64,
+    pub evictions: AtomicU64,
+    pub purges: AtomicU64,
+    pub size: AtomicI64,
+}
+
+impl CacheStats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `name value` list of the current counters.
+    pub fn snapshot(&self) -> [(&'static str, i64); 8] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
+        [
+            ("hits", g(&self.hits)),
+            ("misses", g(&self.misses)),
+            ("coalesced", g(&self.coalesced)),
+            ("stale", g(&self.stale)),
+            ("inserts", g(&self.inserts)),
+            ("evictions", g(&self.evictions)),
+            ("purges", g(&self.purges)),
+            ("size", self.size.load(Ordering::Relaxed).max(0)),
+        ]
+    }
+}
+
+/// How a request's answer was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A fresh cached answer.
+    Hit,
+    /// This request called the resolver.
+    Miss,
+    /// Another request's resolve of the same key answered this one.
+    Coalesced,
+    /// The resolver failed and an expired valid answer was served (`stale_if_error`).
+    Stale,
+}
+
+impl Lookup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Coalesced => "coalesced",
+            Lookup::Stale => "stale",
+        }
+    }
+}
+
+pub type Outcome = Result<Answer, Arc<ResolveError>>;
+
+struct Entry {
+    /// The full key: the store indexes by a 64-bit hash only.
+    digest: [u8; 32],
+    identity: Arc<Identity>,
+    fresh_until: Instant,
+    keep_until: Instant,
+}
+
+struct Flight {
+    result: Shared<BoxFuture<'static, Outcome>>,
+    /// Set by a purge while the resolve runs: its answer must not be stored.
+    purged: Arc<AtomicBool>,
+}
+
+pub struct Cache {
+    settings: CacheSettings,
+    store: ArcSwap<TinyUfo<[u8; 32], Arc<Entry>>>,
+    flights: Mutex<HashMap<[u8; 32], Flight>>,
+    stats: CacheStats,
+    warned_uncredentialed: AtomicBool,
+}
+
+fn new_store(capacity: usize) -> TinyUfo<[u8; 32], Arc<Entry>> {
+    let capacity = capacity.max(1);
+    TinyUfo::new(capacity, capacity)
+}
+
+impl Cache {
+    pub fn new(settings: CacheSettings) -> Arc<Cache> {
+        Arc::new(Cache {
+            store: ArcSwap::from_pointee(new_store(settings.capacity)),
+            settings,
+            flights: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+            warned_uncredentialed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The answer for `key`: from the cache, from a resolve already running for the same
+    /// key, or from `fetch`, whose answer is then stored by its kind's TTL.
+    pub async fn resolve<F, Fut>(self: &Arc<Self>, key: &CacheKey, fetch: F) -> (Outcome, Lookup)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
+    {
+        let stale = match self.lookup(&key.digest, Instant::now()) {
+            Some((entry, true)) => {
+                CacheStats::bump(&self.stats.hits);
+                return (Ok(Answer::Identity(entry.identity.clone())), Lookup::Hit);
+            }
+            Some((entry, false)) => Some(entry),
+            None => None,
+        };
+
+        // One lock for the check and the insert, so two requests cannot both lead.
+        let (flight, leader, fetch) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            let joined = flights.get(&key.digest).map(|f| f.result.clone());
+            match joined {
+                Some(result) => (result, false, Some(fetch)),
+                None => {
+                    let f = self.start_flight(*key, fetch);
+                    let result = f.result.clone();
+                    flights.insert(key.digest, f);
+                    (result, true, None)
+                }
+            }
+        };
+        let (outcome, lookup) = if leader {
+            CacheStats::bump(&self.stats.misses);
+            (flight.await, Lookup::Miss)
+        } else {
+            match tokio::time::timeout(self.settings.lock_timeout, flight).await {
+                Ok(outcome) => {
+                    CacheStats::bump(&self.stats.coalesced);
+                    (outcome, Lookup::Coalesced)
+                }
+                // The first resolve is stuck: this request asks on its own. The flight stays,
+                // so later requests still join it rather than piling onto the resolver.
+                Err(_) => {
+                    CacheStats::bump(&self.stats.misses);
+                    log::debug!(
+                        "{key:?}: waited {:?} for a resolve; calling the resolver",
+                        self.settings.lock_timeout
+                    );
+                    let outcome = match fetch {
+                        Some(fetch) => fetch().await.map_err(Arc::new),
+                        None => Err(Arc::new(ResolveError::Timeout(
+                            "waiting for another resolve".into(),
+                        ))),
+                    };
+                    if let Ok(Answer::Identity(identity)) = &outcome {
+                        self.store(key, identity);
+                    }
+                    (outcome, Lookup::Miss)
+                }
+            }
+        };
+        match (outcome, stale) {
+            (Err(e), Some(entry)) if self.settings.stale_if_error > Duration::ZERO => {
+                CacheStats::bump(&self.stats.stale);
+                log::warn!("{key:?}: resolver failed ({e}); serving an answer that expired less than {:?} ago", self.settings.stale_if_error);
+                (Ok(Answer::Identity(entry.identity.clone())), Lookup::Stale)
+            }
+            (outcome, _) => (outcome, lookup),
+        }
+    }
+
+    fn start_flight<F, Fut>(self: &Arc<Self>, key: CacheKey, fetch: F) -> Flight
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
+    {
+        let purged = Arc::new(AtomicBool::new(false));
+        let this = self.clone();
+        let mine = purged.clone();
+        // A task of its own, so the resolve finishes (and is stored) even if the request
+        // that started it goes away; the waiters hold a shared handle to its result.
+        let task = tokio::spawn(async move {
+            let outcome = fetch().await.map_err(Arc::new);
+            if let Ok(Answer::Identity(identity)) = &outcome {
+                if !mine.load(Ordering::Acquire) {
+                    this.store(&key, identity);
+                }
+            }
+            let mut flights = this.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights
+                .get(&key.digest)
+                .is_some_and(|f| Arc::ptr_eq(&f.purged, &mine))
+            {
+                flights.remove(&key.digest);
+            }
+            outcome
+        });
+        let result = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(Arc::new(ResolveError::Broken(pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    format!("resolve task failed: {e}"),
+                ))))
+            })
+        }
+        .boxed()
+        .shared();
+        Flight { result, purged }
+    }
+
+    /// A digest-checked entry that has not passed `keep_until`, and whether it is fresh.
+    fn lookup(&self, digest: &[u8; 32], now: Instant) -> Option<(Arc<Entry>, bool)> {
+        let entry = self.store.load().get(digest)?;
+        if entry.digest != *digest {
+            return None;
+        }
+        if now < entry.fresh_until {
+            Some((entry, true))
+        } else if now < entry.keep_until {
+            Some((entry, false))
+        } else {
+            None
+        }
+    }
+
+    fn store(&self, key: &CacheKey, identity: &Arc<Identity>) {
+        let session = identity.session();
+        let ttl = match session {
+            SessionState::Valid => self.settings.ttl,
+            SessionState::Invalid | SessionState::Anonymous => self.settings.negative_ttl,
+        };
+        if ttl.is_zero() || self.settings.capacity == 0 {
+            return;
+        }
+        if session == SessionState::Valid && !key.has_credentials {
+            // The resolver read a credential the key does not cover (a cookie name or prefix
+            // missing from resolver.credential_cookies / cookie_prefix): caching it would
+            // hand this identity to every request without credentials.
+            if !self.warned_uncredentialed.swap(true, Ordering::Relaxed) {
+                log::warn!("the resolver found a valid session in a request without any configured credential; not caching it. Check resolver.credential_cookies and resolver.cookie_prefix");
+            }
+            return;
+        }
+        let fresh_until = Instant::now() + ttl;
+        // Only valid answers are worth serving stale.
+        let keep_until = match session {
+            SessionState::Valid => fresh_until + self.settings.stale_if_error,
+            _ => fresh_until,
+        };
+        let entry = Arc::new(Entry {
+            digest: key.digest,
+            identity: identity.clone(),
+            fresh_until,
+            keep_until,
+        });
+        let store = self.store.load();
+        let existed = store.get(&key.digest).is_some();
+        let evicted = store.put(key.digest, entry, 1);
+        CacheStats::bump(&self.stats.inserts);
+        self.stats
+            .evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        self.stats.size.fetch_add(
+            i64::from(!existed) - evicted.len() as i64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
+    /// Returns whether there was anything to drop.
+    pub fn purge(&self, key: &CacheKey) -> bool {
+        let removed = self.store.load().remove(&key.digest).is_some();
+        if removed {
+            self.stats.size.fetch_sub(1, Ordering::Relaxed);
+        }
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights.remove(&key.digest)
+        };
+        if let Some(f) = &flight {
+            f.purged.store(true, Ordering::Release);
+        }
+        CacheStats::bump(&self.stats.purges);
+        removed || flight.is_some()
+    }
+
+    /// Drops every answer. Returns how many were held.
+    pub fn flush(&self) -> i64 {
+        self.store
+            .store(Arc::new(new_store(self.settings.capacity)));
+        let flights: Vec<Flight> = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights.drain().map(|(_, f)| f).collect()
+        };
+        for f in flights {
+            f.purged.store(true, Ordering::Release);
+        }
+        CacheStats::bump(&self.stats.purges);
+        self.stats.size.swap(0, Ordering::Relaxed).max(0)
+    }
+}
