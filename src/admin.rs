@@ -108,55 +108,43 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
     }
 }
 
-impl Admin {
-    fn purge(&self, rt: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
-        let req: PurgeRequest = match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-        };
-        if req.authorization.is_none() && req.cookie.is_none() && req.cookies.is_empty() {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "give authorization, cookie or cookies",
-            );
+/// The credentials a purge request names, as a client would have sent them.
+fn purge_credentials(body: &[u8]) -> Result<Credentials, String> {
+    let req: PurgeRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    if req.authorization.is_none() && req.cookie.is_none() && req.cookies.is_empty() {
+        return Err("give authorization, cookie or cookies".into());
+    }
+    let mut cookie = req.cookie.unwrap_or_default();
+    for (name, value) in &req.cookies {
+        if !cookie.is_empty() {
+            cookie.push_str("; ");
         }
-        let mut cookie = req.cookie.unwrap_or_default();
-        for (name, value) in &req.cookies {
-            if !cookie.is_empty() {
-                cookie.push_str("; ");
-            }
-            cookie.push_str(name);
-            cookie.push('=');
-            cookie.push_str(value);
-        }
-        let header = |v: &str, what: &str| {
-            http::HeaderValue::from_str(v).map_err(|_| {
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("{what} is not a valid header value"),
-                )
-            })
-        };
-        let authorization = match req
+        cookie.push_str(name);
+        cookie.push('=');
+        cookie.push_str(value);
+    }
+    let header = |v: &str, what: &str| {
+        http::HeaderValue::from_str(v).map_err(|_| format!("{what} is not a valid header value"))
+    };
+    Ok(Credentials {
+        authorization: req
             .authorization
             .as_deref()
             .map(|a| header(a, "authorization"))
-            .transpose()
-        {
-            Ok(a) => a,
-            Err(resp) => return resp,
-        };
-        let cookie = match (!cookie.is_empty())
+            .transpose()?,
+        cookie: (!cookie.is_empty())
             .then(|| header(&cookie, "cookie"))
-            .transpose()
-        {
+            .transpose()?,
+        user_agent: None,
+    })
+}
+
+impl Admin {
+    fn purge(&self, rt: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
+        let creds = match purge_credentials(body) {
             Ok(c) => c,
-            Err(resp) => return resp,
-        };
-        let creds = Credentials {
-            authorization,
-            cookie,
-            user_agent: None,
+            Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
         };
         let key = rt.keys.key(&creds);
         let purged = rt.cache.purge(&key);
