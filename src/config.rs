@@ -308,7 +308,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     let (admin_listen, admin_token) = match &parsed.admin {
         None => (None, None),
         Some(a) => {
-            let (l, t) = admin(a).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
+            let (l, t) = admin(a, base).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
             (Some(l), Some(t))
         }
     };
@@ -515,10 +515,7 @@ fn resolver_settings(
             ))
         }
         Some(p) => {
-            let p = match base {
-                Some(b) if p.is_relative() => b.join(p),
-                _ => p.clone(),
-            };
+            let p = relative_to(base, p);
             check_ca_file(&p).map_err(|why| bad("ca_file", why))?;
             Some(p)
         }
@@ -566,7 +563,7 @@ fn key_rules(r: &ResolverFile, resolver_host: &[u8]) -> Result<KeyRules, (String
     ))
 }
 
-fn admin(a: &AdminFile) -> Result<(SocketAddr, Vec<u8>), (String, String)> {
+fn admin(a: &AdminFile, base: Option<&Path>) -> Result<(SocketAddr, Vec<u8>), (String, String)> {
     let listen: SocketAddr = a.listen.parse().map_err(|_| {
         (
             "listen".to_string(),
@@ -615,6 +612,14 @@ fn admin(a: &AdminFile) -> Result<(SocketAddr, Vec<u8>), (String, String)> {
         ));
     }
     Ok((listen, token.as_bytes().to_vec()))
+}
+
+/// A path from the file, anchored at the configuration file's folder when relative.
+fn relative_to(base: Option<&Path>, p: &Path) -> PathBuf {
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }
 }
 
 fn check_ca_file(p: &Path) -> Result<(), String> {

@@ -134,11 +134,20 @@ impl ProxyHttp for AuthGate {
             }
             Err(e) => {
                 ctx.outcome = e.kind();
-                log::warn!(
-                    "{} {}: {e}; answering {}",
-                    session.req_header().method,
-                    session.req_header().uri.path(),
-                    e.status()
+                let req = session.req_header();
+                // Waiters share the caller's failure: one warning per resolver call, not per waiter.
+                let level = if lookup == Lookup::Miss {
+                    log::Level::Warn
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "{} {}: {e}; answering {} (cache: {})",
+                    req.method,
+                    req.uri.path(),
+                    e.status(),
+                    lookup.as_str()
                 );
                 respond(session, e.status(), e.client_reason(), &[]).await
             }

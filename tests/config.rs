@@ -173,6 +173,63 @@ fn other_field_errors() {
 }
 
 #[test]
+fn cache_and_admin_errors() {
+    assert_error(&format!("{GOOD}cache:\n  ttl: forever\n"), "cache.ttl", "");
+    assert_error(
+        &format!("{GOOD}cache:\n  lock_timeout: 0s\n"),
+        "cache.lock_timeout",
+        "greater than zero",
+    );
+    assert_error(
+        &format!("{GOOD}cache:\n  capacity: -1\n"),
+        "cache.capacity",
+        "",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  credential_cookies: []\n",
+        ),
+        "resolver.credential_cookies",
+        "at least one",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  credential_cookies: [\"a b\"]\n",
+        ),
+        "resolver.credential_cookies[0]",
+        "not a valid cookie name",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n"),
+        "admin.token_file",
+        "needs a token",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_env: AUTHGATE_TEST_SURELY_UNSET\n"),
+        "admin.token_env",
+        "is not set",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n  token: secret\n"),
+        "admin.token",
+        "unknown field",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    assert_error(
+        &format!(
+            "{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_file: {}\n",
+            short.display()
+        ),
+        "admin.token_file",
+        "at least 16",
+    );
+}
+
+#[test]
 fn a_bad_file_stops_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authgate.yaml");

@@ -1,0 +1,496 @@
+//! The resolver-answer cache, end to end: calls counted at the resolver.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+
+fn calls(standin: &authgate::devserver::standin::Standin) -> u64 {
+    standin.stats.requests.load(Ordering::SeqCst)
+}
+
+async fn user_of(proxy: &Proxy, cookie: &str) -> Vec<String> {
+    let e = echoed(
+        client()
+            .get(proxy.url("/"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    e.header_values("x-authgear-user-id")
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_kept_for_their_ttl() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &resolver_at(raddr),
+            &[backend],
+            "cache:\n  ttl: 400ms\n  negative_ttl: 10m\n",
+        )
+    });
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(
+        calls(&standin),
+        1,
+        "the second request within the TTL is a hit"
+    );
+    // An unrelated cookie does not change the key.
+    assert_eq!(
+        user_of(&proxy, "_ga=GA1.1; session=sess-alice; theme=dark").await,
+        ["user-alice"]
+    );
+    assert_eq!(calls(&standin), 1);
+    // Let the 400 ms TTL pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(
+        calls(&standin),
+        2,
+        "after the TTL the resolver is asked again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_answers_have_their_own_ttl() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &resolver_at(raddr),
+            &[backend],
+            "cache:\n  ttl: 10m\n  negative_ttl: 300ms\n",
+        )
+    });
+    for _ in 0..3 {
+        assert!(user_of(&proxy, "session=unknown").await.is_empty());
+        let e = echoed(client().get(proxy.url("/")).send().await.unwrap()).await;
+        assert!(identity_headers(&e).is_empty());
+    }
+    assert_eq!(
+        calls(&standin),
+        2,
+        "one call for the invalid session, one for no credentials"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(user_of(&proxy, "session=unknown").await.is_empty());
+    assert_eq!(calls(&standin), 3);
+}
+
+/// The seed's key ($cookie_session|$http_authorization) gives these two users one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_session_users_never_share_an_answer() {
+    let Stack { standin, proxy, .. } = stack().await;
+    assert_eq!(
+        user_of(&proxy, "app_session=tok-alice").await,
+        ["user-alice"]
+    );
+    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(
+        user_of(&proxy, "app_access_token=tok-bob").await,
+        ["user-bob"]
+    );
+    assert_eq!(
+        user_of(&proxy, "app_session=tok-alice").await,
+        ["user-alice"]
+    );
+    let e = echoed(
+        client()
+            .get(proxy.url("/"))
+            .bearer_auth("tok-bob")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    assert_eq!(calls(&standin), 4);
+}
+
+/// No client-controlled header makes authgate skip the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cache_headers_do_not_bypass_the_cache() {
+    let Stack { standin, proxy, .. } = stack().await;
+    for h in [
+        ("cache-control", "no-cache"),
+        ("pragma", "no-cache"),
+        ("cache-control", "max-age=0"),
+    ] {
+        let e = echoed(
+            client()
+                .get(proxy.url("/"))
+                .header("cookie", "session=sess-bob")
+                .header(h.0, h.1)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    }
+    assert_eq!(calls(&standin), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_for_one_new_session_makes_one_call() {
+    let (standin, raddr) = start_standin(Duration::from_millis(300)).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let c = client();
+    let requests: Vec<_> = (0..100)
+        .map(|_| {
+            let req = c
+                .get(proxy.url("/"))
+                .header("cookie", "session=sess-alice")
+                .send();
+            tokio::spawn(async move { echoed(req.await.unwrap()).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(
+            r.await.unwrap().header_values("x-authgear-user-id"),
+            ["user-alice"]
+        );
+    }
+    assert_eq!(calls(&standin), 1);
+}
+
+/// A failing resolver is not hit by every waiter: they share the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_shares_the_resolver_failure() {
+    let backend = start_echo().await;
+    let c = client();
+    let herd = |proxy: &Proxy| -> Vec<tokio::task::JoinHandle<u16>> {
+        (0..100)
+            .map(|_| {
+                let req = c
+                    .get(proxy.url("/"))
+                    .header("cookie", "session=sess-alice")
+                    .send();
+                tokio::spawn(async move { req.await.unwrap().status().as_u16() })
+            })
+            .collect()
+    };
+
+    // Answers 500 after 300 ms: all get 502, the resolver sees a handful of calls at most.
+    let (raddr, count) = start_canned(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await;
+    let proxy = start_proxy(raddr, backend);
+    for r in herd(&proxy) {
+        assert_eq!(r.await.unwrap(), 502);
+    }
+    let n = count.load(Ordering::SeqCst);
+    assert!(
+        (1..=5).contains(&n),
+        "{n} resolver calls for 100 concurrent requests"
+    );
+
+    // Down: every waiter gets 503.
+    let proxy = start_proxy(closed_port(), backend);
+    for r in herd(&proxy) {
+        assert_eq!(r.await.unwrap(), 503);
+    }
+
+    // Too slow: every waiter gets 504 and the resolver saw one call.
+    let (raddr, count) = start_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &format!("  url: http://{raddr}/\n  timeout: 500ms"),
+            &[backend],
+            "",
+        )
+    });
+    for r in herd(&proxy) {
+        assert_eq!(r.await.unwrap(), 504);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_never_cached() {
+    let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-7\r\nContent-Length: 0\r\n\r\n";
+    let (raddr, count, reply) =
+        start_switchable(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
+    let backend = start_echo().await;
+    let proxy = start_proxy(raddr, backend);
+    let c = client();
+    for _ in 0..3 {
+        let r = c
+            .get(proxy.url("/"))
+            .header("cookie", "session=s")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+    }
+    *reply.lock().unwrap() = ok;
+    assert_eq!(user_of(&proxy, "session=s").await, ["u-7"]);
+    assert_eq!(user_of(&proxy, "session=s").await, ["u-7"]);
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        4,
+        "three failures, one success, one hit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_on_and_off() {
+    let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-9\r\nContent-Length: 0\r\n\r\n";
+    let failing: &'static [u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+    for (stale, expect) in [("1m", 200), ("0s", 502)] {
+        let (raddr, _, reply) = start_switchable(ok).await;
+        let backend = start_echo().await;
+        let proxy = start_proxy_with(|l| {
+            config(
+                l,
+                &resolver_at(raddr),
+                &[backend],
+                &format!("cache:\n  ttl: 300ms\n  stale_if_error: {stale}\n"),
+            )
+        });
+        assert_eq!(user_of(&proxy, "session=s").await, ["u-9"]);
+        *reply.lock().unwrap() = failing;
+        // Let the 300 ms TTL pass; the resolver now fails.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = client()
+            .get(proxy.url("/"))
+            .header("cookie", "session=s")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expect, "stale_if_error: {stale}");
+        if expect == 200 {
+            assert_eq!(echoed(r).await.header_values("x-authgear-user-id"), ["u-9"]);
+        }
+    }
+}
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A proxy with the admin listener on; returns it and the admin base URL.
+async fn with_admin() -> (Stack, Proxy, String) {
+    let s = stack().await;
+    let admin = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (raddr, backend) = (s.resolver, s.backend);
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &resolver_at(raddr),
+            &[backend],
+            &format!(
+                "admin:\n  listen: {admin}\n  token_file: {}\n",
+                token.display()
+            ),
+        )
+    });
+    wait_for(admin);
+    (s, proxy, format!("http://{admin}"))
+}
+
+fn wait_for(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_on_logout() {
+    let (s, proxy, admin) = with_admin().await;
+    let c = client();
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(calls(&s.standin), 2);
+
+    // Without the token, or with a wrong one: 401, nothing changes.
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token"),
+        Some("Basic dGVzdA=="),
+    ] {
+        let mut req = c
+            .post(format!("{admin}/cache/purge"))
+            .body(r#"{"cookie":"session=sess-alice"}"#);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401);
+    }
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(
+        calls(&s.standin),
+        2,
+        "an unauthorised purge changed nothing"
+    );
+
+    // The backend's logout handler passes on what the client sent.
+    let r = c
+        .post(format!("{admin}/cache/purge"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"cookie":"theme=dark; session=sess-alice"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":true}"#);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(
+        calls(&s.standin),
+        3,
+        "the purged session is resolved afresh"
+    );
+    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(calls(&s.standin), 3, "other sessions stay cached");
+
+    let r = c
+        .post(format!("{admin}/cache/purge"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"cookies":{"app_session":"tok-bob"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":true}"#);
+    let e = echoed(proxy_get(&proxy, "app_session=tok-bob").await).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    assert_eq!(calls(&s.standin), 4);
+
+    // Flush drops everything.
+    let r = c
+        .post(format!("{admin}/cache/flush"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(calls(&s.standin), 5);
+}
+
+async fn proxy_get(proxy: &Proxy, cookie: &str) -> reqwest::Response {
+    client()
+        .get(proxy.url("/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_refuses_bad_input() {
+    let (_s, _proxy, admin) = with_admin().await;
+    let c = client();
+    let post = |path: &str, body: Vec<u8>| {
+        c.post(format!("{admin}{path}"))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post("/cache/purge", b"not json".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("/cache/purge", b"{}".to_vec()).await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        post("/cache/purge", br#"{"cookie":"a\nb"}"#.to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("/cache/purge", br#"{"sessions":"x"}"#.to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("/cache/purge", vec![b' '; 100 * 1024])
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    assert_eq!(post("/nope", vec![]).await.unwrap().status(), 404);
+    let r = c
+        .get(format!("{admin}/cache/purge"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = c.get(format!("{admin}/cache/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{admin}/cache/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        stats.get("hits").is_some() && stats.get("evictions").is_some(),
+        "{stats}"
+    );
+    assert_eq!(
+        c.get(format!("{admin}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_counters_follow_traffic() {
+    let (_s, proxy, admin) = with_admin().await;
+    for _ in 0..3 {
+        user_of(&proxy, "session=sess-alice").await;
+    }
+    let stats: serde_json::Value = client()
+        .get(format!("{admin}/cache/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["misses"], 1, "{stats}");
+    assert_eq!(stats["hits"], 2, "{stats}");
+    assert_eq!(stats["size"], 1, "{stats}");
+}
