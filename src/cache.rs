@@ -455,24 +455,30 @@ mod tests {
         });
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
-            cache
+            assert!(cache
                 .resolve(
                     &key(3, true),
                     counting(&calls, Duration::ZERO, Ok(identity(Some(false)))),
                 )
-                .await;
-            cache
+                .await
+                .0
+                .is_ok());
+            assert!(cache
                 .resolve(
                     &key(4, false),
                     counting(&calls, Duration::ZERO, Ok(identity(None))),
                 )
-                .await;
-            cache
+                .await
+                .0
+                .is_ok());
+            assert!(cache
                 .resolve(
                     &key(5, true),
                     counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
                 )
-                .await;
+                .await
+                .0
+                .is_ok());
         }
         // Negative answers are not cached (negative_ttl 0); the valid one is.
         assert_eq!(calls.load(Ordering::SeqCst), 5);
@@ -483,12 +489,14 @@ mod tests {
         let cache = Cache::new(settings());
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
-            cache
+            assert!(cache
                 .resolve(
                     &key(6, false),
                     counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
                 )
-                .await;
+                .await
+                .0
+                .is_ok());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -516,12 +524,14 @@ mod tests {
         release.send(()).unwrap();
         assert!(first.await.unwrap().0.is_ok());
         let calls = Arc::new(AtomicUsize::new(0));
-        cache
+        assert!(cache
             .resolve(
                 &key(7, true),
                 counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
             )
-            .await;
+            .await
+            .0
+            .is_ok());
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
@@ -534,12 +544,14 @@ mod tests {
         let cache = Cache::new(settings());
         let calls = Arc::new(AtomicUsize::new(0));
         for n in [8, 9] {
-            cache
+            assert!(cache
                 .resolve(
                     &key(n, true),
                     counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
                 )
-                .await;
+                .await
+                .0
+                .is_ok());
         }
         assert!(cache.purge(&key(8, true)));
         assert!(!cache.purge(&key(8, true)));
@@ -572,11 +584,7 @@ mod tests {
         });
         let stuck = {
             let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .resolve(&key(10, true), || std::future::pending())
-                    .await
-            })
+            tokio::spawn(async move { cache.resolve(&key(10, true), std::future::pending).await })
         };
         while cache.flights.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
@@ -602,12 +610,14 @@ mod tests {
                 ..settings()
             });
             let calls = Arc::new(AtomicUsize::new(0));
-            cache
+            assert!(cache
                 .resolve(
                     &key(11, true),
                     counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
                 )
-                .await;
+                .await
+                .0
+                .is_ok());
             // Let the 20 ms TTL pass: the entry is expired, not gone.
             tokio::time::sleep(Duration::from_millis(40)).await;
             let (outcome, lookup) = cache

