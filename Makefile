@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps build run test check-config clean
+.PHONY: all deps build run test bench check-config clean
 
 all: build
 
@@ -34,6 +34,11 @@ test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+# Micro-benchmarks (criterion) and the cache's memory per entry; figures go to BENCHMARKS.md.
+bench: deps
+	$(CARGO) bench --bench hot_path
+	$(CARGO) bench --bench cache_memory
 
 clean:
 	$(CARGO) clean

@@ -91,12 +91,19 @@ impl Lookup {
 
 pub type Outcome = Result<Answer, Arc<ResolveError>>;
 
+/// Kept small: a million of these must fit in well under 512 MB with their answers.
 struct Entry {
-    /// The full key: the store indexes by a 64-bit hash only.
-    digest: [u8; 32],
+    /// 128 bits of the key: the store indexes by a 64-bit hash only, so a hit is checked here.
+    check: [u8; 16],
     identity: Arc<Identity>,
-    fresh_until: Instant,
-    keep_until: Instant,
+    /// Milliseconds since the cache's epoch.
+    fresh_until: u64,
+}
+
+fn check_of(digest: &[u8; 32]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c.copy_from_slice(&digest[16..]);
+    c
 }
 
 struct Flight {
@@ -107,6 +114,8 @@ struct Flight {
 
 pub struct Cache {
     settings: CacheSettings,
+    /// Entry times are milliseconds since this instant.
+    epoch: Instant,
     store: ArcSwap<TinyUfo<[u8; 32], Arc<Entry>>>,
     flights: Mutex<HashMap<[u8; 32], Flight>>,
     stats: CacheStats,
@@ -115,12 +124,13 @@ pub struct Cache {
 
 fn new_store(capacity: usize) -> TinyUfo<[u8; 32], Arc<Entry>> {
     let capacity = capacity.max(1);
-    TinyUfo::new(capacity, capacity)
+    TinyUfo::new_compact(capacity, capacity)
 }
 
 impl Cache {
     pub fn new(settings: CacheSettings) -> Arc<Cache> {
         Arc::new(Cache {
+            epoch: Instant::now(),
             store: ArcSwap::from_pointee(new_store(settings.capacity)),
             settings,
             flights: Mutex::new(HashMap::new()),
@@ -144,7 +154,7 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
     {
-        let stale = match self.lookup(&key.digest, Instant::now()) {
+        let stale = match self.lookup(&key.digest) {
             Some((entry, true)) => {
                 CacheStats::bump(&self.stats.hits);
                 return (Ok(Answer::Identity(entry.identity.clone())), Lookup::Hit);
@@ -246,19 +256,24 @@ impl Cache {
         Flight { result, purged }
     }
 
-    /// A digest-checked entry that has not passed `keep_until`, and whether it is fresh.
-    fn lookup(&self, digest: &[u8; 32], now: Instant) -> Option<(Arc<Entry>, bool)> {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A checked entry that is fresh, or expired but still servable if the resolver fails
+    /// (valid answers within `stale_if_error`); and whether it is fresh.
+    fn lookup(&self, digest: &[u8; 32]) -> Option<(Arc<Entry>, bool)> {
         let entry = self.store.load().get(digest)?;
-        if entry.digest != *digest {
+        if entry.check != check_of(digest) {
             return None;
         }
+        let now = self.now_ms();
         if now < entry.fresh_until {
-            Some((entry, true))
-        } else if now < entry.keep_until {
-            Some((entry, false))
-        } else {
-            None
+            return Some((entry, true));
         }
+        let window = self.settings.stale_if_error.as_millis() as u64;
+        let stale_ok = entry.identity.session() == SessionState::Valid && now < entry.fresh_until.saturating_add(window);
+        stale_ok.then_some((entry, false))
     }
 
     fn store(&self, key: &CacheKey, identity: &Arc<Identity>) {
@@ -279,17 +294,10 @@ impl Cache {
             }
             return;
         }
-        let fresh_until = Instant::now() + ttl;
-        // Only valid answers are worth serving stale.
-        let keep_until = match session {
-            SessionState::Valid => fresh_until + self.settings.stale_if_error,
-            _ => fresh_until,
-        };
         let entry = Arc::new(Entry {
-            digest: key.digest,
+            check: check_of(&key.digest),
             identity: identity.clone(),
-            fresh_until,
-            keep_until,
+            fresh_until: self.now_ms().saturating_add(ttl.as_millis() as u64),
         });
         let store = self.store.load();
         let existed = store.get(&key.digest).is_some();

@@ -112,22 +112,28 @@ const KNOWN: [HeaderName; 9] = [
 ];
 const USER_ID: u8 = 1;
 
-/// Where a header's name is: a `KNOWN` index, or a span of `Identity::buf`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Name {
-    Known(u8),
-    Buf(u16, u16),
-}
+/// Bytes of one index record in `Identity::buf`: name tag, name span, value span.
+const RECORD: usize = 9;
+/// Name tag of a name stored in the buffer rather than in `KNOWN`.
+const NAME_IN_BUF: u8 = u8::MAX;
+/// More identity headers than this in one answer is not an answer authgate will keep.
+const MAX_HEADERS: usize = 64;
 
-/// The identity of a 200 answer, packed for a long life in the cache: names and values
-/// share one buffer, so an answer costs one allocation plus a small index.
+/// The identity of a 200 answer, packed for a long life in the cache: one buffer holds an
+/// index (`RECORD` bytes a header) followed by the names authgate does not know and every
+/// value, so an answer costs one allocation besides its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     session: SessionState,
+    count: u8,
     buf: Bytes,
-    /// (name, value start, value end) in the order the resolver sent them.
-    headers: Box<[(Name, u16, u16)]>,
-    set_cookie: Box<[HeaderValue]>,
+    /// Usually none; `None` costs no allocation.
+    set_cookie: Option<Box<[HeaderValue]>>,
+}
+
+fn span(buf: &[u8], at: usize) -> (usize, usize) {
+    let n = |i: usize| u16::from_le_bytes([buf[at + i], buf[at + i + 1]]) as usize;
+    (n(0), n(2))
 }
 
 impl Identity {
@@ -136,54 +142,53 @@ impl Identity {
     pub fn from_headers(headers: &HeaderMap, ns: &Namespace) -> Result<Identity, AnswerError> {
         let mut session = SessionState::Anonymous;
         let mut seen_valid = false;
-        let mut buf = Vec::new();
-        let mut index = Vec::new();
-        let too_big = || AnswerError::Malformed("identity headers larger than 64 KiB".into());
+        // (name tag, name span in data, value span in data)
+        let mut index: Vec<(u8, (usize, usize), (usize, usize))> = Vec::new();
+        let mut data = Vec::new();
         for (name, value) in headers {
             if !name.as_str().starts_with(ns.prefix()) {
                 continue;
             }
-            if name.as_str().len() == ns.prefix().len() + "session-valid".len()
-                && name.as_str().ends_with("session-valid")
-            {
+            if name.as_str().len() == ns.prefix().len() + "session-valid".len() && name.as_str().ends_with("session-valid") {
                 if seen_valid {
-                    return Err(AnswerError::Malformed(format!(
-                        "{name} sent more than once"
-                    )));
+                    return Err(AnswerError::Malformed(format!("{name} sent more than once")));
                 }
                 seen_valid = true;
-                session = parse_valid(value).ok_or_else(|| {
-                    AnswerError::Malformed(format!("{name} is neither true nor false"))
-                })?;
+                session = parse_valid(value).ok_or_else(|| AnswerError::Malformed(format!("{name} is neither true nor false")))?;
             }
-            let name = match KNOWN.iter().position(|k| k == name) {
-                Some(i) => Name::Known(i as u8),
+            let (tag, name_span) = match KNOWN.iter().position(|k| k == name) {
+                Some(i) => (i as u8, (0, 0)),
                 None => {
-                    let start = buf.len();
-                    buf.extend_from_slice(name.as_str().as_bytes());
-                    Name::Buf(
-                        offset(start).ok_or_else(too_big)?,
-                        offset(buf.len()).ok_or_else(too_big)?,
-                    )
+                    let start = data.len();
+                    data.extend_from_slice(name.as_str().as_bytes());
+                    (NAME_IN_BUF, (start, data.len()))
                 }
             };
-            let start = buf.len();
-            buf.extend_from_slice(value.as_bytes());
-            index.push((
-                name,
-                offset(start).ok_or_else(too_big)?,
-                offset(buf.len()).ok_or_else(too_big)?,
-            ));
+            let start = data.len();
+            data.extend_from_slice(value.as_bytes());
+            index.push((tag, name_span, (start, data.len())));
         }
+        if index.len() > MAX_HEADERS {
+            return Err(AnswerError::Malformed(format!("more than {MAX_HEADERS} identity headers")));
+        }
+        let base = index.len() * RECORD;
+        if base + data.len() > u16::MAX as usize {
+            return Err(AnswerError::Malformed("identity headers larger than 64 KiB".into()));
+        }
+        let mut buf = Vec::with_capacity(base + data.len());
+        for (tag, (ns_, ne), (vs, ve)) in &index {
+            buf.push(*tag);
+            for n in [ns_ + base, ne + base, vs + base, ve + base] {
+                buf.extend_from_slice(&(n as u16).to_le_bytes());
+            }
+        }
+        buf.extend_from_slice(&data);
+        let set_cookie: Box<[HeaderValue]> = headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
         Ok(Identity {
             session,
+            count: index.len() as u8,
             buf: Bytes::from(buf),
-            headers: index.into_boxed_slice(),
-            set_cookie: headers
-                .get_all(http::header::SET_COOKIE)
-                .iter()
-                .cloned()
-                .collect(),
+            set_cookie: (!set_cookie.is_empty()).then_some(set_cookie),
         })
     }
 
@@ -191,38 +196,37 @@ impl Identity {
         self.session
     }
 
+    /// (name tag, name span, value span) of each header, in the order the resolver sent them.
+    fn records(&self) -> impl Iterator<Item = (u8, (usize, usize), (usize, usize))> + '_ {
+        (0..self.count as usize).map(|i| {
+            let at = i * RECORD;
+            (self.buf[at], span(&self.buf, at + 1), span(&self.buf, at + 5))
+        })
+    }
+
     /// The identity headers, ready to add to a request. Known names and shared value bytes:
     /// no allocation unless the resolver sent a name authgate does not know yet.
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-        self.headers.iter().filter_map(|&(name, start, end)| {
-            let name = match name {
-                Name::Known(i) => KNOWN[i as usize].clone(),
-                Name::Buf(s, e) => {
-                    HeaderName::from_bytes(&self.buf[s as usize..e as usize]).ok()?
-                }
+        self.records().filter_map(|(tag, (ns_, ne), (vs, ve))| {
+            let name = match KNOWN.get(tag as usize) {
+                Some(known) => known.clone(),
+                None => HeaderName::from_bytes(&self.buf[ns_..ne]).ok()?,
             };
-            let value =
-                HeaderValue::from_maybe_shared(self.buf.slice(start as usize..end as usize))
-                    .ok()?;
+            let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
             Some((name, value))
         })
     }
 
     /// The user id of a valid session.
     pub fn user_id(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _, _)| *n == Name::Known(USER_ID))
-            .and_then(|&(_, s, e)| std::str::from_utf8(&self.buf[s as usize..e as usize]).ok())
+        self.records()
+            .find(|(tag, _, _)| *tag == USER_ID)
+            .and_then(|(_, _, (vs, ve))| std::str::from_utf8(&self.buf[vs..ve]).ok())
     }
 
     pub fn set_cookie(&self) -> &[HeaderValue] {
-        &self.set_cookie
+        self.set_cookie.as_deref().unwrap_or_default()
     }
-}
-
-fn offset(n: usize) -> Option<u16> {
-    u16::try_from(n).ok()
 }
 
 impl Answer {
