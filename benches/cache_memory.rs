@@ -78,7 +78,10 @@ fn fill(n: usize, valid: bool) -> (f64, Duration, Arc<Cache>) {
         // Serve each answer once, as traffic would: injecting shares the answer's bytes,
         // which costs a little memory the first time.
         for i in 0..n {
-            if let (Ok(Answer::Identity(id)), _) = cache.resolve(&key(i), || async { unreachable!("filled") }).await {
+            if let (Ok(Answer::Identity(id)), _) = cache
+                .resolve(&key(i), || async { unreachable!("filled") })
+                .await
+            {
                 std::hint::black_box(id.headers().count());
             }
         }

@@ -272,7 +272,8 @@ impl Cache {
             return Some((entry, true));
         }
         let window = self.settings.stale_if_error.as_millis() as u64;
-        let stale_ok = entry.identity.session() == SessionState::Valid && now < entry.fresh_until.saturating_add(window);
+        let stale_ok = entry.identity.session() == SessionState::Valid
+            && now < entry.fresh_until.saturating_add(window);
         stale_ok.then_some((entry, false))
     }
 

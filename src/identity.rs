@@ -131,6 +131,9 @@ pub struct Identity {
     set_cookie: Option<Box<[HeaderValue]>>,
 }
 
+/// One header of an answer: name tag, name span, value span (spans are byte ranges).
+type Record = (u8, (usize, usize), (usize, usize));
+
 fn span(buf: &[u8], at: usize) -> (usize, usize) {
     let n = |i: usize| u16::from_le_bytes([buf[at + i], buf[at + i + 1]]) as usize;
     (n(0), n(2))
@@ -142,19 +145,24 @@ impl Identity {
     pub fn from_headers(headers: &HeaderMap, ns: &Namespace) -> Result<Identity, AnswerError> {
         let mut session = SessionState::Anonymous;
         let mut seen_valid = false;
-        // (name tag, name span in data, value span in data)
-        let mut index: Vec<(u8, (usize, usize), (usize, usize))> = Vec::new();
+        let mut index: Vec<Record> = Vec::new();
         let mut data = Vec::new();
         for (name, value) in headers {
             if !name.as_str().starts_with(ns.prefix()) {
                 continue;
             }
-            if name.as_str().len() == ns.prefix().len() + "session-valid".len() && name.as_str().ends_with("session-valid") {
+            if name.as_str().len() == ns.prefix().len() + "session-valid".len()
+                && name.as_str().ends_with("session-valid")
+            {
                 if seen_valid {
-                    return Err(AnswerError::Malformed(format!("{name} sent more than once")));
+                    return Err(AnswerError::Malformed(format!(
+                        "{name} sent more than once"
+                    )));
                 }
                 seen_valid = true;
-                session = parse_valid(value).ok_or_else(|| AnswerError::Malformed(format!("{name} is neither true nor false")))?;
+                session = parse_valid(value).ok_or_else(|| {
+                    AnswerError::Malformed(format!("{name} is neither true nor false"))
+                })?;
             }
             let (tag, name_span) = match KNOWN.iter().position(|k| k == name) {
                 Some(i) => (i as u8, (0, 0)),
@@ -169,11 +177,15 @@ impl Identity {
             index.push((tag, name_span, (start, data.len())));
         }
         if index.len() > MAX_HEADERS {
-            return Err(AnswerError::Malformed(format!("more than {MAX_HEADERS} identity headers")));
+            return Err(AnswerError::Malformed(format!(
+                "more than {MAX_HEADERS} identity headers"
+            )));
         }
         let base = index.len() * RECORD;
         if base + data.len() > u16::MAX as usize {
-            return Err(AnswerError::Malformed("identity headers larger than 64 KiB".into()));
+            return Err(AnswerError::Malformed(
+                "identity headers larger than 64 KiB".into(),
+            ));
         }
         let mut buf = Vec::with_capacity(base + data.len());
         for (tag, (ns_, ne), (vs, ve)) in &index {
@@ -183,7 +195,11 @@ impl Identity {
             }
         }
         buf.extend_from_slice(&data);
-        let set_cookie: Box<[HeaderValue]> = headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
+        let set_cookie: Box<[HeaderValue]> = headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         Ok(Identity {
             session,
             count: index.len() as u8,
@@ -197,10 +213,14 @@ impl Identity {
     }
 
     /// (name tag, name span, value span) of each header, in the order the resolver sent them.
-    fn records(&self) -> impl Iterator<Item = (u8, (usize, usize), (usize, usize))> + '_ {
+    fn records(&self) -> impl Iterator<Item = Record> + '_ {
         (0..self.count as usize).map(|i| {
             let at = i * RECORD;
-            (self.buf[at], span(&self.buf, at + 1), span(&self.buf, at + 5))
+            (
+                self.buf[at],
+                span(&self.buf, at + 1),
+                span(&self.buf, at + 5),
+            )
         })
     }
 

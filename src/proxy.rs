@@ -214,12 +214,14 @@ impl ProxyHttp for AuthGate {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        let cache = ctx.lookup.map_or("-", Lookup::as_str);
+        let (method, path, outcome) = (&req.method, req.uri.path(), ctx.outcome);
         match e {
             Some(e) => {
-                log::info!(target: "authgate::access", "{} {} {status} resolver={} error={e}", req.method, req.uri.path(), ctx.outcome)
+                log::info!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} error={e}")
             }
             None => {
-                log::debug!(target: "authgate::access", "{} {} {status} resolver={}", req.method, req.uri.path(), ctx.outcome)
+                log::debug!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache}")
             }
         }
     }
