@@ -20,8 +20,10 @@ use crate::credentials::KeyRules;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::resolver::{Resolver, ResolverSettings};
-use crate::routes::{Route, Routes};
-use crate::upstreams::Pool;
+use crate::routes::{Policy, Route, RouteSpec, Routes};
+use crate::upstreams::{
+    HashKey, HealthKind, HealthSettings, LbKind, Pool, PoolSettings, TlsSettings,
+};
 
 /// A configuration problem: which file, which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct FileConfig {
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub cache: CacheFile,
+    #[serde(default)]
+    pub login: Option<LoginFile>,
     /// The operator's endpoint; off when absent.
     #[serde(default)]
     pub admin: Option<AdminFile>,
@@ -74,7 +78,7 @@ pub struct CacheFile {
     pub ttl: Duration,
     #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
     pub negative_ttl: Duration,
-    /// Default: the resolver's `timeout`.
+    /// Default: the resolver's `timeout` plus one second.
     #[serde(default, with = "humantime_serde")]
     pub lock_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -143,24 +147,112 @@ pub struct ResolverFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
-    pub backends: Vec<String>,
+    pub backends: Vec<BackendFile>,
     #[serde(default)]
     pub lb: LbKind,
+    /// For `lb: consistent`: client_ip, user_id, header:NAME or cookie:NAME.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsFile>,
+    /// Other backends tried after a failed connect.
+    #[serde(default = "defaults::retries")]
+    pub retries: usize,
+    #[serde(default)]
+    pub health_check: Option<HealthFile>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+/// `127.0.0.1:3000`, or `{ addr: 127.0.0.1:3000, weight: 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendFile {
+    Addr(String),
+    Weighted(WeightedBackendFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackendFile {
+    pub addr: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// Server name sent and verified; default: the host of the first backend.
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `false` turns certificate verification off (a lab only; logged at every start).
+    #[serde(default = "defaults::yes")]
+    pub verify: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum LbKind {
+pub enum HealthKindFile {
     #[default]
-    RoundRobin,
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    #[serde(default)]
+    pub kind: HealthKindFile,
+    #[serde(default = "defaults::route_path")]
+    pub path: String,
+    /// `Host` of the check request; default: the backend's SNI or `localhost`.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "defaults::expected_status")]
+    pub expected_status: u16,
+    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes to mark a backend up.
+    #[serde(default = "defaults::one")]
+    pub rise: usize,
+    /// Consecutive failures to mark a backend down.
+    #[serde(default = "defaults::one")]
+    pub fall: usize,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
+    /// Exact host or `*.domain`; any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
     #[serde(default = "defaults::route_path")]
     pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
     pub upstream: String,
+    #[serde(default)]
+    pub auth: Policy,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Where `auth: require` sends a browser without a session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    pub url: String,
+    #[serde(default = "defaults::return_to_param")]
+    pub return_to_param: String,
 }
 
 mod defaults {
@@ -192,6 +284,30 @@ mod defaults {
     pub fn negative_ttl() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn upstream_io_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn retries() -> usize {
+        2
+    }
+    pub fn weight() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn expected_status() -> u16 {
+        200
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn return_to_param() -> String {
+        "return_to".into()
+    }
     pub fn credential_cookies() -> Vec<String> {
         ["session", "app_session", "app_access_token"]
             .map(String::from)
@@ -215,7 +331,16 @@ pub struct Runtime {
     pub admin_token: Option<Vec<u8>>,
     pub trusted: TrustedProxies,
     pub routes: Routes,
+    /// Every pool, for the health checks.
+    pub pools: Vec<Arc<Pool>>,
+    pub login: Option<Login>,
     pub forward_set_cookie: bool,
+}
+
+/// Where `auth: require` redirects a browser, and the parameter that carries the way back.
+pub struct Login {
+    pub url: String,
+    pub return_to_param: String,
 }
 
 /// A validated configuration: what Pingora needs to start, and the first `Runtime`.
@@ -300,7 +425,9 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                 ))
             }
             Some(d) => d,
-            None => resolver_settings.total_timeout,
+            // Longer than the resolve it waits for, or waiters would give up just before the
+            // answer and each call the resolver themselves.
+            None => resolver_settings.total_timeout + Duration::from_secs(1),
         },
         stale_if_error: parsed.cache.stale_if_error,
     });
@@ -320,18 +447,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
 
     let mut pools = BTreeMap::new();
     for (name, up) in &parsed.upstreams {
-        let field = format!("upstreams.{name}");
-        if up.backends.is_empty() {
-            return Err(err(
-                &format!("{field}.backends"),
-                "at least one backend is required".into(),
-            ));
-        }
-        let mut addrs = Vec::with_capacity(up.backends.len());
-        for (i, b) in up.backends.iter().enumerate() {
-            addrs.push(resolve_addr(b).map_err(|r| err(&format!("{field}.backends[{i}]"), r))?);
-        }
-        let pool = Pool::new(name, &addrs).map_err(|r| err(&field, r))?;
+        let pool =
+            pool(name, up, base).map_err(|(k, r)| err(&format!("upstreams.{name}{k}"), r))?;
         pools.insert(name.clone(), Arc::new(pool));
     }
 
@@ -340,12 +457,6 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     }
     let mut routes = Vec::with_capacity(parsed.routes.len());
     for (i, r) in parsed.routes.iter().enumerate() {
-        if !r.path.starts_with('/') {
-            return Err(err(
-                &format!("routes[{i}].path"),
-                format!("`{}` must start with `/`", r.path),
-            ));
-        }
         let pool = pools.get(&r.upstream).ok_or_else(|| {
             let known: Vec<&str> = pools.keys().map(String::as_str).collect();
             err(
@@ -357,8 +468,61 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                 ),
             )
         })?;
-        routes.push(Route::new(&r.path, pool.clone()));
+        let route = Route::new(RouteSpec {
+            host: r.host.as_deref(),
+            path: &r.path,
+            methods: &r.methods,
+            pool: pool.clone(),
+            policy: r.auth,
+            roles: &r.roles,
+            index: i,
+        })
+        .map_err(|(k, why)| err(&format!("routes[{i}].{k}"), why))?;
+        if route.pool.settings().hash_key == Some(HashKey::UserId) && route.policy == Policy::Public
+        {
+            return Err(err(
+                &format!("routes[{i}].auth"),
+                format!(
+                    "upstream `{}` hashes on user_id, which a public route never resolves",
+                    r.upstream
+                ),
+            ));
+        }
+        routes.push(route);
     }
+    let login = match &parsed.login {
+        None => None,
+        Some(l) => {
+            let uri: Uri = l
+                .url
+                .parse()
+                .map_err(|_| err("login.url", format!("`{}` is not a URL", l.url)))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) && !l.url.starts_with('/') {
+                return Err(err(
+                    "login.url",
+                    "must be an http(s) URL or a path starting with /".into(),
+                ));
+            }
+            if l.return_to_param.is_empty()
+                || !l
+                    .return_to_param
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(err(
+                    "login.return_to_param",
+                    format!(
+                        "`{}` is not a plain query parameter name",
+                        l.return_to_param
+                    ),
+                ));
+            }
+            Some(Login {
+                url: l.url.clone(),
+                return_to_param: l.return_to_param.clone(),
+            })
+        }
+    };
 
     Ok(Settings {
         server,
@@ -372,6 +536,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             admin_token,
             trusted: TrustedProxies::new(nets),
             routes: Routes::new(routes),
+            pools: pools.into_values().collect(),
+            login,
             forward_set_cookie: parsed.resolver.forward_set_cookie,
         },
     })
@@ -532,6 +698,170 @@ fn resolver_settings(
         idle_timeout: r.idle_timeout,
         ca_file,
     })
+}
+
+fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (String, String)> {
+    if up.backends.is_empty() {
+        return Err((
+            ".backends".into(),
+            "at least one backend is required".into(),
+        ));
+    }
+    let mut backends = Vec::with_capacity(up.backends.len());
+    let mut first_host = None;
+    for (i, b) in up.backends.iter().enumerate() {
+        let (addr, weight, field) = match b {
+            BackendFile::Addr(a) => (a, 1, format!(".backends[{i}]")),
+            BackendFile::Weighted(w) => (&w.addr, w.weight, format!(".backends[{i}].addr")),
+        };
+        if weight == 0 {
+            return Err((
+                format!(".backends[{i}].weight"),
+                "must be at least 1".into(),
+            ));
+        }
+        if first_host.is_none() {
+            first_host = addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string());
+        }
+        let resolved = resolve_addr(addr).map_err(|why| (field.clone(), why))?;
+        if backends.iter().any(|(a, _)| *a == resolved) {
+            return Err((field, format!("{resolved} is listed twice")));
+        }
+        backends.push((resolved, weight));
+    }
+    let hash_key = match (&up.hash_key, up.lb) {
+        (None, LbKind::Consistent) => {
+            return Err((".hash_key".into(), "lb: consistent needs a hash_key".into()))
+        }
+        (Some(_), lb) if lb != LbKind::Consistent => {
+            return Err((".hash_key".into(), "only applies to lb: consistent".into()))
+        }
+        (Some(k), _) => Some(HashKey::parse(k).map_err(|why| (".hash_key".to_string(), why))?),
+        (None, _) => None,
+    };
+    for (k, d) in [
+        (".connect_timeout", up.connect_timeout),
+        (".read_timeout", up.read_timeout),
+        (".write_timeout", up.write_timeout),
+    ] {
+        if d.is_zero() {
+            return Err((k.into(), "must be greater than zero".into()));
+        }
+    }
+    let tls = match &up.tls {
+        None => None,
+        Some(t) => {
+            let sni = match t.sni.clone().or(first_host) {
+                Some(s) if !s.is_empty() => s,
+                _ => {
+                    return Err((
+                        ".tls.sni".into(),
+                        "set the server name to send and verify".into(),
+                    ))
+                }
+            };
+            let ca = match &t.ca_file {
+                None => None,
+                Some(p) => Some(
+                    read_ca_ders(&relative_to(base, p))
+                        .map_err(|why| (".tls.ca_file".to_string(), why))?,
+                ),
+            };
+            if !t.verify {
+                log::warn!("upstreams.{name}: TLS certificate verification is OFF: anyone on the path can impersonate these backends");
+            }
+            Some(TlsSettings {
+                sni,
+                verify: t.verify,
+                ca,
+            })
+        }
+    };
+    let health = match &up.health_check {
+        None => None,
+        Some(h) => {
+            if h.interval.is_zero() || h.timeout.is_zero() {
+                return Err((
+                    ".health_check".into(),
+                    "interval and timeout must be greater than zero".into(),
+                ));
+            }
+            if h.rise == 0 || h.fall == 0 {
+                return Err((
+                    ".health_check".into(),
+                    "rise and fall must be at least 1".into(),
+                ));
+            }
+            let kind = match h.kind {
+                HealthKindFile::Tcp => HealthKind::Tcp,
+                HealthKindFile::Http => {
+                    if !h.path.starts_with('/') || h.path.parse::<Uri>().is_err() {
+                        return Err((
+                            ".health_check.path".into(),
+                            format!("`{}` is not a request path", h.path),
+                        ));
+                    }
+                    if !(100..=599).contains(&h.expected_status) {
+                        return Err((
+                            ".health_check.expected_status".into(),
+                            "must be an HTTP status".into(),
+                        ));
+                    }
+                    let host = h
+                        .host
+                        .clone()
+                        .or_else(|| tls.as_ref().map(|t| t.sni.clone()))
+                        .unwrap_or_else(|| "localhost".into());
+                    if http::HeaderValue::from_str(&host).is_err() {
+                        return Err((
+                            ".health_check.host".into(),
+                            format!("`{host}` is not a valid Host value"),
+                        ));
+                    }
+                    HealthKind::Http {
+                        path: h.path.clone(),
+                        host,
+                        status: h.expected_status,
+                    }
+                }
+            };
+            Some(HealthSettings {
+                kind,
+                interval: h.interval,
+                timeout: h.timeout,
+                rise: h.rise,
+                fall: h.fall,
+            })
+        }
+    };
+    Pool::new(PoolSettings {
+        name: name.to_string(),
+        backends,
+        lb: up.lb,
+        hash_key,
+        connect_timeout: up.connect_timeout,
+        read_timeout: up.read_timeout,
+        write_timeout: up.write_timeout,
+        tls,
+        retries: up.retries,
+        health,
+    })
+    .map_err(|why| (String::new(), why))
+}
+
+/// The DER certificates of a PEM file.
+fn read_ca_ders(p: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut &bytes[..])
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{}` is not a PEM file: {e}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!("`{}` holds no PEM certificate", p.display()));
+    }
+    Ok(certs)
 }
 
 fn key_rules(r: &ResolverFile, resolver_host: &[u8]) -> Result<KeyRules, (String, String)> {

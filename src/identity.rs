@@ -111,6 +111,7 @@ const KNOWN: [HeaderName; 9] = [
     HeaderName::from_static("x-authgear-session-acr"),
 ];
 const USER_ID: u8 = 1;
+const ROLES: u8 = 5;
 
 /// Bytes of one index record in `Identity::buf`: name tag, name span, value span.
 const RECORD: usize = 9;
@@ -242,6 +243,16 @@ impl Identity {
         self.records()
             .find(|(tag, _, _)| *tag == USER_ID)
             .and_then(|(_, _, (vs, ve))| std::str::from_utf8(&self.buf[vs..ve]).ok())
+    }
+
+    /// The roles of a valid session (`x-authgear-user-roles`, comma-separated).
+    pub fn roles(&self) -> impl Iterator<Item = &str> + '_ {
+        self.records()
+            .filter(|(tag, _, _)| *tag == ROLES)
+            .filter_map(|(_, _, (vs, ve))| std::str::from_utf8(&self.buf[vs..ve]).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
     }
 
     pub fn set_cookie(&self) -> &[HeaderValue] {

@@ -13,6 +13,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
 use authgate::devserver::{self, echo, standin};
+use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
 #[derive(Parser)]
@@ -126,6 +127,11 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         log::info!("admin endpoint on {addr}");
     }
     server.add_service(service);
+    let pools_of = runtime.clone();
+    server.add_service(pingora::services::background::background_service(
+        "health checks",
+        HealthChecks::new(move || pools_of.load().pools.clone()),
+    ));
     log::info!("authgate listening on {:?}", settings.listen);
     server.run_forever()
 }

@@ -1,24 +1,27 @@
 //! The `ProxyHttp` implementation: calls the other modules in order for each request.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE,
+    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+    SET_COOKIE, WWW_AUTHENTICATE,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::cache::Lookup;
-use crate::config::Runtime;
+use crate::config::{Login, Runtime};
 use crate::credentials::Credentials;
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity, SessionState};
-use crate::upstreams::Pool;
+use crate::routes::{normalize_path, request_host, Policy};
+use crate::upstreams::{hash_input, Pool};
 
 /// The proxy. Holds only the swappable runtime snapshot.
 pub struct AuthGate {
@@ -39,6 +42,11 @@ pub struct Ctx {
     pool: Option<Arc<Pool>>,
     identity: Option<Arc<Identity>>,
     forwarded: Option<Forwarded>,
+    client_ip: Option<IpAddr>,
+    /// The normalised path and query, when it differs from what the client sent.
+    rewrite: Option<String>,
+    /// Backends this request has been sent to (a failed connect tries another).
+    tried: Vec<SocketAddr>,
     /// What happened at the resolver, for the log line.
     outcome: &'static str,
     /// Where the answer came from (hit, miss, coalesced, stale).
@@ -53,16 +61,16 @@ fn outcome_of(session: SessionState) -> &'static str {
     }
 }
 
-/// Writes a short plain-text answer from authgate itself.
-async fn respond(
+/// Writes a short answer from authgate itself.
+async fn respond_with(
     session: &mut Session,
     status: u16,
-    reason: &str,
+    content_type: &'static str,
+    body: Bytes,
     extra: &[(HeaderName, HeaderValue)],
 ) -> pingora::Result<bool> {
-    let body = Bytes::from(format!("authgate: {reason}\n"));
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_TYPE, content_type)?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, "no-store")?;
     for (n, v) in extra {
@@ -71,6 +79,62 @@ async fn respond(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// A plain-text reason, for resolver and backend failures.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    reason: &str,
+    extra: &[(HeaderName, HeaderValue)],
+) -> pingora::Result<bool> {
+    let body = Bytes::from(format!("authgate: {reason}\n"));
+    respond_with(session, status, "text/plain; charset=utf-8", body, extra).await
+}
+
+/// A small JSON error, for API clients refused by a route's policy.
+async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    error: &'static str,
+    extra: &[(HeaderName, HeaderValue)],
+) -> pingora::Result<bool> {
+    let body = Bytes::from(format!("{{\"error\":\"{error}\"}}\n"));
+    respond_with(session, status, "application/json", body, extra).await
+}
+
+/// Whether the client reads HTML (a browser), which gets a login redirect instead of a 401.
+fn wants_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+        })
+}
+
+/// `login.url` with the original URL as its return-to parameter.
+fn login_location(login: &Login, fwd: &Forwarded, req: &RequestHeader) -> Option<HeaderValue> {
+    let host = fwd.host.as_ref().and_then(|h| h.to_str().ok())?;
+    let proto = fwd.proto.to_str().ok()?;
+    let original = format!(
+        "{proto}://{host}{}",
+        req.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let sep = if login.url.contains('?') { '&' } else { '?' };
+    let mut location = format!("{}{sep}{}=", login.url, login.return_to_param);
+    for b in original.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            location.push(b as char);
+        } else {
+            location.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&location).ok()
 }
 
 #[async_trait]
@@ -86,18 +150,41 @@ impl ProxyHttp for AuthGate {
         // Before anything reads the request: no client copy of the identity namespace survives.
         rt.namespace.strip(session.req_header_mut());
 
-        let peer_ip = session
+        ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let forwarded = rt.trusted.derive(session.req_header(), peer_ip, tls);
+        let forwarded = rt.trusted.derive(session.req_header(), ctx.client_ip, tls);
 
-        let Some(route) = rt.routes.find(session.req_header().uri.path()) else {
-            ctx.outcome = "no_route";
-            return respond(session, 404, "no route for this path", &[]).await;
+        // Route on the path the backend will act on, never on the raw one.
+        let raw_path = session.req_header().uri.path();
+        let path = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.outcome = "bad_path";
+                return respond(session, 400, &e.to_string(), &[]).await;
+            }
         };
-        ctx.pool = Some(route.pool.clone());
+        if path != raw_path {
+            ctx.rewrite = Some(match session.req_header().uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            });
+        }
+        let host = request_host(session.req_header());
+        let Some(route) = rt.routes.find(&host, &path, &session.req_header().method) else {
+            ctx.outcome = "no_route";
+            return respond(session, 404, "no route for this request", &[]).await;
+        };
+        let (policy, pool) = (route.policy, route.pool.clone());
+        ctx.pool = Some(pool);
+        ctx.forwarded = Some(forwarded.clone());
+        ctx.runtime = Some(rt.clone());
+        if policy == Policy::Public {
+            ctx.outcome = "public";
+            return Ok(false);
+        }
 
         let creds = match Credentials::from_request(session.req_header()) {
             Ok(c) => c,
@@ -106,16 +193,15 @@ impl ProxyHttp for AuthGate {
                 return respond(session, 400, &e.to_string(), &[]).await;
             }
         };
-
         let key = rt.keys.key(&creds);
         let fetch = {
             let rt = rt.clone();
-            let forwarded = forwarded.clone();
             move || async move { rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await }
         };
         let (outcome, lookup) = rt.cache.resolve(&key, fetch).await;
         ctx.lookup = Some(lookup);
-        match outcome {
+        let identity = match outcome {
+            Ok(Answer::Identity(identity)) => identity,
             Ok(Answer::Denied { status, headers }) => {
                 ctx.outcome = "denied";
                 let reason = if status == 401 {
@@ -123,14 +209,7 @@ impl ProxyHttp for AuthGate {
                 } else {
                     "forbidden"
                 };
-                respond(session, status, reason, &headers).await
-            }
-            Ok(Answer::Identity(identity)) => {
-                ctx.outcome = outcome_of(identity.session());
-                ctx.identity = Some(identity);
-                ctx.forwarded = Some(forwarded);
-                ctx.runtime = Some(rt);
-                Ok(false)
+                return respond(session, status, reason, &headers).await;
             }
             Err(e) => {
                 ctx.outcome = e.kind();
@@ -149,26 +228,94 @@ impl ProxyHttp for AuthGate {
                     e.status(),
                     lookup.as_str()
                 );
-                respond(session, e.status(), e.client_reason(), &[]).await
+                return respond(session, e.status(), e.client_reason(), &[]).await;
+            }
+        };
+        ctx.outcome = outcome_of(identity.session());
+
+        if policy == Policy::Require {
+            if identity.session() != SessionState::Valid {
+                ctx.outcome = "login_required";
+                let req = session.req_header();
+                let redirect = match (&rt.login, ctx.forwarded.as_ref()) {
+                    (Some(login), Some(fwd)) if wants_html(req) => login_location(login, fwd, req),
+                    _ => None,
+                };
+                return match redirect {
+                    Some(location) => {
+                        respond(session, 302, "login required", &[(LOCATION, location)]).await
+                    }
+                    None => {
+                        let challenge = (
+                            WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Bearer realm=\"authgate\""),
+                        );
+                        respond_json(session, 401, "authentication_required", &[challenge]).await
+                    }
+                };
+            }
+            if !route.roles.is_empty()
+                && !identity
+                    .roles()
+                    .any(|r| route.roles.iter().any(|want| want == r))
+            {
+                ctx.outcome = "missing_role";
+                return respond_json(session, 403, "forbidden", &[]).await;
             }
         }
+        ctx.identity = Some(identity);
+        Ok(false)
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let pool = ctx.pool.as_ref().ok_or_else(|| {
+        let pool = ctx.pool.clone().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "no pool chosen for request")
         })?;
-        match pool.select() {
-            Some(peer) => Ok(Box::new(peer)),
+        let key = hash_input(
+            pool.settings().hash_key.as_ref(),
+            ctx.client_ip,
+            session.req_header(),
+            ctx.identity.as_ref().and_then(|i| i.user_id()),
+        );
+        match pool.select(&key, &ctx.tried) {
+            Some(peer) => {
+                if let Some(addr) = peer._address.as_inet() {
+                    ctx.tried.push(*addr);
+                }
+                Ok(Box::new(peer))
+            }
+            None if ctx.tried.is_empty() => Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!("no healthy backend in upstream `{}`", pool.name()),
+            ),
             None => Error::e_explain(
                 ErrorType::HTTPStatus(502),
-                format!("no backend available in upstream `{}`", pool.name()),
+                format!("every backend tried in upstream `{}` failed", pool.name()),
             ),
         }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retries = ctx.pool.as_ref().map_or(0, |p| p.settings().retries);
+        // `tried` counts the first attempt too.
+        if ctx.tried.len() <= retries {
+            log::info!(
+                "backend {peer} failed to connect ({:?}); trying another",
+                e.etype()
+            );
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -180,9 +327,15 @@ impl ProxyHttp for AuthGate {
         let Some(rt) = ctx.runtime.as_ref() else {
             return Error::e_explain(
                 ErrorType::InternalError,
-                "request reached upstream without a resolve",
+                "request reached upstream without a route",
             );
         };
+        if let Some(uri) = &ctx.rewrite {
+            let uri = uri.parse().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "normalised path is not a URI")
+            })?;
+            upstream_request.set_uri(uri);
+        }
         // Again on the copy that goes upstream, after Pingora's own header handling.
         rt.namespace.strip(upstream_request);
         if let Some(identity) = &ctx.identity {
@@ -211,17 +364,51 @@ impl ProxyHttp for AuthGate {
         Ok(())
     }
 
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let (code, reason) = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => {
+                (*code, e.context.as_ref().map(|c| c.as_str().to_string()))
+            }
+            (_, ErrorSource::Upstream) if timeout => (504, Some("backend timed out".into())),
+            (_, ErrorSource::Upstream) => (502, Some("backend failed".into())),
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => (0, None),
+            (_, ErrorSource::Downstream) => (400, Some("bad request".into())),
+            _ => (500, Some("internal error".into())),
+        };
+        if code > 0 && session.response_written().is_none() {
+            let reason = reason.unwrap_or_else(|| "error".into());
+            if let Err(we) = respond(session, code, &reason, &[]).await {
+                log::debug!("could not send the error answer: {we}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let cache = ctx.lookup.map_or("-", Lookup::as_str);
+        let backend = ctx
+            .tried
+            .last()
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
         let (method, path, outcome) = (&req.method, req.uri.path(), ctx.outcome);
         match e {
             Some(e) => {
-                log::info!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} error={e}")
+                log::info!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} backend={backend} error={e}")
             }
             None => {
-                log::debug!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache}")
+                log::debug!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} backend={backend}")
             }
         }
     }

@@ -1,56 +1,319 @@
-//! Request paths to upstream pools: segment-aware prefixes, the longest one wins.
+//! Requests to routes: host, path prefix and method matching on the normalised path, the most
+//! specific route winning; each route names its upstream pool and its auth policy.
+//!
+//! Precedence, decided once when the configuration is loaded:
+//! 1. host: an exact host beats a wildcard (`*.example.com`; a longer suffix beats a shorter
+//!    one), which beats a route without a host;
+//! 2. then the longer path prefix;
+//! 3. then a route that names methods beats one that does not;
+//! 4. then the order in the file.
 
 use std::sync::Arc;
 
+use http::Method;
+
 use crate::upstreams::Pool;
 
+/// What a route asks of the caller before the request reaches its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// No resolver call; identity headers are still stripped.
+    Public,
+    /// Resolve and inject whatever the answer says; the backend decides.
+    #[default]
+    Identify,
+    /// Only a valid session passes (and, with `roles`, one of those roles).
+    Require,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn parse(host: Option<&str>) -> Result<HostMatch, String> {
+        let Some(h) = host else {
+            return Ok(HostMatch::Any);
+        };
+        let h = h.trim().to_ascii_lowercase();
+        let h = h.strip_suffix('.').unwrap_or(&h).to_string();
+        if let Some(rest) = h.strip_prefix("*.") {
+            if rest.is_empty() || rest.contains('*') {
+                return Err(format!("`{h}` is not a host or a `*.domain` wildcard"));
+            }
+            return Ok(HostMatch::Suffix(format!(".{rest}")));
+        }
+        if h.is_empty() || h.contains('*') || h.contains('/') || h.contains(' ') {
+            return Err(format!("`{h}` is not a host or a `*.domain` wildcard"));
+        }
+        Ok(HostMatch::Exact(h))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+
+    /// Higher is more specific.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostMatch::Any => (0, 0),
+            HostMatch::Suffix(s) => (1, s.len()),
+            HostMatch::Exact(_) => (2, 0),
+        }
+    }
+}
+
 pub struct Route {
-    /// Without a trailing `/`, except for the root route `/`.
+    host: HostMatch,
+    /// Normalised, without a trailing `/` except for the root `/`.
     prefix: String,
+    methods: Option<Box<[Method]>>,
     pub pool: Arc<Pool>,
+    pub policy: Policy,
+    /// With `Policy::Require`: the session must carry one of these roles (empty: any session).
+    pub roles: Box<[String]>,
+    /// Position in the file, for the last tie-break and for logs.
+    pub index: usize,
+}
+
+/// What a route is made from; checked by `Route::new`.
+pub struct RouteSpec<'a> {
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub methods: &'a [String],
+    pub pool: Arc<Pool>,
+    pub policy: Policy,
+    pub roles: &'a [String],
+    pub index: usize,
 }
 
 impl Route {
-    pub fn new(prefix: &str, pool: Arc<Pool>) -> Route {
-        let trimmed = prefix.trim_end_matches('/');
-        let prefix = if trimmed.is_empty() { "/" } else { trimmed };
-        Route {
-            prefix: prefix.to_string(),
-            pool,
+    /// Builds a route; errors name the field (`host`, `path`, `methods`, `roles`) and why.
+    pub fn new(spec: RouteSpec<'_>) -> Result<Route, (&'static str, String)> {
+        let host = HostMatch::parse(spec.host).map_err(|e| ("host", e))?;
+        if !spec.path.starts_with('/') {
+            return Err(("path", format!("`{}` must start with `/`", spec.path)));
         }
+        let normal =
+            normalize_path(spec.path).map_err(|e| ("path", format!("`{}`: {e}", spec.path)))?;
+        let trimmed = normal.trim_end_matches('/');
+        let prefix = if trimmed.is_empty() {
+            "/".to_string()
+        } else {
+            trimmed.to_string()
+        };
+        let methods = if spec.methods.is_empty() {
+            None
+        } else {
+            let mut list = Vec::with_capacity(spec.methods.len());
+            for m in spec.methods {
+                let upper = m.to_ascii_uppercase();
+                list.push(
+                    Method::from_bytes(upper.as_bytes())
+                        .map_err(|_| ("methods", format!("`{m}` is not an HTTP method")))?,
+                );
+            }
+            Some(list.into_boxed_slice())
+        };
+        if !spec.roles.is_empty() && spec.policy != Policy::Require {
+            return Err(("roles", "roles only apply to `auth: require` routes".into()));
+        }
+        if spec.roles.iter().any(|r| r.is_empty() || r.contains(',')) {
+            return Err(("roles", "a role is a non-empty name without commas".into()));
+        }
+        Ok(Route {
+            host,
+            prefix,
+            methods,
+            pool: spec.pool,
+            policy: spec.policy,
+            roles: spec.roles.to_vec().into_boxed_slice(),
+            index: spec.index,
+        })
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// `/api` matches `/api` and `/api/x`, never `/apix`.
-    fn matches(&self, path: &str) -> bool {
+    /// `/api` matches `/api`, `/api/x` and `/api;v=1`, never `/apix`. A `;` ends a segment
+    /// for matching because servlet containers drop what follows it.
+    fn matches_path(&self, path: &str) -> bool {
         if self.prefix == "/" {
             return true;
         }
         match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with(';'),
             None => false,
         }
     }
+
+    fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
+        self.host.matches(host)
+            && self.matches_path(path)
+            && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+    }
 }
 
-/// Routes ordered once at load time: longest prefix first, file order among equals.
+/// Routes ordered once, most specific first (see the module documentation).
 pub struct Routes {
     routes: Vec<Route>,
 }
 
 impl Routes {
     pub fn new(mut routes: Vec<Route>) -> Routes {
-        // A stable sort keeps the operator's order among routes of equal length.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        routes.sort_by(|a, b| {
+            b.host
+                .rank()
+                .cmp(&a.host.rank())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+                .then(b.methods.is_some().cmp(&a.methods.is_some()))
+                .then(a.index.cmp(&b.index))
+        });
         Routes { routes }
     }
 
-    pub fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(path))
+    /// The route for a request; `host` without port, lower case; `path` normalised.
+    pub fn find(&self, host: &str, path: &str, method: &Method) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(host, path, method))
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}
+
+/// Why a request path is refused outright (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    BadEscape,
+    /// `%2F` or `%5C`: a backend might decode it into a separator after routing.
+    EncodedSeparator,
+    /// A raw `\`, which some servers read as `/`.
+    Backslash,
+    /// `%00`, or a control character.
+    Control,
+    NotAbsolute,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathError::BadEscape => "malformed percent-escape in path",
+            PathError::EncodedSeparator => "encoded slash or backslash in path",
+            PathError::Backslash => "backslash in path",
+            PathError::Control => "control character in path",
+            PathError::NotAbsolute => "path must start with /",
+        })
+    }
+}
+
+/// Decodes percent-escapes, removes `.` and `..` segments and merges repeated slashes: the
+/// path a backend will act on, which is what routing must decide on. The result is
+/// percent-encoded again where a URI path needs it, so it can be forwarded as it is.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let raw = raw.as_bytes();
+    if raw.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                let (Some(h), Some(l)) = (
+                    raw.get(i + 1).and_then(|&c| hex(c)),
+                    raw.get(i + 2).and_then(|&c| hex(c)),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = (h * 16 + l) as u8;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    _ => decoded.push(v),
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::Control),
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|&b| b == b'/') {
+        // A segment's `;params` do not make it a dot segment to us, but some servers strip
+        // them: `..;x` is treated as `..` too.
+        let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+        match name {
+            b"" if seg.is_empty() => {}
+            b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let trailing = decoded.len() > 1
+        && (decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/.."));
+    let mut out = String::with_capacity(decoded.len() + 8);
+    for seg in &segments {
+        out.push('/');
+        encode_segment(seg, &mut out);
+    }
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn encode_segment(seg: &[u8], out: &mut String) {
+    for &b in seg {
+        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
+            out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
+        }
+    }
+}
+
+/// The host a request is for: `Host`, else the URI authority (HTTP/2), lower case, without
+/// the port or a trailing dot.
+pub fn request_host(req: &pingora::http::RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        // [v6]:port
+        raw.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_string()
+    };
+    let host = host.to_ascii_lowercase();
+    host.strip_suffix('.').map(str::to_string).unwrap_or(host)
 }
 
 #[cfg(test)]
@@ -58,28 +321,161 @@ mod tests {
     use super::*;
 
     fn pool(name: &str) -> Arc<Pool> {
-        Arc::new(Pool::new(name, &["127.0.0.1:1".parse().unwrap()]).unwrap())
+        Arc::new(Pool::for_tests(name))
+    }
+
+    fn route(host: Option<&str>, path: &str, methods: &[&str], name: &str, index: usize) -> Route {
+        let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        Route::new(RouteSpec {
+            host,
+            path,
+            methods: &methods,
+            pool: pool(name),
+            policy: Policy::Identify,
+            roles: &[],
+            index,
+        })
+        .unwrap()
+    }
+
+    fn at(routes: &Routes, host: &str, path: &str, method: Method) -> Option<String> {
+        routes
+            .find(host, path, &method)
+            .map(|r| r.pool.name().to_string())
     }
 
     #[test]
     fn longest_segment_prefix_wins() {
         let routes = Routes::new(vec![
-            Route::new("/", pool("root")),
-            Route::new("/api/", pool("api")),
-            Route::new("/api/admin", pool("admin")),
+            route(None, "/", &[], "root", 0),
+            route(None, "/api/", &[], "api", 1),
+            route(None, "/api/admin", &[], "admin", 2),
         ]);
-        let at = |p: &str| routes.find(p).map(|r| r.pool.name().to_string());
+        let at = |p: &str| at(&routes, "a", p, Method::GET);
         assert_eq!(at("/").as_deref(), Some("root"));
         assert_eq!(at("/api").as_deref(), Some("api"));
         assert_eq!(at("/api/x").as_deref(), Some("api"));
         assert_eq!(at("/apix").as_deref(), Some("root"));
         assert_eq!(at("/api/admin/users").as_deref(), Some("admin"));
         assert_eq!(at("/api/administrator").as_deref(), Some("api"));
+        assert_eq!(at("/api/admin;jsessionid=1").as_deref(), Some("admin"));
     }
 
     #[test]
-    fn no_match_is_none() {
-        let routes = Routes::new(vec![Route::new("/api", pool("api"))]);
-        assert!(routes.find("/other").is_none());
+    fn host_beats_path_and_exact_beats_wildcard() {
+        let routes = Routes::new(vec![
+            route(None, "/deep/path", &[], "any-host", 0),
+            route(Some("*.example.com"), "/", &[], "wild", 1),
+            route(Some("*.eu.example.com"), "/", &[], "wild-eu", 2),
+            route(Some("api.example.com"), "/", &[], "exact", 3),
+        ]);
+        assert_eq!(
+            at(&routes, "api.example.com", "/deep/path", Method::GET).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            at(&routes, "www.example.com", "/deep/path", Method::GET).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            at(&routes, "a.b.eu.example.com", "/", Method::GET).as_deref(),
+            Some("wild-eu")
+        );
+        assert_eq!(
+            at(&routes, "example.com", "/deep/path", Method::GET).as_deref(),
+            Some("any-host")
+        );
+        assert_eq!(at(&routes, "example.com", "/", Method::GET), None);
+    }
+
+    #[test]
+    fn methods_narrow_and_win_ties() {
+        let routes = Routes::new(vec![
+            route(None, "/items", &[], "read", 0),
+            route(None, "/items", &["post", "DELETE"], "write", 1),
+        ]);
+        assert_eq!(
+            at(&routes, "h", "/items", Method::POST).as_deref(),
+            Some("write")
+        );
+        assert_eq!(
+            at(&routes, "h", "/items", Method::GET).as_deref(),
+            Some("read")
+        );
+    }
+
+    #[test]
+    fn file_order_breaks_remaining_ties() {
+        let routes = Routes::new(vec![
+            route(None, "/a", &[], "first", 0),
+            route(None, "/a/", &[], "second", 1),
+        ]);
+        assert_eq!(
+            at(&routes, "h", "/a/b", Method::GET).as_deref(),
+            Some("first")
+        );
+    }
+
+    #[test]
+    fn normalisation_defeats_traversal_tricks() {
+        let n = |p: &str| normalize_path(p);
+        assert_eq!(n("/public/../private").unwrap(), "/private");
+        assert_eq!(n("/public/%2e%2e/private").unwrap(), "/private");
+        assert_eq!(n("/public/%2E%2E/private").unwrap(), "/private");
+        assert_eq!(n("/public/.%2e/private").unwrap(), "/private");
+        assert_eq!(n("//private").unwrap(), "/private");
+        assert_eq!(n("/public//..//private/").unwrap(), "/private/");
+        assert_eq!(n("/./private/./x").unwrap(), "/private/x");
+        assert_eq!(n("/../../private").unwrap(), "/private");
+        assert_eq!(n("/public/..;x/private").unwrap(), "/private");
+        assert_eq!(n("/%70rivate").unwrap(), "/private");
+        assert_eq!(n("/a%20b/").unwrap(), "/a%20b/");
+        assert_eq!(n("/").unwrap(), "/");
+        assert_eq!(n("/..").unwrap(), "/");
+        assert_eq!(
+            n("/public%2F..%2Fprivate"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(
+            n("/public%5c..%5cprivate"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(n("/public\\..\\private"), Err(PathError::Backslash));
+        assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(n("/a%00b"), Err(PathError::Control));
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        let req = |h: &str| {
+            let mut r = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+            r.insert_header("host", h).unwrap();
+            request_host(&r)
+        };
+        assert_eq!(req("API.Example.com:8443"), "api.example.com");
+        assert_eq!(req("example.com."), "example.com");
+        assert_eq!(req("[::1]:8080"), "[::1]");
+    }
+
+    #[test]
+    fn bad_route_specs_are_refused() {
+        let spec = |host: Option<&'static str>, path: &'static str| {
+            Route::new(RouteSpec {
+                host,
+                path,
+                methods: &[],
+                pool: pool("p"),
+                policy: Policy::Identify,
+                roles: &[],
+                index: 0,
+            })
+            .err()
+            .map(|(f, _)| f)
+        };
+        assert_eq!(spec(Some("*."), "/"), Some("host"));
+        assert_eq!(spec(Some("a.*.com"), "/"), Some("host"));
+        assert_eq!(spec(None, "api"), Some("path"));
+        assert_eq!(spec(None, "/a%2Fb"), Some("path"));
     }
 }
