@@ -170,6 +170,26 @@ impl Admin {
     }
 }
 
+/// Every pool's backends and whether each is up: `{"app": {"127.0.0.1:3000": "up"}}`.
+fn upstreams(rt: &Runtime) -> Response<Vec<u8>> {
+    let pools: serde_json::Map<String, serde_json::Value> = rt
+        .pools
+        .iter()
+        .map(|p| {
+            let backends: serde_json::Map<String, serde_json::Value> = p
+                .health()
+                .into_iter()
+                .map(|(addr, up)| (addr.to_string(), (if up { "up" } else { "down" }).into()))
+                .collect();
+            (p.name().to_string(), backends.into())
+        })
+        .collect();
+    reply(
+        StatusCode::OK,
+        format!("{}\n", serde_json::Value::Object(pools)),
+    )
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -200,7 +220,8 @@ impl ServeHttp for Admin {
                 )
             }
             ("/cache/stats", Method::GET) => self.stats(&rt),
-            ("/cache/purge" | "/cache/flush", _) | ("/cache/stats", _) => {
+            ("/upstreams", Method::GET) => upstreams(&rt),
+            ("/cache/purge" | "/cache/flush" | "/cache/stats" | "/upstreams", _) => {
                 json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => json_error(StatusCode::NOT_FOUND, "no such admin route"),

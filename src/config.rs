@@ -142,6 +142,12 @@ pub struct ResolverFile {
     /// Authgear's cookie name prefix (empty by default).
     #[serde(default)]
     pub cookie_prefix: String,
+    /// Resolver instances (`host:port`) to use instead of the URL's address; the URL still
+    /// gives the scheme, path, `Host` and SNI.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,8 +216,9 @@ pub enum HealthKindFile {
 pub struct HealthFile {
     #[serde(default)]
     pub kind: HealthKindFile,
-    #[serde(default = "defaults::route_path")]
-    pub path: String,
+    /// Default: `/` for upstreams, the resolve path for the resolver.
+    #[serde(default)]
+    pub path: Option<String>,
     /// `Host` of the check request; default: the backend's SNI or `localhost`.
     #[serde(default)]
     pub host: Option<String>,
@@ -432,6 +439,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         stale_if_error: parsed.cache.stale_if_error,
     });
     let resolver = Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?;
+    let resolver_pool = resolver.pool().clone();
     let (admin_listen, admin_token) = match &parsed.admin {
         None => (None, None),
         Some(a) => {
@@ -536,7 +544,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             admin_token,
             trusted: TrustedProxies::new(nets),
             routes: Routes::new(routes),
-            pools: pools.into_values().collect(),
+            pools: pools.into_values().chain([resolver_pool]).collect(),
             login,
             forward_set_cookie: parsed.resolver.forward_set_cookie,
         },
@@ -650,12 +658,30 @@ fn resolver_settings(
         .trim_end_matches(']')
         .to_string();
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addr =
-        resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?;
+    let addrs = if r.backends.is_empty() {
+        vec![resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?]
+    } else {
+        let mut addrs = Vec::with_capacity(r.backends.len());
+        for (i, b) in r.backends.iter().enumerate() {
+            let a = resolve_addr(b).map_err(|why| bad(&format!("backends[{i}]"), why))?;
+            if addrs.contains(&a) {
+                return Err(bad(
+                    &format!("backends[{i}]"),
+                    format!("{a} is listed twice"),
+                ));
+            }
+            addrs.push(a);
+        }
+        addrs
+    };
     let path = match uri.path_and_query().map(|p| p.as_str()) {
         None | Some("") | Some("/") => "/_resolver/resolve".to_string(),
         Some(p) => p.to_string(),
     };
+    let host_header_text = r
+        .host
+        .clone()
+        .unwrap_or_else(|| authority.as_str().to_string());
     let host_header = match &r.host {
         Some(h) => http::HeaderValue::from_str(h)
             .map_err(|_| bad("host", format!("`{h}` is not a valid Host value")))?,
@@ -686,8 +712,16 @@ fn resolver_settings(
             Some(p)
         }
     };
+    let health = match &r.health_check {
+        None => None,
+        Some(h) => Some(
+            health_settings(h, &host_header_text, path.split('?').next().unwrap_or("/"))
+                .map_err(|(k, why)| (format!("health_check{k}"), why))?,
+        ),
+    };
     Ok(ResolverSettings {
-        addr,
+        addrs,
+        health,
         tls,
         sni: host,
         host_header,
@@ -782,58 +816,15 @@ fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (Str
     let health = match &up.health_check {
         None => None,
         Some(h) => {
-            if h.interval.is_zero() || h.timeout.is_zero() {
-                return Err((
-                    ".health_check".into(),
-                    "interval and timeout must be greater than zero".into(),
-                ));
-            }
-            if h.rise == 0 || h.fall == 0 {
-                return Err((
-                    ".health_check".into(),
-                    "rise and fall must be at least 1".into(),
-                ));
-            }
-            let kind = match h.kind {
-                HealthKindFile::Tcp => HealthKind::Tcp,
-                HealthKindFile::Http => {
-                    if !h.path.starts_with('/') || h.path.parse::<Uri>().is_err() {
-                        return Err((
-                            ".health_check.path".into(),
-                            format!("`{}` is not a request path", h.path),
-                        ));
-                    }
-                    if !(100..=599).contains(&h.expected_status) {
-                        return Err((
-                            ".health_check.expected_status".into(),
-                            "must be an HTTP status".into(),
-                        ));
-                    }
-                    let host = h
-                        .host
-                        .clone()
-                        .or_else(|| tls.as_ref().map(|t| t.sni.clone()))
-                        .unwrap_or_else(|| "localhost".into());
-                    if http::HeaderValue::from_str(&host).is_err() {
-                        return Err((
-                            ".health_check.host".into(),
-                            format!("`{host}` is not a valid Host value"),
-                        ));
-                    }
-                    HealthKind::Http {
-                        path: h.path.clone(),
-                        host,
-                        status: h.expected_status,
-                    }
-                }
-            };
-            Some(HealthSettings {
-                kind,
-                interval: h.interval,
-                timeout: h.timeout,
-                rise: h.rise,
-                fall: h.fall,
-            })
+            let host = h
+                .host
+                .clone()
+                .or_else(|| tls.as_ref().map(|t| t.sni.clone()))
+                .unwrap_or_else(|| "localhost".into());
+            Some(
+                health_settings(h, &host, "/")
+                    .map_err(|(k, why)| (format!(".health_check{k}"), why))?,
+            )
         }
     };
     Pool::new(PoolSettings {
@@ -849,6 +840,54 @@ fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (Str
         health,
     })
     .map_err(|why| (String::new(), why))
+}
+
+/// Checks a `health_check` section; `host` and `path` are used where it names none.
+fn health_settings(
+    h: &HealthFile,
+    host: &str,
+    path: &str,
+) -> Result<HealthSettings, (String, String)> {
+    if h.interval.is_zero() || h.timeout.is_zero() {
+        return Err((
+            String::new(),
+            "interval and timeout must be greater than zero".into(),
+        ));
+    }
+    if h.rise == 0 || h.fall == 0 {
+        return Err((String::new(), "rise and fall must be at least 1".into()));
+    }
+    let kind = match h.kind {
+        HealthKindFile::Tcp => HealthKind::Tcp,
+        HealthKindFile::Http => {
+            let path = h.path.clone().unwrap_or_else(|| path.to_string());
+            if !path.starts_with('/') || path.parse::<Uri>().is_err() {
+                return Err((".path".into(), format!("`{path}` is not a request path")));
+            }
+            if !(100..=599).contains(&h.expected_status) {
+                return Err((".expected_status".into(), "must be an HTTP status".into()));
+            }
+            let host = h.host.clone().unwrap_or_else(|| host.to_string());
+            if http::HeaderValue::from_str(&host).is_err() {
+                return Err((
+                    ".host".into(),
+                    format!("`{host}` is not a valid Host value"),
+                ));
+            }
+            HealthKind::Http {
+                path,
+                host,
+                status: h.expected_status,
+            }
+        }
+    };
+    Ok(HealthSettings {
+        kind,
+        interval: h.interval,
+        timeout: h.timeout,
+        rise: h.rise,
+        fall: h.fall,
+    })
 }
 
 /// The DER certificates of a PEM file.

@@ -61,6 +61,9 @@ enum Command {
     Echo {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
+        /// The name it signs its answers with (`served_by`); default: the listen address.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -75,9 +78,10 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
         }) => run_standin(listen, &users, latency, tls_cert.zip(tls_key)),
-        Some(Command::Echo { listen }) => run_dev(listen, |l, conns| {
-            devserver::serve(l, None, conns, echo::handle)
-        }),
+        Some(Command::Echo { listen, name }) => {
+            let handler = echo::handler(&name.unwrap_or_else(|| listen.to_string()));
+            run_dev(listen, |l, conns| devserver::serve(l, None, conns, handler))
+        }
         None => return run_proxy(&cli),
     };
     match result {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, AUTHORIZATION, COOKIE, HOST, USER_AGENT};
@@ -10,23 +11,25 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
-use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::credentials::Credentials;
 use crate::forwarded::{Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::identity::{Answer, AnswerError, Namespace};
+use crate::upstreams::{HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
 
 /// A resolver reply body larger than this is not drained: the connection is dropped instead.
 const MAX_BODY: usize = 64 * 1024;
-/// A reused keep-alive connection the resolver closed meanwhile is retried on a fresh one;
-/// a GET without a body is safe to send again.
+/// Attempts on reused connections that turn out closed, before giving up.
 const MAX_ATTEMPTS: usize = 2;
 
 /// Where and how to reach the resolver, validated by `config`.
 #[derive(Debug, Clone)]
 pub struct ResolverSettings {
-    pub addr: SocketAddr,
+    /// The resolver instances: the URL's address, or `resolver.backends`.
+    pub addrs: Vec<SocketAddr>,
+    /// Active checks of the instances (useful with more than one).
+    pub health: Option<HealthSettings>,
     pub tls: bool,
     pub sni: String,
     pub host_header: HeaderValue,
@@ -93,10 +96,11 @@ impl std::fmt::Display for ResolveError {
     }
 }
 
-/// A client for one resolver endpoint, with its own connection pool.
+/// A client for one resolver endpoint (one or several instances), with its own connections.
 pub struct Resolver {
     settings: ResolverSettings,
-    peer: HttpPeer,
+    /// The instances, balanced round robin; one that refuses connections is skipped.
+    pool: Arc<Pool>,
     connector: Connector,
 }
 
@@ -106,18 +110,33 @@ impl Resolver {
         if let Some(ca) = &settings.ca_file {
             opts.ca_file = Some(ca.display().to_string());
         }
-        let mut peer = HttpPeer::new(settings.addr, settings.tls, settings.sni.clone());
-        peer.options.connection_timeout = Some(settings.connect_timeout);
-        // The TLS handshake counts as connecting.
-        peer.options.total_connection_timeout = Some(settings.connect_timeout);
-        peer.options.idle_timeout = Some(settings.idle_timeout);
-        peer.options.read_timeout = Some(settings.read_timeout);
-        peer.options.write_timeout = Some(settings.read_timeout);
+        let pool = Pool::new(PoolSettings {
+            name: "resolver".into(),
+            backends: settings.addrs.iter().map(|a| (*a, 1)).collect(),
+            lb: LbKind::RoundRobin,
+            hash_key: None,
+            connect_timeout: settings.connect_timeout,
+            read_timeout: settings.read_timeout,
+            write_timeout: settings.read_timeout,
+            // The resolver's CA file is the connector's; verification is never off here.
+            tls: settings.tls.then(|| TlsSettings {
+                sni: settings.sni.clone(),
+                verify: true,
+                ca: None,
+            }),
+            retries: settings.addrs.len().saturating_sub(1),
+            health: settings.health.clone(),
+        })?;
         Ok(Resolver {
             connector: Connector::new(Some(opts)),
-            peer,
+            pool: Arc::new(pool),
             settings,
         })
+    }
+
+    /// The resolver instances as a pool, for health checks and the admin endpoint.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     pub fn settings(&self) -> &ResolverSettings {
@@ -160,20 +179,40 @@ impl Resolver {
     }
 
     async fn exchange(&self, req: RequestHeader) -> Result<(u16, http::HeaderMap), ResolveError> {
-        let mut attempt = 0;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut reuse_failures = 0;
         loop {
-            attempt += 1;
-            let (mut http, reused) = self
-                .connector
-                .get_http_session(&self.peer)
-                .await
-                .map_err(ResolveError::Unreachable)?;
+            let Some(mut peer) = self.pool.select(b"", &tried) else {
+                return Err(ResolveError::Unreachable(Error::explain(
+                    ErrorType::ConnectError,
+                    if tried.is_empty() {
+                        "no resolver instance is up"
+                    } else {
+                        "every resolver instance failed"
+                    },
+                )));
+            };
+            peer.options.idle_timeout = Some(self.settings.idle_timeout);
+            let (mut http, reused) = match self.connector.get_http_session(&peer).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Another instance may answer: a connect failure has sent nothing.
+                    log::warn!("resolver instance {peer} unreachable: {e}");
+                    if let Some(a) = peer._address.as_inet() {
+                        tried.push(*a);
+                    }
+                    if tried.len() < self.settings.addrs.len() {
+                        continue;
+                    }
+                    return Err(ResolveError::Unreachable(e));
+                }
+            };
             http.set_read_timeout(Some(self.settings.read_timeout));
             http.set_write_timeout(Some(self.settings.read_timeout));
             match round_trip(&mut http, req.clone()).await {
                 Ok(Reply::Complete(status, headers)) => {
                     self.connector
-                        .release_http_session(http, &self.peer, Some(self.settings.idle_timeout))
+                        .release_http_session(http, &peer, Some(self.settings.idle_timeout))
                         .await;
                     return Ok((status, headers));
                 }
@@ -181,9 +220,12 @@ impl Resolver {
                 Ok(Reply::Unusable(why)) => {
                     return Err(ResolveError::Answer(AnswerError::Malformed(why)))
                 }
+                // A reused keep-alive connection the resolver closed meanwhile: a GET without
+                // a body is safe to send again, on a new connection.
                 Err(Failure::BeforeAnswer(e))
-                    if reused && attempt < MAX_ATTEMPTS && !is_timeout(&e) =>
+                    if reused && reuse_failures + 1 < MAX_ATTEMPTS && !is_timeout(&e) =>
                 {
+                    reuse_failures += 1;
                     log::debug!("resolver: reused connection failed ({e}), retrying on a new one");
                 }
                 Err(Failure::BeforeAnswer(e) | Failure::AfterAnswer(e)) => {

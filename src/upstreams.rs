@@ -219,11 +219,17 @@ impl Pool {
         self.peers.get(addr).cloned()
     }
 
-    /// Whether a backend is up by the last health checks (always, without checks).
-    pub fn is_healthy(&self, addr: SocketAddr) -> bool {
-        self.balancer
-            .select(b"", |b, healthy| healthy && b.addr.as_inet() == Some(&addr))
-            .is_some()
+    /// Each backend and whether the health checks hold it up (always up without checks).
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        self.settings
+            .backends
+            .iter()
+            .map(|&(addr, weight)| {
+                let up = Backend::new_with_weight(&addr.to_string(), weight)
+                    .is_ok_and(|b| self.balancer.backends().ready(&b));
+                (addr, up)
+            })
+            .collect()
     }
 
     /// Runs this pool's health checks if they are due.

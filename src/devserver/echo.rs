@@ -4,7 +4,10 @@
 //! An `Upgrade` request is answered `101`, then the backend writes one JSON line describing
 //! the request and echoes every byte it reads.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -17,6 +20,8 @@ use super::response;
 /// What the echo backend reports for one request.
 #[derive(Debug, Serialize, serde::Deserialize, Clone)]
 pub struct Echo {
+    /// Which echo server answered (its `--name`, by default its address).
+    pub served_by: String,
     pub method: String,
     pub uri: String,
     pub headers: Vec<(String, String)>,
@@ -47,8 +52,21 @@ fn pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-pub async fn handle(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A handler that signs its answers with `name`.
+pub fn handler(
+    name: &str,
+) -> impl Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let name: Arc<str> = Arc::from(name);
+    move |req| handle(name.clone(), req).boxed()
+}
+
+pub async fn handle(name: Arc<str>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let mut echo = Echo {
+        served_by: name.to_string(),
         method: req.method().to_string(),
         uri: req.uri().to_string(),
         headers: pairs(req.headers()),

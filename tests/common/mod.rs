@@ -62,7 +62,12 @@ pub fn start_standin_on(
 /// The echo backend, in this process.
 pub async fn start_echo() -> SocketAddr {
     let (l, addr) = listener().await;
-    tokio::spawn(devserver::serve(l, None, Arc::default(), echo::handle));
+    tokio::spawn(devserver::serve(
+        l,
+        None,
+        Arc::default(),
+        echo::handler(&addr.to_string()),
+    ));
     addr
 }
 
