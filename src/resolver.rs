@@ -197,11 +197,11 @@ impl Resolver {
                 Ok(s) => s,
                 Err(e) => {
                     // Another instance may answer: a connect failure has sent nothing.
-                    log::warn!("resolver instance {peer} unreachable: {e}");
                     if let Some(a) = peer._address.as_inet() {
                         tried.push(*a);
                     }
                     if tried.len() < self.settings.addrs.len() {
+                        log::warn!("resolver instance {peer} unreachable ({e}); trying another");
                         continue;
                     }
                     return Err(ResolveError::Unreachable(e));

@@ -291,40 +291,17 @@ async fn stale_if_error_on_and_off() {
     }
 }
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = ADMIN_TOKEN;
 
 /// A proxy with the admin listener on; returns it and the admin base URL.
 async fn with_admin() -> (Stack, Proxy, String) {
     let s = stack().await;
-    let admin = closed_port();
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (section, admin) = admin_section(dir.path());
     let (raddr, backend) = (s.resolver, s.backend);
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(raddr),
-            &[backend],
-            &format!(
-                "admin:\n  listen: {admin}\n  token_file: {}\n",
-                token.display()
-            ),
-        )
-    });
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &section));
     wait_for(admin);
     (s, proxy, format!("http://{admin}"))
-}
-
-fn wait_for(addr: std::net::SocketAddr) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing listens on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,6 +187,83 @@ routes:\n  - path: /\n    upstream: app\n{extra}",
     )
 }
 
+/// Like `config`, but `body` holds everything after `resolver:` (upstreams, routes, ...).
+pub fn config_with(listen: SocketAddr, resolver: &str, body: &str) -> String {
+    format!(
+        "pingora:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 0\n  pid_file: PIDFILE\n  upgrade_sock: UPGRADESOCK\n\
+listen:\n  - addr: {listen}\n\
+resolver:\n{resolver}\n{body}"
+    )
+}
+
+/// Waits (at most 10 s) until something accepts connections on `addr`.
+pub fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An echo backend in a process of its own, so a test can kill it; killed when dropped.
+pub struct EchoProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl EchoProcess {
+    pub fn start(addr: SocketAddr) -> EchoProcess {
+        let child = Command::new(binary())
+            .args(["echo", "--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn echo");
+        wait_for(addr);
+        EchoProcess { addr, child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An `admin:` section on a fresh loopback port, its token in a file under `dir`.
+pub fn admin_section(dir: &std::path::Path) -> (String, SocketAddr) {
+    let admin = closed_port();
+    let token = dir.join("admin-token");
+    std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("token file");
+    (
+        format!(
+            "admin:\n  listen: {admin}\n  token_file: {}\n",
+            token.display()
+        ),
+        admin,
+    )
+}
+
+/// `GET` an admin path with the token, as JSON.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("http://{admin}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("admin JSON")
+}
+
 /// A `resolver:` body pointing at a plain-HTTP resolver with short timeouts.
 pub fn resolver_at(addr: SocketAddr) -> String {
     format!("  url: http://{addr}/_resolver/resolve\n  timeout: 2s\n  read_timeout: 2s")

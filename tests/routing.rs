@@ -1,0 +1,503 @@
+//! Routes, auth policies, upstream pools, health checks and the resolver pool, end to end.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn upstream(name: &str, backends: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+    format!("  {name}:\n    backends: [{}]\n{extra}", list.join(", "))
+}
+
+async fn served_by(resp: reqwest::Response) -> String {
+    echoed(resp).await.served_by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_specific_route_wins() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b, c, d) = (
+        start_echo().await,
+        start_echo().await,
+        start_echo().await,
+        start_echo().await,
+    );
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}{}{}{}routes:\n  - path: /\n    upstream: a\n  - path: /api\n    upstream: b\n  - host: api.example.test\n    upstream: c\n  - path: /api\n    methods: [POST]\n    upstream: d\n  - host: \"*.example.test\"\n    path: /wild\n    upstream: d\n",
+                upstream("a", &[a], ""),
+                upstream("b", &[b], ""),
+                upstream("c", &[c], ""),
+                upstream("d", &[d], "")
+            ),
+        )
+    });
+    let c_ = client();
+    let get = |path: &str, host: &str| c_.get(proxy.url(path)).header("host", host).send();
+    assert_eq!(
+        served_by(get("/x", "h").await.unwrap()).await,
+        a.to_string()
+    );
+    assert_eq!(
+        served_by(get("/api", "h").await.unwrap()).await,
+        b.to_string()
+    );
+    assert_eq!(
+        served_by(get("/api/x", "h").await.unwrap()).await,
+        b.to_string()
+    );
+    assert_eq!(
+        served_by(get("/apix", "h").await.unwrap()).await,
+        a.to_string(),
+        "segment-aware"
+    );
+    assert_eq!(
+        served_by(get("/api/x", "api.example.test").await.unwrap()).await,
+        c.to_string(),
+        "host beats path"
+    );
+    assert_eq!(
+        served_by(get("/wild/1", "www.example.test:8080").await.unwrap()).await,
+        d.to_string()
+    );
+    let post = c_
+        .post(proxy.url("/api/x"))
+        .header("host", "h")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        served_by(post).await,
+        d.to_string(),
+        "a route naming the method wins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404_without_a_resolve() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let a = start_echo().await;
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}routes:\n  - path: /api\n    upstream: a\n",
+                upstream("a", &[a], "")
+            ),
+        )
+    });
+    let r = client().get(proxy.url("/other")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("no route"));
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+}
+
+/// Routing decides on the path the backend will act on. Sent raw: HTTP clients would
+/// normalise these paths themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_cannot_reach_a_protected_route() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (open, private) = (start_echo().await, start_echo().await);
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}{}routes:\n  - path: /\n    upstream: open\n    auth: public\n  - path: /private\n    upstream: private\n    auth: require\n",
+                upstream("open", &[open], ""),
+                upstream("private", &[private], "")
+            ),
+        )
+    });
+    let status = |text: &[u8]| String::from_utf8_lossy(&text[..12.min(text.len())]).to_string();
+    for path in [
+        "/private",
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public/%2E%2e/private/x",
+        "//private",
+        "/./private",
+        "/public/..;/private",
+        "/%70rivate",
+        "/private;jsessionid=1",
+    ] {
+        let out = raw(
+            proxy.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+            b"\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            status(&out),
+            "HTTP/1.1 401",
+            "{path}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    for path in [
+        "/public%2F..%2Fprivate",
+        "/public%5C..%5Cprivate",
+        "/a%zz",
+        "/a%00",
+    ] {
+        let out = raw(
+            proxy.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+            b"\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            status(&out),
+            "HTTP/1.1 400",
+            "{path}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    // With a session, the backend receives the normalised path it was routed on.
+    let out = raw(
+        proxy.addr,
+        b"GET /public/%2e%2e/private/./x?q=%2e%2e HTTP/1.1\r\nHost: h\r\nCookie: session=sess-alice\r\nConnection: close\r\n\r\n",
+        b"}",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(r#""uri":"/private/x?q=%2e%2e""#), "{text}");
+    assert!(
+        text.contains(&format!(r#""served_by":"{private}""#)),
+        "{text}"
+    );
+    // The query string never decides a route.
+    let out = raw(
+        proxy.addr,
+        b"GET /?/private HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        b"}",
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out).contains(&format!(r#""served_by":"{open}""#)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_public_identify_require_and_roles() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let a = start_echo().await;
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}login:\n  url: https://login.example.test/signin\nroutes:\n  - path: /open\n    upstream: a\n    auth: public\n  - path: /app\n    upstream: a\n    auth: require\n  - path: /admin\n    upstream: a\n    auth: require\n    roles: [admin, owner]\n  - path: /\n    upstream: a\n",
+                upstream("a", &[a], "")
+            ),
+        )
+    });
+    let c = client();
+
+    // public: no resolver call, and forged identity is still stripped.
+    let e = echoed(
+        c.get(proxy.url("/open"))
+            .header("cookie", "session=sess-alice")
+            .header("x-authgear-user-id", "forged")
+            .header("x_authgear_session_valid", "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
+    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+
+    // identify (the default): anonymous requests pass, with no identity.
+    let e = echoed(c.get(proxy.url("/home")).send().await.unwrap()).await;
+    assert!(identity_headers(&e).is_empty());
+
+    // require, API client: 401 with a small JSON body.
+    for cookie in [None, Some("session=unknown"), Some("session=sess-carol")] {
+        let mut req = c
+            .get(proxy.url("/app/data"))
+            .header("accept", "application/json");
+        if let Some(ck) = cookie {
+            req = req.header("cookie", ck);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{cookie:?}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert!(r.text().await.unwrap().contains("authentication_required"));
+    }
+
+    // require, browser: a redirect to the login page, carrying the way back.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(proxy.url("/app/page?tab=2"))
+        .header("host", "app.example.test")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "https://login.example.test/signin?return_to=http%3A%2F%2Fapp.example.test%2Fapp%2Fpage%3Ftab%3D2"
+    );
+
+    // require with a valid session passes.
+    let e = echoed(
+        c.get(proxy.url("/app/data"))
+            .header("cookie", "session=sess-bob")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+
+    // roles: alice is an admin, bob has no role.
+    let e = echoed(
+        c.get(proxy.url("/admin"))
+            .header("cookie", "session=sess-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    let r = c
+        .get(proxy.url("/admin"))
+        .header("cookie", "session=sess-bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("forbidden"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_alternates_and_consistent_hashing_sticks() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b, c, d) = (
+        start_echo().await,
+        start_echo().await,
+        start_echo().await,
+        start_echo().await,
+    );
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}{}routes:\n  - path: /rr\n    upstream: rr\n  - path: /sticky\n    upstream: sticky\n",
+                upstream("rr", &[a, b], "    lb: round_robin\n"),
+                upstream("sticky", &[c, d], "    lb: consistent\n    hash_key: header:x-tenant\n")
+            ),
+        )
+    });
+    let cl = client();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(served_by(cl.get(proxy.url("/rr")).send().await.unwrap()).await);
+    }
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {seen:?}");
+    }
+    let mut by_tenant: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..3 {
+        for t in 0..20 {
+            let tenant = format!("tenant-{t}");
+            let who = served_by(
+                cl.get(proxy.url("/sticky"))
+                    .header("x-tenant", &tenant)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            by_tenant.entry(tenant).or_default().insert(who);
+            let _ = round;
+        }
+    }
+    assert!(
+        by_tenant.values().all(|s| s.len() == 1),
+        "one backend per tenant: {by_tenant:?}"
+    );
+    let used: BTreeSet<_> = by_tenant.values().flatten().collect();
+    assert_eq!(used.len(), 2, "20 tenants spread over both backends");
+}
+
+/// A backend dies under a steady stream of requests: no client sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_causes_no_client_errors() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let mut doomed = EchoProcess::start(closed_port());
+    let survivor = EchoProcess::start(closed_port());
+    let (d, s) = (doomed.addr, survivor.addr);
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n",
+                upstream("app", &[d, s], "    retries: 2\n")
+            ),
+        )
+    });
+    let c = client();
+    let stream = |c: reqwest::Client, url: String| async move {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let end = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < end {
+            match c
+                .get(&url)
+                .header("cookie", "session=sess-bob")
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(format!("status {}", r.status())),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    };
+    let streams: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(stream(c.clone(), proxy.url("/"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    doomed.kill();
+    let mut total = 0;
+    for st in streams {
+        let (ok, failed) = st.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "client errors after a backend died: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 20, "only {total} requests ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_mark_backends_down_and_up() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let port = closed_port();
+    let mut flaky = EchoProcess::start(port);
+    let steady = EchoProcess::start(closed_port());
+    let (f, st) = (flaky.addr, steady.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n{admin_yaml}",
+                upstream("app", &[f, st], "    health_check:\n      path: /healthz\n      interval: 200ms\n      timeout: 200ms\n")
+            ),
+        )
+    });
+    wait_for(admin);
+    let state = |v: &serde_json::Value, a: SocketAddr| {
+        v["app"][a.to_string()].as_str().unwrap_or("?").to_string()
+    };
+    let until = |want: &'static str, who: SocketAddr| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = admin_get(admin, "/upstreams").await;
+            if state(&v, who) == want {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{who} never became {want}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let v = until("up", f).await;
+    assert_eq!(state(&v, st), "up");
+
+    flaky.kill();
+    until("down", f).await;
+    // While it is down, every request goes to the healthy backend without trying the dead one.
+    for _ in 0..6 {
+        assert_eq!(
+            served_by(client().get(proxy.url("/")).send().await.unwrap()).await,
+            st.to_string()
+        );
+    }
+    let _back = EchoProcess::start(port);
+    until("up", f).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(served_by(client().get(proxy.url("/")).send().await.unwrap()).await);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "the recovered backend serves again: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_is_502_with_a_reason() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (x, y) = (closed_port(), closed_port());
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n",
+                upstream("app", &[x, y], "")
+            ),
+        )
+    });
+    let r = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.starts_with("authgate: ") && text.contains("`app`"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_instance_down_causes_no_failures() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let a = start_echo().await;
+    let down = closed_port();
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &format!("  url: http://{raddr}/_resolver/resolve\n  backends: [{down}, {raddr}]\n  health_check:\n    interval: 200ms\n    timeout: 200ms"),
+            &format!("upstreams:\n{}routes:\n  - path: /\n    upstream: a\n", upstream("a", &[a], "")),
+        )
+    });
+    // Distinct sessions: every request is a cache miss that reaches a resolver instance.
+    for i in 0..20 {
+        let r = client()
+            .get(proxy.url("/"))
+            .header("cookie", format!("session=unknown-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // Each request reached the live instance once (health probes carry no cookie).
+    let resolves = standin
+        .stats
+        .recent()
+        .iter()
+        .filter(|r| r.header("cookie").is_some())
+        .count();
+    assert_eq!(resolves, 20);
+}
