@@ -39,7 +39,7 @@ fn check(yaml: &str) -> (Outcome, String) {
 
 fn assert_error(yaml: &str, field: &str, reason: &str) {
     let (o, file) = check(yaml);
-    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    assert_eq!(o.code, Some(2), "{yaml}\nstderr: {}", o.stderr);
     let line = o
         .stderr
         .lines()
@@ -227,6 +227,121 @@ fn cache_and_admin_errors() {
         "admin.token_file",
         "at least 16",
     );
+}
+
+#[test]
+fn route_and_upstream_errors() {
+    let route = |extra: &str| {
+        GOOD.replace(
+            "    upstream: app\n",
+            &format!("    upstream: app\n{extra}"),
+        )
+    };
+    assert_error(
+        &route("    host: \"a.*.com\"\n"),
+        "routes[0].host",
+        "wildcard",
+    );
+    assert_error(&route("    roles: [admin]\n"), "routes[0].roles", "require");
+    assert_error(
+        &route("    methods: [\"GE T\"]\n"),
+        "routes[0].methods",
+        "not an HTTP method",
+    );
+    assert_error(
+        &route("    auth: maybe\n"),
+        "routes[0].auth",
+        "unknown variant",
+    );
+    assert_error(
+        &GOOD.replace("path: /\n", "path: /a%2Fb\n"),
+        "routes[0].path",
+        "encoded slash",
+    );
+    let up = |extra: &str| {
+        GOOD.replace(
+            "    backends: [127.0.0.1:3]\n",
+            &format!("    backends: [127.0.0.1:3]\n{extra}"),
+        )
+    };
+    assert_error(
+        &up("    lb: consistent\n"),
+        "upstreams.app.hash_key",
+        "needs a hash_key",
+    );
+    assert_error(
+        &up("    hash_key: client_ip\n"),
+        "upstreams.app.hash_key",
+        "only applies",
+    );
+    assert_error(
+        &up("    lb: consistent\n    hash_key: ip\n"),
+        "upstreams.app.hash_key",
+        "expected client_ip",
+    );
+    assert_error(
+        &up("    tls:\n      sni: \"\"\n"),
+        "upstreams.app.tls.sni",
+        "server name",
+    );
+    assert_error(
+        &up("    tls:\n      sni: x\n      ca_file: /nonexistent.pem\n"),
+        "upstreams.app.tls.ca_file",
+        "cannot read",
+    );
+    assert_error(
+        &up("    health_check:\n      path: nope\n"),
+        "upstreams.app.health_check.path",
+        "not a request path",
+    );
+    assert_error(
+        &up("    health_check:\n      interval: 0s\n"),
+        "upstreams.app.health_check",
+        "greater than zero",
+    );
+    assert_error(
+        &up("    read_timeout: 0s\n"),
+        "upstreams.app.read_timeout",
+        "greater than zero",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3]", "[{addr: 127.0.0.1:3, weight: 0}]"),
+        "upstreams.app.backends[0].weight",
+        "at least 1",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3]", "[127.0.0.1:3, 127.0.0.1:3]"),
+        "upstreams.app.backends[1]",
+        "twice",
+    );
+    assert_error(
+        &format!("{GOOD}login:\n  url: \"not a url\"\n"),
+        "login.url",
+        "",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  backends: [127.0.0.1:5, 127.0.0.1:5]\n",
+        ),
+        "resolver.backends[1]",
+        "twice",
+    );
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let o = run(&["-t", "-c", &path.display().to_string()]);
+            assert_eq!(o.code, Some(0), "{}: {}", path.display(), o.stderr);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example in {dir}");
 }
 
 #[test]

@@ -501,3 +501,104 @@ async fn a_resolver_instance_down_causes_no_failures() {
         .count();
     assert_eq!(resolves, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_with_sni_private_ca_and_verify_off() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (ca, cert, key) = test_pki(&["backend.internal"]);
+    let tls = authgate::devserver::tls_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let (l, backend) = listener().await;
+    tokio::spawn(authgate::devserver::serve(
+        l,
+        Some(tls),
+        Default::default(),
+        authgate::devserver::echo::handler("tls-backend"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let start = |tls_yaml: String| {
+        start_proxy_with(|l| {
+            config_with(
+                l,
+                &resolver_at(raddr),
+                &format!(
+                    "upstreams:\n{}routes:\n  - path: /\n    upstream: secure\n",
+                    upstream("secure", &[backend], &tls_yaml)
+                ),
+            )
+        })
+    };
+    let trusted = start(format!(
+        "    tls:\n      sni: backend.internal\n      ca_file: {}\n",
+        ca_path.display()
+    ));
+    let e = echoed(
+        client()
+            .get(trusted.url("/"))
+            .header("cookie", "session=sess-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.served_by, "tls-backend");
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+
+    // The system roots do not know the test CA: refused, 502.
+    let untrusted = start("    tls:\n      sni: backend.internal\n".into());
+    assert_eq!(
+        client()
+            .get(untrusted.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+    // A name the certificate does not carry: refused.
+    let wrong_name = start(format!(
+        "    tls:\n      sni: other.internal\n      ca_file: {}\n",
+        ca_path.display()
+    ));
+    assert_eq!(
+        client()
+            .get(wrong_name.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+    // Verification off (a lab): accepted.
+    let lab = start("    tls:\n      sni: backend.internal\n      verify: false\n".into());
+    assert_eq!(
+        served_by(client().get(lab.url("/")).send().await.unwrap()).await,
+        "tls-backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_backend_times_out_with_504() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (slow, _) = start_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::from_secs(3),
+    )
+    .await;
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n{}routes:\n  - path: /\n    upstream: slow\n",
+                upstream("slow", &[slow], "    read_timeout: 300ms\n")
+            ),
+        )
+    });
+    let started = Instant::now();
+    let r = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(r.text().await.unwrap().contains("timed out"));
+}
