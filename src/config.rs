@@ -113,6 +113,33 @@ pub struct AdminFile {
 #[serde(deny_unknown_fields)]
 pub struct ListenFile {
     pub addr: String,
+    /// TLS termination (HTTP/2 offered by ALPN unless `h2: false`).
+    #[serde(default)]
+    pub tls: Option<ListenTlsFile>,
+    #[serde(default = "defaults::yes")]
+    pub h2: bool,
+    /// HTTP/2 without TLS (prior knowledge), on a plain listener.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTlsFile {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// One listening socket, as Pingora will open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// Certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub h2: bool,
+    pub h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,7 +380,7 @@ pub struct Login {
 /// A validated configuration: what Pingora needs to start, and the first `Runtime`.
 pub struct Settings {
     pub server: ServerConf,
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     pub admin_listen: Option<SocketAddr>,
     pub runtime: Runtime,
 }
@@ -411,7 +438,41 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                 format!("`{}` is not an IP:port address", l.addr),
             )
         })?;
-        listen.push(addr);
+        if listen.iter().any(|o: &Listener| o.addr == addr) {
+            return Err(err(
+                &format!("listen[{i}].addr"),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                if l.h2c {
+                    return Err(err(
+                        &format!("listen[{i}].h2c"),
+                        "h2c is HTTP/2 without TLS; this listener has TLS".into(),
+                    ));
+                }
+                let (cert, key) = (relative_to(base, &t.cert), relative_to(base, &t.key));
+                let read = |p: &Path, k: &str| {
+                    std::fs::read(p).map_err(|e| {
+                        err(
+                            &format!("listen[{i}].tls.{k}"),
+                            format!("cannot read `{}`: {e}", p.display()),
+                        )
+                    })
+                };
+                crate::tls::server_config(&read(&cert, "cert")?, &read(&key, "key")?)
+                    .map_err(|why| err(&format!("listen[{i}].tls"), why))?;
+                Some((cert, key))
+            }
+        };
+        listen.push(Listener {
+            addr,
+            tls,
+            h2: l.h2,
+            h2c: l.h2c,
+        });
     }
 
     let namespace = header_prefix(&parsed.resolver.header_prefix)
@@ -1053,7 +1114,9 @@ routes:
     #[test]
     fn good_config_parses_with_defaults() {
         let s = parse("t.yaml", GOOD, None).unwrap();
-        assert_eq!(s.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(s.listen.len(), 1);
+        assert_eq!(s.listen[0].addr, "127.0.0.1:8080".parse().unwrap());
+        assert!(s.listen[0].tls.is_none() && s.listen[0].h2 && !s.listen[0].h2c);
         assert_eq!(s.server.pid_file, DEFAULT_PID_FILE);
         assert_eq!(s.runtime.namespace.prefix(), "x-authgear-");
     }

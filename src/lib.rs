@@ -10,6 +10,7 @@ pub mod identity;
 pub mod proxy;
 pub mod resolver;
 pub mod routes;
+pub mod tls;
 pub mod upstreams;
 
 #[cfg(test)]

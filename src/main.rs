@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -113,13 +115,40 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
-    let mut service = http_proxy_service_with_name(
-        &server.configuration,
-        AuthGate::new(runtime.clone()),
-        "authgate",
-    );
-    for addr in &settings.listen {
-        service.add_tcp(&addr.to_string());
+    for l in &settings.listen {
+        let name = format!("authgate {}", l.addr);
+        let mut service = http_proxy_service_with_name(
+            &server.configuration,
+            AuthGate::new(runtime.clone()),
+            &name,
+        );
+        if l.h2c {
+            if let Some(proxy) = service.app_logic_mut() {
+                let mut options = HttpServerOptions::default();
+                options.h2c = true;
+                proxy.server_options = Some(options);
+            }
+        }
+        match &l.tls {
+            Some((cert, key)) => {
+                let mut tls = match TlsSettings::intermediate(
+                    &cert.display().to_string(),
+                    &key.display().to_string(),
+                ) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("authgate: listener {}: {e}", l.addr);
+                        return ExitCode::from(2);
+                    }
+                };
+                if l.h2 {
+                    tls.enable_h2();
+                }
+                service.add_tls_with_settings(&l.addr.to_string(), None, tls);
+            }
+            None => service.add_tcp(&l.addr.to_string()),
+        }
+        server.add_service(service);
     }
     if let Some(addr) = settings.admin_listen {
         let mut admin = pingora::services::listening::Service::new(
@@ -130,13 +159,27 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         server.add_service(admin);
         log::info!("admin endpoint on {addr}");
     }
-    server.add_service(service);
     let pools_of = runtime.clone();
     server.add_service(pingora::services::background::background_service(
         "health checks",
         HealthChecks::new(move || pools_of.load().pools.clone()),
     ));
-    log::info!("authgate listening on {:?}", settings.listen);
+    let addrs: Vec<String> = settings
+        .listen
+        .iter()
+        .map(|l| {
+            format!(
+                "{}{}",
+                if l.tls.is_some() {
+                    "https://"
+                } else {
+                    "http://"
+                },
+                l.addr
+            )
+        })
+        .collect();
+    log::info!("authgate listening on {}", addrs.join(", "));
     server.run_forever()
 }
 

@@ -624,3 +624,82 @@ X-Authgear-User-Id: forged\r\n\r\n",
         .unwrap();
     assert_eq!(&echoed_back, b"ping over the upgraded stream");
 }
+
+/// TLS termination with HTTP/2 by ALPN, and h2c: stripping and injection work the same, with
+/// the host taken from `:authority` where HTTP/2 sends no `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_http2_listeners() {
+    let Stack {
+        resolver: raddr,
+        backend,
+        ..
+    } = stack().await;
+    let (ca, cert, key) = test_pki(&["authgate.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let plain = closed_port();
+    let proxy = start_proxy_with(|l| {
+        config(l, &resolver_at(raddr), &[backend], "")
+            .replace(
+                &format!("  - addr: {l}\n"),
+                &format!(
+                    "  - addr: {l}\n    tls:\n      cert: {}\n      key: {}\n  - addr: {plain}\n    h2c: true\n",
+                    cert_path.display(),
+                    key_path.display()
+                ),
+            )
+    });
+    wait_for(plain);
+    let tls_client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve("authgate.test", proxy.addr)
+        .build()
+        .unwrap();
+    let h2c_client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (c, url) in [
+        (
+            &tls_client,
+            format!("https://authgate.test:{}/h2", proxy.addr.port()),
+        ),
+        (&h2c_client, format!("http://{plain}/h2c")),
+    ] {
+        let r = c
+            .get(&url)
+            .header("cookie", "session=sess-alice")
+            .header("x-authgear-user-id", "forged")
+            .header("x_authgear_user_roles", "forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "{url}");
+        let e = echoed(r).await;
+        assert_eq!(
+            e.header_values("x-authgear-user-id"),
+            ["user-alice"],
+            "{url}"
+        );
+        assert!(
+            identity_headers(&e).iter().all(|(_, v)| v != "forged"),
+            "{url}: {:?}",
+            e.headers
+        );
+        let host = url.split('/').nth(2).unwrap();
+        assert_eq!(e.header_values("x-forwarded-host"), [host], "{url}");
+    }
+    let e = echoed(
+        tls_client
+            .get(format!("https://authgate.test:{}/", proxy.addr.port()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
+}
