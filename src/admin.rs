@@ -199,6 +199,14 @@ impl ServeHttp for Admin {
         if path == "/health" {
             return reply(StatusCode::OK, "ok\n".into());
         }
+        if path == "/metrics" {
+            let mut r = reply(StatusCode::OK, crate::metrics::render(&rt));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return r;
+        }
         let Some(token) = rt.admin_token.as_deref() else {
             return json_error(StatusCode::NOT_FOUND, "the admin endpoint is off");
         };

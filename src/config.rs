@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
 use serde::Deserialize;
 
+use crate::access_log::{AccessLog, AccessLogSettings, Format};
 use crate::cache::{Cache, CacheSettings};
 use crate::credentials::KeyRules;
 use crate::forwarded::TrustedProxies;
@@ -64,6 +65,8 @@ pub struct FileConfig {
     pub cache: CacheFile,
     #[serde(default)]
     pub login: Option<LoginFile>,
+    #[serde(default)]
+    pub access_log: AccessLogFile,
     /// The operator's endpoint; off when absent.
     #[serde(default)]
     pub admin: Option<AdminFile>,
@@ -280,6 +283,32 @@ pub struct RouteFile {
     pub roles: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub format: Format,
+    /// A file to append to; standard error when absent.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Log the query string too (it may carry tokens: off by default).
+    #[serde(default)]
+    pub include_query: bool,
+}
+
+impl Default for AccessLogFile {
+    fn default() -> Self {
+        AccessLogFile {
+            enabled: true,
+            format: Format::Json,
+            path: None,
+            include_query: false,
+        }
+    }
+}
+
 /// Where `auth: require` sends a browser without a session.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -368,6 +397,7 @@ pub struct Runtime {
     /// Every pool, for the health checks.
     pub pools: Vec<Arc<Pool>>,
     pub login: Option<Login>,
+    pub access_log: Option<Arc<AccessLog>>,
     pub forward_set_cookie: bool,
 }
 
@@ -593,6 +623,18 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         }
     };
 
+    let access_log = match &parsed.access_log {
+        AccessLogFile { enabled: false, .. } => None,
+        a => Some(Arc::new(
+            AccessLog::open(AccessLogSettings {
+                format: a.format,
+                path: a.path.as_ref().map(|p| relative_to(base, p)),
+                include_query: a.include_query,
+            })
+            .map_err(|why| err("access_log.path", why))?,
+        )),
+    };
+
     Ok(Settings {
         server,
         listen,
@@ -607,6 +649,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             routes: Routes::new(routes),
             pools: pools.into_values().chain([resolver_pool]).collect(),
             login,
+            access_log,
             forward_set_cookie: parsed.resolver.forward_set_cookie,
         },
     })

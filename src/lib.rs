@@ -1,5 +1,6 @@
 //! authgate: an authenticating edge proxy for Authgear's resolver endpoint, on Pingora.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
@@ -7,6 +8,7 @@ pub mod credentials;
 pub mod devserver;
 pub mod forwarded;
 pub mod identity;
+pub mod metrics;
 pub mod proxy;
 pub mod resolver;
 pub mod routes;

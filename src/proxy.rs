@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -15,11 +16,14 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::access_log::{ms, Entry};
 use crate::cache::Lookup;
 use crate::config::{Login, Runtime};
 use crate::credentials::Credentials;
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity, SessionState};
+use crate::metrics::{self, InFlight};
+use crate::resolver::ResolveError;
 use crate::routes::{normalize_path, request_host, Policy};
 use crate::upstreams::{hash_input, Pool};
 
@@ -35,8 +39,11 @@ impl AuthGate {
 }
 
 /// Per-request state, filled by `request_filter` and read by the later phases.
-#[derive(Default)]
 pub struct Ctx {
+    started: Instant,
+    _inflight: InFlight,
+    route: Option<Arc<str>>,
+    resolver_time: Option<Duration>,
     /// The snapshot this request started with; a reload does not change it midway.
     runtime: Option<Arc<Runtime>>,
     pool: Option<Arc<Pool>>,
@@ -142,7 +149,21 @@ impl ProxyHttp for AuthGate {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            started: Instant::now(),
+            _inflight: InFlight::start(),
+            route: None,
+            resolver_time: None,
+            runtime: None,
+            pool: None,
+            identity: None,
+            forwarded: None,
+            client_ip: None,
+            rewrite: None,
+            tried: Vec::new(),
+            outcome: "-",
+            lookup: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
@@ -178,6 +199,7 @@ impl ProxyHttp for AuthGate {
             return respond(session, 404, "no route for this request", &[]).await;
         };
         let (policy, pool) = (route.policy, route.pool.clone());
+        ctx.route = Some(route.label.clone());
         ctx.pool = Some(pool);
         ctx.forwarded = Some(forwarded.clone());
         ctx.runtime = Some(rt.clone());
@@ -196,9 +218,22 @@ impl ProxyHttp for AuthGate {
         let key = rt.keys.key(&creds);
         let fetch = {
             let rt = rt.clone();
-            move || async move { rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await }
+            move || async move {
+                let started = Instant::now();
+                let result = rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await;
+                let outcome = match &result {
+                    Ok(Answer::Identity(i)) => outcome_of(i.session()),
+                    Ok(Answer::Denied { .. }) => "denied",
+                    Err(ResolveError::Timeout(_)) => "timeout",
+                    Err(_) => "error",
+                };
+                metrics::resolver_call(outcome, started.elapsed());
+                result
+            }
         };
+        let resolve_started = Instant::now();
         let (outcome, lookup) = rt.cache.resolve(&key, fetch).await;
+        ctx.resolver_time = Some(resolve_started.elapsed());
         ctx.lookup = Some(lookup);
         let identity = match outcome {
             Ok(Answer::Identity(identity)) => identity,
@@ -396,20 +431,43 @@ impl ProxyHttp for AuthGate {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let req = session.req_header();
+        let route = ctx.route.as_deref();
+        metrics::METRICS
+            .requests
+            .with_label_values(&[route.unwrap_or("none"), metrics::status_class(status)])
+            .inc();
         let cache = ctx.lookup.map_or("-", Lookup::as_str);
-        let backend = ctx
-            .tried
-            .last()
-            .map_or_else(|| "-".to_string(), |a| a.to_string());
-        let (method, path, outcome) = (&req.method, req.uri.path(), ctx.outcome);
-        match e {
-            Some(e) => {
-                log::info!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} backend={backend} error={e}")
-            }
-            None => {
-                log::debug!(target: "authgate::access", "{method} {path} {status} resolver={outcome} cache={cache} backend={backend}")
-            }
+        if let Some(e) = e {
+            log::debug!(
+                "{} {}: {e}",
+                session.req_header().method,
+                session.req_header().uri.path()
+            );
         }
+        let Some(log) = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.access_log.clone())
+            .or_else(|| self.runtime.load().access_log.clone())
+        else {
+            return;
+        };
+        let req = session.req_header();
+        log.log(Entry {
+            time: SystemTime::now(),
+            client_ip: ctx.client_ip,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            status,
+            route,
+            backend: ctx.tried.last().copied(),
+            user_id: ctx.identity.as_ref().and_then(|i| i.user_id()),
+            resolver: ctx.outcome,
+            cache,
+            bytes: session.body_bytes_sent(),
+            total_ms: ms(ctx.started.elapsed()),
+            resolver_ms: ctx.resolver_time.map(ms),
+        });
     }
 }

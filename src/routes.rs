@@ -81,8 +81,10 @@ pub struct Route {
     pub policy: Policy,
     /// With `Policy::Require`: the session must carry one of these roles (empty: any session).
     pub roles: Box<[String]>,
-    /// Position in the file, for the last tie-break and for logs.
+    /// Position in the file, for the last tie-break.
     pub index: usize,
+    /// `host/prefix` (`*` for any host), for logs and metrics.
+    pub label: Arc<str>,
 }
 
 /// What a route is made from; checked by `Route::new`.
@@ -132,12 +134,13 @@ impl Route {
         }
         Ok(Route {
             host,
-            prefix,
+            prefix: prefix.clone(),
             methods,
             pool: spec.pool,
             policy: spec.policy,
             roles: spec.roles.to_vec().into_boxed_slice(),
             index: spec.index,
+            label: Arc::from(format!("{}{}", spec.host.unwrap_or("*"), prefix)),
         })
     }
 

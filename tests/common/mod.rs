@@ -182,9 +182,19 @@ pub fn config(listen: SocketAddr, resolver: &str, backends: &[SocketAddr], extra
 listen:\n  - addr: {listen}\n\
 resolver:\n{resolver}\n\
 upstreams:\n  app:\n    backends: [{}]\n\
-routes:\n  - path: /\n    upstream: app\n{extra}",
-        backends.join(", ")
+routes:\n  - path: /\n    upstream: app\n{extra}{}",
+        backends.join(", "),
+        quiet_access_log(extra)
     )
+}
+
+/// Tests keep their output readable: no access log unless the test configures one.
+fn quiet_access_log(rest: &str) -> &'static str {
+    if rest.contains("access_log:") {
+        ""
+    } else {
+        "access_log:\n  enabled: false\n"
+    }
 }
 
 /// Like `config`, but `body` holds everything after `resolver:` (upstreams, routes, ...).
@@ -192,7 +202,8 @@ pub fn config_with(listen: SocketAddr, resolver: &str, body: &str) -> String {
     format!(
         "pingora:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 0\n  pid_file: PIDFILE\n  upgrade_sock: UPGRADESOCK\n\
 listen:\n  - addr: {listen}\n\
-resolver:\n{resolver}\n{body}"
+resolver:\n{resolver}\n{body}{}",
+        quiet_access_log(body)
     )
 }
 

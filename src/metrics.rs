@@ -1,0 +1,144 @@
+//! Prometheus metrics: requests, resolver calls and latency, upstream errors, reloads and
+//! in-flight requests as registered series; cache counters and backend health read at scrape.
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::config::Runtime;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub resolver_calls: IntCounterVec,
+    pub resolver_latency: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub inflight: IntGauge,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "authgate_requests_total",
+            "Requests answered, by route and status class",
+        ),
+        &["route", "status"],
+    )?;
+    let resolver_calls = IntCounterVec::new(
+        Opts::new(
+            "authgate_resolver_calls_total",
+            "Calls made to the resolver, by outcome",
+        ),
+        &["outcome"],
+    )?;
+    let resolver_latency = Histogram::with_opts(
+        HistogramOpts::new(
+            "authgate_resolver_latency_seconds",
+            "Time a resolver call took",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+    )?;
+    let upstream_errors = IntCounterVec::new(
+        Opts::new(
+            "authgate_upstream_errors_total",
+            "Failed connections and exchanges with backends, by upstream",
+        ),
+        &["upstream"],
+    )?;
+    let reloads = IntCounterVec::new(
+        Opts::new("authgate_reloads_total", "Configuration reloads, by result"),
+        &["result"],
+    )?;
+    let inflight = IntGauge::new("authgate_inflight_requests", "Requests being handled")?;
+    registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(resolver_calls.clone()))?;
+    registry.register(Box::new(resolver_latency.clone()))?;
+    registry.register(Box::new(upstream_errors.clone()))?;
+    registry.register(Box::new(reloads.clone()))?;
+    registry.register(Box::new(inflight.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        resolver_calls,
+        resolver_latency,
+        upstream_errors,
+        reloads,
+        inflight,
+    })
+}
+
+/// The process's metrics. Building them cannot fail with these fixed names; if it did, the
+/// process could not report anything, so failing loudly at first use is right.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().unwrap_or_else(|e| panic!("metrics registry: {e}")));
+
+/// `2xx`, `4xx`, ... for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+pub fn resolver_call(outcome: &'static str, took: Duration) {
+    METRICS.resolver_calls.with_label_values(&[outcome]).inc();
+    METRICS.resolver_latency.observe(took.as_secs_f64());
+}
+
+/// Counts one request while it is handled.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        METRICS.inflight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.inflight.dec();
+    }
+}
+
+/// The text exposition: the registered series, then the cache counters and backend health of
+/// the current configuration.
+pub fn render(rt: &Runtime) -> String {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out) {
+        log::warn!("metrics: {e}");
+    }
+    let mut text = String::from_utf8(out).unwrap_or_default();
+    for (name, value) in rt.cache.stats().snapshot() {
+        let (metric, kind) = if name == "size" {
+            ("authgate_cache_size".to_string(), "gauge")
+        } else {
+            (format!("authgate_cache_{name}_total"), "counter")
+        };
+        let _ = writeln!(text, "# HELP {metric} Resolver-answer cache: {name}\n# TYPE {metric} {kind}\n{metric} {value}");
+    }
+    let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
+    for pool in &rt.pools {
+        for (addr, up) in pool.health() {
+            let _ = writeln!(
+                text,
+                "authgate_backend_up{{upstream=\"{}\",backend=\"{addr}\"}} {}",
+                pool.name(),
+                u8::from(up)
+            );
+        }
+    }
+    text
+}

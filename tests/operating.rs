@@ -1,0 +1,158 @@
+//! Operating authgate: metrics and the access log.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_requests_flow() {
+    let Stack {
+        resolver: raddr,
+        backend,
+        ..
+    } = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &admin_yaml));
+    wait_for(admin);
+    let scrape = || async {
+        client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    for series in [
+        "authgate_inflight_requests",
+        "authgate_cache_hits_total",
+        "authgate_cache_size",
+        "authgate_backend_up{upstream=\"app\"",
+    ] {
+        assert!(before.contains(series), "{series} missing:\n{before}");
+    }
+    for _ in 0..3 {
+        echoed(
+            client()
+                .get(proxy.url("/"))
+                .header("cookie", "session=sess-alice")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    client()
+        .get(proxy.url("/"))
+        .header("cookie", "session=nope")
+        .send()
+        .await
+        .unwrap();
+    let after = scrape().await;
+    assert_eq!(
+        metric(
+            &after,
+            "authgate_requests_total{route=\"*/\",status=\"2xx\"}"
+        ),
+        4.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "authgate_resolver_calls_total{outcome=\"valid\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "authgate_resolver_calls_total{outcome=\"invalid\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "authgate_resolver_latency_seconds_count"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "authgate_cache_hits_total"), 2.0, "{after}");
+    assert_eq!(metric(&after, "authgate_cache_size"), 2.0, "{after}");
+    assert_eq!(
+        metric(
+            &after,
+            &format!("authgate_backend_up{{upstream=\"app\",backend=\"{backend}\"}}")
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "authgate_inflight_requests"), 0.0, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_names_the_user_never_the_credentials() {
+    let Stack {
+        resolver: raddr,
+        backend,
+        ..
+    } = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &resolver_at(raddr),
+            &[backend],
+            &format!("access_log:\n  path: {}\n", log_path.display()),
+        )
+    });
+    echoed(
+        client()
+            .get(proxy.url("/orders?token=secret-in-query"))
+            .header("cookie", "session=sess-alice; other=cookie-value")
+            .header("authorization", "Bearer tok-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["user_id"], "user-alice", "{line}");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/orders");
+    assert_eq!(v["route"], "*/");
+    assert_eq!(v["backend"], backend.to_string());
+    assert_eq!(v["resolver"], "valid");
+    assert_eq!(v["cache"], "miss");
+    assert_eq!(v["client_ip"], "127.0.0.1");
+    assert!(
+        v["total_ms"].as_f64().is_some() && v["resolver_ms"].as_f64().is_some(),
+        "{line}"
+    );
+    assert!(v["bytes"].as_u64().unwrap_or(0) > 0, "{line}");
+    for secret in ["sess-alice", "tok-alice", "cookie-value", "secret-in-query"] {
+        assert!(
+            !line.contains(secret),
+            "{secret} leaked into the access log: {line}"
+        );
+    }
+}
