@@ -113,7 +113,8 @@ struct Flight {
 }
 
 pub struct Cache {
-    settings: CacheSettings,
+    /// Swapped by a reload that keeps the entries (TTLs and timeouts may change live).
+    settings: ArcSwap<CacheSettings>,
     /// Entry times are milliseconds since this instant.
     epoch: Instant,
     store: ArcSwap<TinyUfo<[u8; 32], Arc<Entry>>>,
@@ -132,15 +133,20 @@ impl Cache {
         Arc::new(Cache {
             epoch: Instant::now(),
             store: ArcSwap::from_pointee(new_store(settings.capacity)),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             flights: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
             warned_uncredentialed: AtomicBool::new(false),
         })
     }
 
-    pub fn settings(&self) -> &CacheSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<CacheSettings> {
+        self.settings.load_full()
+    }
+
+    /// New TTLs and timeouts for the entries already held; the capacity cannot change live.
+    pub fn update_settings(&self, settings: CacheSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     pub fn stats(&self) -> &CacheStats {
@@ -181,7 +187,7 @@ impl Cache {
             CacheStats::bump(&self.stats.misses);
             (flight.await, Lookup::Miss)
         } else {
-            match tokio::time::timeout(self.settings.lock_timeout, flight).await {
+            match tokio::time::timeout(self.settings.load().lock_timeout, flight).await {
                 Ok(outcome) => {
                     CacheStats::bump(&self.stats.coalesced);
                     (outcome, Lookup::Coalesced)
@@ -192,7 +198,7 @@ impl Cache {
                     CacheStats::bump(&self.stats.misses);
                     log::debug!(
                         "{key:?}: waited {:?} for a resolve; calling the resolver",
-                        self.settings.lock_timeout
+                        self.settings.load().lock_timeout
                     );
                     let outcome = match fetch {
                         Some(fetch) => fetch().await.map_err(Arc::new),
@@ -208,9 +214,9 @@ impl Cache {
             }
         };
         match (outcome, stale) {
-            (Err(e), Some(entry)) if self.settings.stale_if_error > Duration::ZERO => {
+            (Err(e), Some(entry)) if self.settings.load().stale_if_error > Duration::ZERO => {
                 CacheStats::bump(&self.stats.stale);
-                log::warn!("{key:?}: resolver failed ({e}); serving an answer that expired less than {:?} ago", self.settings.stale_if_error);
+                log::warn!("{key:?}: resolver failed ({e}); serving an answer that expired less than {:?} ago", self.settings.load().stale_if_error);
                 (Ok(Answer::Identity(entry.identity.clone())), Lookup::Stale)
             }
             (outcome, _) => (outcome, lookup),
@@ -271,7 +277,7 @@ impl Cache {
         if now < entry.fresh_until {
             return Some((entry, true));
         }
-        let window = self.settings.stale_if_error.as_millis() as u64;
+        let window = self.settings.load().stale_if_error.as_millis() as u64;
         let stale_ok = entry.identity.session() == SessionState::Valid
             && now < entry.fresh_until.saturating_add(window);
         stale_ok.then_some((entry, false))
@@ -280,10 +286,10 @@ impl Cache {
     fn store(&self, key: &CacheKey, identity: &Arc<Identity>) {
         let session = identity.session();
         let ttl = match session {
-            SessionState::Valid => self.settings.ttl,
-            SessionState::Invalid | SessionState::Anonymous => self.settings.negative_ttl,
+            SessionState::Valid => self.settings.load().ttl,
+            SessionState::Invalid | SessionState::Anonymous => self.settings.load().negative_ttl,
         };
-        if ttl.is_zero() || self.settings.capacity == 0 {
+        if ttl.is_zero() || self.settings.load().capacity == 0 {
             return;
         }
         if session == SessionState::Valid && !key.has_credentials {
@@ -334,7 +340,7 @@ impl Cache {
     /// Drops every answer. Returns how many were held.
     pub fn flush(&self) -> i64 {
         self.store
-            .store(Arc::new(new_store(self.settings.capacity)));
+            .store(Arc::new(new_store(self.settings.load().capacity)));
         let flights: Vec<Flight> = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             flights.drain().map(|(_, f)| f).collect()

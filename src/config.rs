@@ -67,6 +67,8 @@ pub struct FileConfig {
     pub login: Option<LoginFile>,
     #[serde(default)]
     pub access_log: AccessLogFile,
+    #[serde(default)]
+    pub reload: ReloadFile,
     /// The operator's endpoint; off when absent.
     #[serde(default)]
     pub admin: Option<AdminFile>,
@@ -283,6 +285,25 @@ pub struct RouteFile {
     pub roles: Vec<String>,
 }
 
+/// Reloading on `SIGHUP` is always on; watching the file is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadFile {
+    #[serde(default)]
+    pub watch: bool,
+    #[serde(default = "defaults::watch_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadFile {
+    fn default() -> Self {
+        ReloadFile {
+            watch: false,
+            interval: defaults::watch_interval(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogFile {
@@ -368,6 +389,9 @@ mod defaults {
     pub fn health_interval() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn watch_interval() -> Duration {
+        Duration::from_secs(2)
+    }
     pub fn return_to_param() -> String {
         "return_to".into()
     }
@@ -387,7 +411,7 @@ pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
 /// Everything the request path reads, immutable once built; swapped whole on reload.
 pub struct Runtime {
     pub namespace: Namespace,
-    pub resolver: Resolver,
+    pub resolver: Arc<Resolver>,
     pub keys: KeyRules,
     pub cache: Arc<Cache>,
     /// The admin bearer token, when the admin listener is on.
@@ -412,23 +436,41 @@ pub struct Settings {
     pub server: ServerConf,
     pub listen: Vec<Listener>,
     pub admin_listen: Option<SocketAddr>,
+    /// How often to look at the file for changes, when watching is on.
+    pub watch: Option<Duration>,
     pub runtime: Runtime,
 }
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_over(path, None)
+}
+
+/// Like `load`, keeping from `previous` what did not change: pools (with their health state),
+/// the resolver (with its connections), the cache (with its answers, unless the resolver, the
+/// key rules or the capacity changed) and the access log writer.
+pub fn load_over(path: &Path, previous: Option<&Runtime>) -> Result<Settings, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         field: String::new(),
         reason: format!("cannot read file: {e}"),
     })?;
-    parse(&file, &text, path.parent())
+    parse_over(&file, &text, path.parent(), previous)
 }
 
 /// Parses and validates configuration text; `file` names it in errors, `base` anchors
 /// relative paths (CA files) at the configuration file's folder.
 pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
+    parse_over(file, text, base, None)
+}
+
+fn parse_over(
+    file: &str,
+    text: &str,
+    base: Option<&Path>,
+    previous: Option<&Runtime>,
+) -> Result<Settings, ConfigError> {
     let err = |field: &str, reason: String| ConfigError {
         file: file.to_string(),
         field: field.to_string(),
@@ -511,7 +553,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         .map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
     let keys = key_rules(&parsed.resolver, resolver_settings.host_header.as_bytes())
         .map_err(|(k, r)| err(&format!("resolver.{k}"), r))?;
-    let cache = Cache::new(CacheSettings {
+    let cache_settings = CacheSettings {
         capacity: parsed.cache.capacity,
         ttl: parsed.cache.ttl,
         negative_ttl: parsed.cache.negative_ttl,
@@ -528,8 +570,22 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             None => resolver_settings.total_timeout + Duration::from_secs(1),
         },
         stale_if_error: parsed.cache.stale_if_error,
-    });
-    let resolver = Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?;
+    };
+    let cache = match previous {
+        Some(p)
+            if *p.resolver.settings() == resolver_settings
+                && p.keys == keys
+                && p.cache.settings().capacity == cache_settings.capacity =>
+        {
+            p.cache.update_settings(cache_settings);
+            p.cache.clone()
+        }
+        _ => Cache::new(cache_settings),
+    };
+    let resolver = match previous {
+        Some(p) if *p.resolver.settings() == resolver_settings => p.resolver.clone(),
+        _ => Arc::new(Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?),
+    };
     let resolver_pool = resolver.pool().clone();
     let (admin_listen, admin_token) = match &parsed.admin {
         None => (None, None),
@@ -546,9 +602,20 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
 
     let mut pools = BTreeMap::new();
     for (name, up) in &parsed.upstreams {
-        let pool =
-            pool(name, up, base).map_err(|(k, r)| err(&format!("upstreams.{name}{k}"), r))?;
-        pools.insert(name.clone(), Arc::new(pool));
+        let settings = pool_settings(name, up, base)
+            .map_err(|(k, r)| err(&format!("upstreams.{name}{k}"), r))?;
+        let kept = previous.and_then(|p| {
+            p.pools
+                .iter()
+                .find(|old| old.name() == name && *old.settings() == settings)
+        });
+        let pool = match kept {
+            Some(old) => old.clone(),
+            None => {
+                Arc::new(Pool::new(settings).map_err(|r| err(&format!("upstreams.{name}"), r))?)
+            }
+        };
+        pools.insert(name.clone(), pool);
     }
 
     if parsed.routes.is_empty() {
@@ -625,20 +692,32 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
 
     let access_log = match &parsed.access_log {
         AccessLogFile { enabled: false, .. } => None,
-        a => Some(Arc::new(
-            AccessLog::open(AccessLogSettings {
+        a => {
+            let settings = AccessLogSettings {
                 format: a.format,
                 path: a.path.as_ref().map(|p| relative_to(base, p)),
                 include_query: a.include_query,
-            })
-            .map_err(|why| err("access_log.path", why))?,
-        )),
+            };
+            match previous
+                .and_then(|p| p.access_log.as_ref())
+                .filter(|l| *l.settings() == settings)
+            {
+                Some(kept) => Some(kept.clone()),
+                None => Some(Arc::new(
+                    AccessLog::open(settings).map_err(|why| err("access_log.path", why))?,
+                )),
+            }
+        }
     };
 
+    if parsed.reload.watch && parsed.reload.interval.is_zero() {
+        return Err(err("reload.interval", "must be greater than zero".into()));
+    }
     Ok(Settings {
         server,
         listen,
         admin_listen,
+        watch: parsed.reload.watch.then_some(parsed.reload.interval),
         runtime: Runtime {
             namespace,
             resolver,
@@ -838,7 +917,11 @@ fn resolver_settings(
     })
 }
 
-fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (String, String)> {
+fn pool_settings(
+    name: &str,
+    up: &UpstreamFile,
+    base: Option<&Path>,
+) -> Result<PoolSettings, (String, String)> {
     if up.backends.is_empty() {
         return Err((
             ".backends".into(),
@@ -931,7 +1014,7 @@ fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (Str
             )
         }
     };
-    Pool::new(PoolSettings {
+    Ok(PoolSettings {
         name: name.to_string(),
         backends,
         lb: up.lb,
@@ -943,7 +1026,6 @@ fn pool(name: &str, up: &UpstreamFile, base: Option<&Path>) -> Result<Pool, (Str
         retries: up.retries,
         health,
     })
-    .map_err(|why| (String::new(), why))
 }
 
 /// Checks a `health_check` section; `host` and `path` are used where it names none.

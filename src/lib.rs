@@ -10,6 +10,7 @@ pub mod forwarded;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod resolver;
 pub mod routes;
 pub mod tls;

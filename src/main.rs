@@ -15,6 +15,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
 use authgate::devserver::{self, echo, standin};
+use authgate::reload::{Fixed, Reloader};
 use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
@@ -159,6 +160,15 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         server.add_service(admin);
         log::info!("admin endpoint on {addr}");
     }
+    let fixed = Fixed {
+        listen: settings.listen.clone(),
+        admin_listen: settings.admin_listen,
+        threads: server.configuration.threads,
+    };
+    server.add_service(pingora::services::background::background_service(
+        "reload",
+        Reloader::new(cli.conf.clone(), runtime.clone(), fixed, settings.watch),
+    ));
     let pools_of = runtime.clone();
     server.add_service(pingora::services::background::background_service(
         "health checks",

@@ -24,7 +24,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_ATTEMPTS: usize = 2;
 
 /// Where and how to reach the resolver, validated by `config`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverSettings {
     /// The resolver instances: the URL's address, or `resolver.backends`.
     pub addrs: Vec<SocketAddr>,

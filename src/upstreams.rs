@@ -58,7 +58,7 @@ impl HashKey {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthKind {
     Tcp,
     Http {
@@ -68,7 +68,7 @@ pub enum HealthKind {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSettings {
     pub kind: HealthKind,
     pub interval: Duration,
@@ -79,7 +79,7 @@ pub struct HealthSettings {
     pub fall: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub sni: String,
     pub verify: bool,
@@ -87,7 +87,7 @@ pub struct TlsSettings {
     pub ca: Option<Vec<Vec<u8>>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub name: String,
     /// Address and weight of each backend.

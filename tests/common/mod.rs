@@ -167,6 +167,56 @@ impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The configuration file this process was started with.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("authgate.yaml")
+    }
+
+    /// Replaces the configuration file (placeholders filled as at start).
+    pub fn rewrite(&self, yaml: &str) {
+        std::fs::write(self.conf(), fill(yaml, self.dir.path())).expect("rewrite config");
+    }
+
+    /// Sends a signal by name (`HUP`, `QUIT`, ...).
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "kill -s {name} {pid}");
+}
+
+/// Fills the PIDFILE and UPGRADESOCK placeholders with paths under `dir`.
+pub fn fill(yaml: &str, dir: &std::path::Path) -> String {
+    yaml.replace("PIDFILE", &dir.join("pid").display().to_string())
+        .replace(
+            "UPGRADESOCK",
+            &dir.join("upgrade.sock").display().to_string(),
+        )
 }
 
 pub fn binary() -> PathBuf {

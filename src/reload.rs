@@ -1,0 +1,125 @@
+//! Hot reload: `SIGHUP` (or a change of the file, when watching) -> read and validate the
+//! whole file -> swap the runtime snapshot. A file that fails validation changes nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, ConfigError, Listener, Runtime};
+use crate::metrics::METRICS;
+
+/// What cannot change without a graceful upgrade, as the process started with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    pub listen: Vec<Listener>,
+    pub admin_listen: Option<std::net::SocketAddr>,
+    pub threads: usize,
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+    fixed: Fixed,
+    watch: Option<Duration>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        runtime: Arc<ArcSwap<Runtime>>,
+        fixed: Fixed,
+        watch: Option<Duration>,
+    ) -> Self {
+        Reloader {
+            path,
+            runtime,
+            fixed,
+            watch,
+        }
+    }
+
+    /// Reads the file and swaps the runtime; returns what needs a graceful upgrade to apply.
+    pub fn reload(&self) -> Result<Vec<String>, ConfigError> {
+        let old = self.runtime.load_full();
+        let settings = config::load_over(&self.path, Some(&old))?;
+        let mut pending = Vec::new();
+        if settings.listen != self.fixed.listen {
+            pending.push("listen".to_string());
+        }
+        if settings.admin_listen != self.fixed.admin_listen {
+            pending.push("admin.listen".to_string());
+        }
+        if settings.server.threads != self.fixed.threads {
+            pending.push("pingora.threads".to_string());
+        }
+        if !Arc::ptr_eq(&old.cache, &settings.runtime.cache) {
+            log::info!(
+                "reload: the resolver or the cache key changed; the answer cache starts empty"
+            );
+        }
+        self.runtime.store(Arc::new(settings.runtime));
+        Ok(pending)
+    }
+
+    fn reload_and_report(&self, why: &str) {
+        match self.reload() {
+            Ok(pending) => {
+                METRICS.reloads.with_label_values(&["ok"]).inc();
+                log::info!("reloaded {} ({why})", self.path.display());
+                if !pending.is_empty() {
+                    log::warn!(
+                        "reload: {} changed and needs a graceful upgrade (authgate -u); kept as they were",
+                        pending.join(", ")
+                    );
+                }
+            }
+            Err(e) => {
+                METRICS.reloads.with_label_values(&["failed"]).inc();
+                log::error!("reload failed, the previous configuration keeps serving: {e}");
+            }
+        }
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, reload by signal is off: {e}");
+                return;
+            }
+        };
+        let mut seen = self.modified();
+        let tick = self.watch.unwrap_or(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => {
+                    self.reload_and_report("SIGHUP");
+                    seen = self.modified();
+                }
+                _ = tokio::time::sleep(tick), if self.watch.is_some() => {
+                    let now = self.modified();
+                    if now != seen {
+                        seen = now;
+                        self.reload_and_report("the file changed");
+                    }
+                }
+            }
+        }
+    }
+}

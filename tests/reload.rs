@@ -1,0 +1,239 @@
+//! Hot reload of the running binary (SIGHUP): routes swap under traffic, a broken file changes
+//! nothing, unchanged pools keep their health, the cache survives unless its key changes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn two_pools(
+    listen: SocketAddr,
+    raddr: SocketAddr,
+    a: SocketAddr,
+    b: SocketAddr,
+    route_to: &str,
+    extra: &str,
+) -> String {
+    config_with(
+        listen,
+        &resolver_at(raddr),
+        &format!("upstreams:\n  a:\n    backends: [{a}]\n  b:\n    backends: [{b}]\nroutes:\n  - path: /\n    upstream: {route_to}\n{extra}"),
+    )
+}
+
+async fn served_by(proxy: &Proxy) -> String {
+    echoed(
+        client()
+            .get(proxy.url("/"))
+            .header("cookie", "session=sess-bob")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .served_by
+}
+
+/// Polls the admin metrics until `series` reaches `want` (at most 10 s).
+async fn metric_reaches(admin: SocketAddr, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed {value}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_change_under_traffic_fails_no_request() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b) = (start_echo().await, start_echo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
+    wait_for(admin);
+    assert_eq!(served_by(&proxy).await, a.to_string());
+
+    let stream = |url: String| async move {
+        let c = client();
+        let (mut ok, mut failed) = (0, Vec::new());
+        let end = Instant::now() + Duration::from_millis(2000);
+        while Instant::now() < end {
+            match c
+                .get(&url)
+                .header("cookie", "session=sess-bob")
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    };
+    let streams: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(stream(proxy.url("/"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.rewrite(&two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml));
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
+    assert_eq!(
+        served_by(&proxy).await,
+        b.to_string(),
+        "the new route serves after the reload"
+    );
+    for st in streams {
+        let (ok, failed) = st.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during the reload: {failed:?}"
+        );
+        assert!(ok > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_changes_nothing() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b) = (start_echo().await, start_echo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
+    wait_for(admin);
+    // Route to b, but with a typo: the whole file is refused.
+    proxy.rewrite(
+        &two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace("routes:", "rootes:"),
+    );
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"failed\"}", 1.0).await;
+    assert_eq!(
+        served_by(&proxy).await,
+        a.to_string(),
+        "the old configuration keeps serving"
+    );
+    // A listener change is reported, not applied: the old listener keeps serving.
+    let elsewhere = closed_port();
+    let moved = two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace(
+        &format!("addr: {}", proxy.addr),
+        &format!("addr: {elsewhere}"),
+    );
+    proxy.rewrite(&moved);
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
+    assert_eq!(served_by(&proxy).await, b.to_string());
+    assert!(
+        std::net::TcpStream::connect(elsewhere).is_err(),
+        "a new listener needs a graceful upgrade"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_pools_keep_their_health() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let live = start_echo().await;
+    let dead = closed_port();
+    let other = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let yaml = |l: SocketAddr, extra_pool: &str| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n  app:\n    backends: [{live}, {dead}]\n    health_check:\n      kind: tcp\n      interval: 300ms\n      fall: 2\n{extra_pool}routes:\n  - path: /\n    upstream: app\n{admin_yaml}"
+            ),
+        )
+    };
+    let proxy = start_proxy_with(|l| yaml(l, ""));
+    wait_for(admin);
+    let state = |v: &serde_json::Value, pool: &str, a: SocketAddr| {
+        v[pool][a.to_string()].as_str().unwrap_or("?").to_string()
+    };
+    // Two failed checks (300 ms apart) mark the dead backend down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&admin_get(admin, "/upstreams").await, "app", dead) != "down" {
+        assert!(
+            Instant::now() < deadline,
+            "the dead backend was never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    proxy.rewrite(&yaml(
+        proxy.addr,
+        &format!("  other:\n    backends: [{other}]\n"),
+    ));
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
+    let v = admin_get(admin, "/upstreams").await;
+    assert_eq!(
+        state(&v, "other", other),
+        "up",
+        "the new pool is there: {v}"
+    );
+    // A rebuilt pool would start all-healthy and need two checks (300 ms) to see it again.
+    assert_eq!(
+        state(&v, "app", dead),
+        "down",
+        "the unchanged pool kept its health: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_survives_a_reload_unless_its_key_changes() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b) = (start_echo().await, start_echo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
+    wait_for(admin);
+    let calls = || standin.stats.requests.load(Ordering::SeqCst);
+    served_by(&proxy).await;
+    assert_eq!(calls(), 1);
+    // A route change and new TTLs: the answers stay.
+    proxy.rewrite(&two_pools(
+        proxy.addr,
+        raddr,
+        a,
+        b,
+        "b",
+        &format!("{admin_yaml}cache:\n  ttl: 20m\n"),
+    ));
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
+    assert_eq!(served_by(&proxy).await, b.to_string());
+    assert_eq!(calls(), 1, "a hit after the reload");
+    // Another cookie list changes the key: the cache starts empty.
+    let keyed = two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace(
+        "  read_timeout: 2s",
+        "  read_timeout: 2s\n  credential_cookies: [session, app_session]",
+    );
+    proxy.rewrite(&keyed);
+    proxy.signal("HUP");
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 2.0).await;
+    served_by(&proxy).await;
+    assert_eq!(calls(), 2, "a miss after the key changed");
+}
