@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps build run test bench check-config clean
+.PHONY: all deps build run test bench check-config upgrade clean
 
 all: build
 
@@ -26,6 +26,10 @@ build: deps
 
 run: build
 	AUTHGATE=$(TARGET_DIR)/authgate scripts/demo.sh
+
+# Zero-downtime upgrade of a running authgate to the binary just built (see scripts/upgrade.sh).
+upgrade: build
+	AUTHGATE=$(TARGET_DIR)/authgate scripts/upgrade.sh $(or $(CONF),conf/authgate.yaml)
 
 check-config: build
 	$(TARGET_DIR)/authgate -t -c conf/authgate.yaml

@@ -24,7 +24,8 @@ Try, in another terminal:
   curl -s -H 'Cookie: session=expired' localhost:8080/                       # x-authgear-session-valid: false
   curl -s -H 'X-Authgear-User-Id: forged' localhost:8080/                    # forged header: stripped
 
-Sessions and tokens are in conf/users.yaml. Ctrl-C stops everything.
+Sessions and tokens are in conf/users.yaml. Each request's access log line (JSON) appears
+below. Ctrl-C stops everything.
 
 TRY
-RUST_LOG=${RUST_LOG:-info,authgate::access=debug} "$bin" -c "$conf"
+RUST_LOG=${RUST_LOG:-info} "$bin" -c "$conf"

@@ -237,3 +237,96 @@ async fn the_cache_survives_a_reload_unless_its_key_changes() {
     served_by(&proxy).await;
     assert_eq!(calls(), 2, "a miss after the key changed");
 }
+
+/// Pingora's zero-downtime upgrade: a new process started with `-u` takes the listening
+/// sockets when the old one gets `SIGQUIT`; a steady stream of new connections sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_upgrade_drops_no_request() {
+    let Stack {
+        resolver: raddr,
+        backend,
+        ..
+    } = stack().await;
+    let mut old = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], ""));
+    let url = old.url("/");
+    // A new connection per request: every request needs a listening socket that accepts.
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let stream = |c: reqwest::Client,
+                  url: String,
+                  stop: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let hard_end = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < hard_end {
+            match c
+                .get(&url)
+                .header("cookie", "session=sess-bob")
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(format!("{e:?}")),
+            }
+        }
+        (ok, failed)
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streams: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(stream(fresh.clone(), url.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new process waits on the upgrade socket for the old one's listeners.
+    let sock = old.dir.path().join("upgrade.sock");
+    let mut new = std::process::Command::new(binary())
+        .args(["-u", "-c", &old.conf().display().to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never opened {}",
+            sock.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    old.signal("QUIT");
+    let exited = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(25)));
+    assert!(exited.is_some(), "the old process did not exit");
+    // Keep the stream going a little on the new process alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for st in streams {
+        let (ok, failed) = st.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during the upgrade: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 10, "only {total} requests ran");
+    let e = echoed(
+        fresh
+            .get(&url)
+            .header("cookie", "session=sess-alice")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        e.header_values("x-authgear-user-id"),
+        ["user-alice"],
+        "the new process serves"
+    );
+    let _ = new.kill();
+    let _ = new.wait();
+}
