@@ -330,3 +330,80 @@ async fn a_graceful_upgrade_drops_no_request() {
     let _ = new.kill();
     let _ = new.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_the_file_reloads_without_a_signal() {
+    let (_s, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b) = (start_echo().await, start_echo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let watch = format!("{admin_yaml}reload:\n  watch: true\n  interval: 100ms\n");
+    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &watch));
+    wait_for(admin);
+    assert_eq!(served_by(&proxy).await, a.to_string());
+    proxy.rewrite(&two_pools(proxy.addr, raddr, a, b, "b", &watch));
+    metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
+    assert_eq!(served_by(&proxy).await, b.to_string());
+}
+
+/// Daemon mode with a pid file and an error log, all from the YAML file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_mode_writes_its_pid_file_and_error_log() {
+    let Stack {
+        resolver: raddr,
+        backend,
+        ..
+    } = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = closed_port();
+    let pid_file = dir.path().join("authgate.pid");
+    let error_log = dir.path().join("error.log");
+    let yaml = fill(
+        &config(listen, &resolver_at(raddr), &[backend], ""),
+        dir.path(),
+    )
+    .replace(
+        &format!("pid_file: {}", dir.path().join("pid").display()),
+        &format!("pid_file: {}", pid_file.display()),
+    )
+    .replace(
+        "pingora:\n",
+        &format!(
+            "pingora:\n  daemon: true\n  error_log: {}\n",
+            error_log.display()
+        ),
+    );
+    let conf = dir.path().join("authgate.yaml");
+    std::fs::write(&conf, yaml).unwrap();
+    let status = std::process::Command::new(binary())
+        .args(["-c", &conf.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the launching process returns once the daemon runs"
+    );
+    wait_for(listen);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let e = echoed(
+        client()
+            .get(format!("http://{listen}/"))
+            .header("cookie", "session=sess-bob")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
+    assert!(error_log.exists(), "error log at {}", error_log.display());
+    signal(pid, "INT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(listen).is_ok() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
