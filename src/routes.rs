@@ -324,7 +324,11 @@ mod tests {
     use super::*;
 
     fn pool(name: &str) -> Arc<Pool> {
-        Arc::new(Pool::for_tests(name))
+        Arc::new(Pool::for_tests(
+            name,
+            crate::upstreams::LbKind::RoundRobin,
+            &[(1, 1)],
+        ))
     }
 
     fn route(host: Option<&str>, path: &str, methods: &[&str], name: &str, index: usize) -> Route {

@@ -247,12 +247,16 @@ impl Pool {
         self.balancer.backends().run_health_check(true).await;
     }
 
+    /// A pool of loopback backends on `ports` (with weights), for unit tests.
     #[cfg(test)]
-    pub fn for_tests(name: &str) -> Pool {
+    pub fn for_tests(name: &str, lb: LbKind, ports: &[(u16, usize)]) -> Pool {
         Pool::new(PoolSettings {
             name: name.into(),
-            backends: vec![(SocketAddr::from(([127, 0, 0, 1], 1)), 1)],
-            lb: LbKind::RoundRobin,
+            backends: ports
+                .iter()
+                .map(|&(port, w)| (SocketAddr::from(([127, 0, 0, 1], port)), w))
+                .collect(),
+            lb,
             hash_key: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
@@ -399,22 +403,7 @@ mod tests {
     use super::*;
 
     fn pool(lb: LbKind, backends: &[(u16, usize)]) -> Pool {
-        Pool::new(PoolSettings {
-            name: "p".into(),
-            backends: backends
-                .iter()
-                .map(|&(port, w)| (SocketAddr::from(([127, 0, 0, 1], port)), w))
-                .collect(),
-            lb,
-            hash_key: None,
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(1),
-            tls: None,
-            retries: 0,
-            health: None,
-        })
-        .unwrap()
+        Pool::for_tests("p", lb, backends)
     }
 
     fn port(p: &HttpPeer) -> u16 {

@@ -462,3 +462,33 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
     let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// Sends GETs with `cookie` back to back until `stop` is set (or `limit` passes); returns how
+/// many succeeded and what went wrong with the others.
+pub async fn steady_stream(
+    c: reqwest::Client,
+    url: String,
+    cookie: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> (usize, Vec<String>) {
+    let (mut ok, mut failed) = (0, Vec::new());
+    let end = Instant::now() + limit;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        match c.get(&url).header("cookie", cookie).send().await {
+            Ok(r) if r.status() == 200 => ok += 1,
+            Ok(r) => failed.push(format!("status {}", r.status())),
+            Err(e) => failed.push(format!("{e:?}")),
+        }
+    }
+    (ok, failed)
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
