@@ -283,6 +283,10 @@ pub struct RouteFile {
     pub auth: Policy,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The app's logout: a 2xx answer from the backend drops the cached answer for the
+    /// request's credentials, so the next request is resolved afresh.
+    #[serde(default)]
+    pub logout: bool,
 }
 
 /// Reloading on `SIGHUP` is always on; watching the file is optional.
@@ -642,6 +646,7 @@ fn parse_over(
             policy: r.auth,
             roles: &r.roles,
             index: i,
+            logout: r.logout,
         })
         .map_err(|(k, why)| err(&format!("routes[{i}].{k}"), why))?;
         if route.pool.settings().hash_key == Some(HashKey::UserId) && route.policy == Policy::Public

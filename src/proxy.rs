@@ -19,7 +19,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::access_log::{ms, Entry};
 use crate::cache::Lookup;
 use crate::config::{Login, Runtime};
-use crate::credentials::Credentials;
+use crate::credentials::{CacheKey, Credentials};
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity, SessionState};
 use crate::metrics::{self, InFlight};
@@ -58,6 +58,8 @@ pub struct Ctx {
     outcome: &'static str,
     /// Where the answer came from (hit, miss, coalesced, stale).
     lookup: Option<Lookup>,
+    /// On a logout route: the cache key to drop once the backend answers 2xx.
+    logout: Option<CacheKey>,
 }
 
 fn outcome_of(session: SessionState) -> &'static str {
@@ -163,6 +165,7 @@ impl ProxyHttp for AuthGate {
             tried: Vec::new(),
             outcome: "-",
             lookup: None,
+            logout: None,
         }
     }
 
@@ -198,16 +201,20 @@ impl ProxyHttp for AuthGate {
             ctx.outcome = "no_route";
             return respond(session, 404, "no route for this request", &[]).await;
         };
-        let (policy, pool) = (route.policy, route.pool.clone());
+        let (policy, pool, logout) = (route.policy, route.pool.clone(), route.logout);
         ctx.route = Some(route.label.clone());
         ctx.pool = Some(pool);
         ctx.forwarded = Some(forwarded.clone());
         ctx.runtime = Some(rt.clone());
         if policy == Policy::Public {
+            if logout {
+                if let Ok(creds) = Credentials::from_request(session.req_header()) {
+                    ctx.logout = Some(rt.keys.key(&creds));
+                }
+            }
             ctx.outcome = "public";
             return Ok(false);
         }
-
         let creds = match Credentials::from_request(session.req_header()) {
             Ok(c) => c,
             Err(e) => {
@@ -216,6 +223,9 @@ impl ProxyHttp for AuthGate {
             }
         };
         let key = rt.keys.key(&creds);
+        if logout {
+            ctx.logout = Some(key);
+        }
         let fetch = {
             let rt = rt.clone();
             move || async move {
@@ -390,6 +400,12 @@ impl ProxyHttp for AuthGate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if let (Some(key), Some(rt)) = (&ctx.logout, &ctx.runtime) {
+            // Dropped before the client sees the answer: its next request is resolved afresh.
+            if upstream_response.status.is_success() {
+                rt.cache.purge(key);
+            }
+        }
         let forward = ctx.runtime.as_ref().is_some_and(|rt| rt.forward_set_cookie);
         if let (true, Some(identity)) = (forward, &ctx.identity) {
             for v in identity.set_cookie() {

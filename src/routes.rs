@@ -83,6 +83,8 @@ pub struct Route {
     pub roles: Box<[String]>,
     /// Position in the file, for the last tie-break.
     pub index: usize,
+    /// A 2xx answer drops the cached answer for the request's credentials.
+    pub logout: bool,
     /// `host/prefix` (`*` for any host), for logs and metrics.
     pub label: Arc<str>,
 }
@@ -96,6 +98,7 @@ pub struct RouteSpec<'a> {
     pub policy: Policy,
     pub roles: &'a [String],
     pub index: usize,
+    pub logout: bool,
 }
 
 impl Route {
@@ -140,6 +143,7 @@ impl Route {
             policy: spec.policy,
             roles: spec.roles.to_vec().into_boxed_slice(),
             index: spec.index,
+            logout: spec.logout,
             label: Arc::from(format!("{}{}", spec.host.unwrap_or("*"), prefix)),
         })
     }
@@ -341,6 +345,7 @@ mod tests {
             policy: Policy::Identify,
             roles: &[],
             index,
+            logout: false,
         })
         .unwrap()
     }
@@ -476,6 +481,7 @@ mod tests {
                 policy: Policy::Identify,
                 roles: &[],
                 index: 0,
+                logout: false,
             })
             .err()
             .map(|(f, _)| f)

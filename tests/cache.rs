@@ -477,3 +477,51 @@ async fn cache_counters_follow_traffic() {
     assert_eq!(stats["hits"], 2, "{stats}");
     assert_eq!(stats["size"], 1, "{stats}");
 }
+
+/// A logout route: the backend's 2xx drops the cached answer for the request's credentials;
+/// a failed logout keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_route_drops_the_session_answer() {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let ok_backend = start_echo().await;
+    let (failing, _) = start_canned(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        Duration::ZERO,
+    )
+    .await;
+    let proxy = start_proxy_with(|l| {
+        config_with(
+            l,
+            &resolver_at(raddr),
+            &format!(
+                "upstreams:\n  app:\n    backends: [{ok_backend}]\n  broken:\n    backends: [{failing}]\nroutes:\n  - path: /\n    upstream: app\n  - path: /logout\n    upstream: app\n    logout: true\n  - path: /logout-broken\n    upstream: broken\n    logout: true\n"
+            ),
+        )
+    });
+    let calls = || standin.stats.requests.load(Ordering::SeqCst);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(calls(), 2);
+    // A logout the backend refuses changes nothing.
+    let r = client()
+        .post(proxy.url("/logout-broken"))
+        .header("cookie", "session=sess-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(calls(), 2, "still cached after a failed logout");
+    // The app's logout answers 200: alice's answer is dropped, bob's stays.
+    let r = client()
+        .post(proxy.url("/logout"))
+        .header("cookie", "session=sess-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(calls(), 3, "resolved afresh after the logout");
+    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(calls(), 3, "other sessions stay cached");
+}
