@@ -42,6 +42,9 @@ struct PurgeRequest {
     /// Cookie values by name, as an alternative to `cookie`.
     #[serde(default)]
     cookies: std::collections::BTreeMap<String, String>,
+    /// Every cached answer of this user (`x-authgear-user-id`).
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Vec<u8>> {
@@ -109,11 +112,9 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
 }
 
 /// The credentials a purge request names, as a client would have sent them.
-fn purge_credentials(body: &[u8]) -> Result<Credentials, String> {
-    let req: PurgeRequest =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+fn purge_credentials(req: PurgeRequest) -> Result<Credentials, String> {
     if req.authorization.is_none() && req.cookie.is_none() && req.cookies.is_empty() {
-        return Err("give authorization, cookie or cookies".into());
+        return Err("give authorization, cookie or cookies, or user_id".into());
     }
     let mut cookie = req.cookie.unwrap_or_default();
     for (name, value) in &req.cookies {
@@ -142,7 +143,25 @@ fn purge_credentials(body: &[u8]) -> Result<Credentials, String> {
 
 impl Admin {
     fn purge(&self, rt: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
-        let creds = match purge_credentials(body) {
+        let req: PurgeRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        };
+        if let Some(user) = req.user_id.clone() {
+            if req.authorization.is_some() || req.cookie.is_some() || !req.cookies.is_empty() {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "give user_id alone, or credentials",
+                );
+            }
+            let n = rt.cache.purge_user(&user);
+            log::info!("admin: purged {n} cached answers of a user");
+            return reply(
+                StatusCode::OK,
+                format!("{}\n", serde_json::json!({ "purged": n })),
+            );
+        }
+        let creds = match purge_credentials(req) {
             Ok(c) => c,
             Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
         };

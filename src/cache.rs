@@ -121,6 +121,33 @@ pub struct Cache {
     flights: Mutex<HashMap<[u8; 32], Flight>>,
     stats: CacheStats,
     warned_uncredentialed: AtomicBool,
+    /// Hash of a user id -> keys of that user's valid answers held in the store. Kept in step
+    /// with inserts, replacements, evictions and purges, so it never outgrows the store; a
+    /// hash rather than the id, and one key inline, keep it near 50 bytes a session.
+    users: Mutex<HashMap<u64, UserKeys>>,
+}
+
+type UserKeys = smallvec::SmallVec<[[u8; 32]; 1]>;
+
+fn user_hash(user: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    h.finish()
+}
+
+/// Forgets one held entry in the user index.
+fn unindex(users: &mut HashMap<u64, UserKeys>, entry: &Entry) {
+    let Some(user) = entry.identity.user_id() else {
+        return;
+    };
+    let hash = user_hash(user);
+    if let Some(keys) = users.get_mut(&hash) {
+        keys.retain(|d| d[16..] != entry.check);
+        if keys.is_empty() {
+            users.remove(&hash);
+        }
+    }
 }
 
 fn new_store(capacity: usize) -> TinyUfo<[u8; 32], Arc<Entry>> {
@@ -137,6 +164,7 @@ impl Cache {
             flights: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
             warned_uncredentialed: AtomicBool::new(false),
+            users: Mutex::new(HashMap::new()),
         })
     }
 
@@ -307,14 +335,32 @@ impl Cache {
             fresh_until: self.now_ms().saturating_add(ttl.as_millis() as u64),
         });
         let store = self.store.load();
-        let existed = store.get(&key.digest).is_some();
+        let replaced = store.get(&key.digest);
         let evicted = store.put(key.digest, entry, 1);
+        {
+            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = &replaced {
+                unindex(&mut users, old);
+            }
+            if let Some(user) = identity
+                .user_id()
+                .filter(|_| session == SessionState::Valid)
+            {
+                let keys = users.entry(user_hash(user)).or_default();
+                if !keys.contains(&key.digest) {
+                    keys.push(key.digest);
+                }
+            }
+            for kv in &evicted {
+                unindex(&mut users, &kv.data);
+            }
+        }
         CacheStats::bump(&self.stats.inserts);
         self.stats
             .evictions
             .fetch_add(evicted.len() as u64, Ordering::Relaxed);
         self.stats.size.fetch_add(
-            i64::from(!existed) - evicted.len() as i64,
+            i64::from(replaced.is_none()) - evicted.len() as i64,
             Ordering::Relaxed,
         );
     }
@@ -322,10 +368,15 @@ impl Cache {
     /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
     /// Returns whether there was anything to drop.
     pub fn purge(&self, key: &CacheKey) -> bool {
-        let removed = self.store.load().remove(&key.digest).is_some();
-        if removed {
+        let removed = self.store.load().remove(&key.digest);
+        if let Some(entry) = &removed {
             self.stats.size.fetch_sub(1, Ordering::Relaxed);
+            unindex(
+                &mut self.users.lock().unwrap_or_else(|p| p.into_inner()),
+                entry,
+            );
         }
+        let removed = removed.is_some();
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             flights.remove(&key.digest)
@@ -337,8 +388,36 @@ impl Cache {
         removed || flight.is_some()
     }
 
+    /// Drops every answer of a user (a disabled or deleted account). Returns how many.
+    pub fn purge_user(&self, user_id: &str) -> usize {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(keys) = users.get_mut(&user_hash(user_id)) else {
+            return 0;
+        };
+        let store = self.store.load();
+        let mut dropped = 0;
+        // Another user whose id shares the hash keeps their entries.
+        keys.retain(|digest| match store.get(digest) {
+            Some(e) if e.identity.user_id() == Some(user_id) => {
+                store.remove(digest);
+                dropped += 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if keys.is_empty() {
+            users.remove(&user_hash(user_id));
+        }
+        drop(users);
+        self.stats.size.fetch_sub(dropped as i64, Ordering::Relaxed);
+        CacheStats::bump(&self.stats.purges);
+        dropped
+    }
+
     /// Drops every answer. Returns how many were held.
     pub fn flush(&self) -> i64 {
+        self.users.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.store
             .store(Arc::new(new_store(self.settings.load().capacity)));
         let flights: Vec<Flight> = {
@@ -589,6 +668,89 @@ mod tests {
             Lookup::Miss
         );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn purge_by_user_drops_all_their_sessions_and_only_theirs() {
+        let cache = Cache::new(settings());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let with_user = |user: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-authgear-session-valid",
+                http::HeaderValue::from_static("true"),
+            );
+            h.insert("x-authgear-user-id", http::HeaderValue::from_static(user));
+            Answer::Identity(Arc::new(
+                Identity::from_headers(&h, &Namespace::new("x-authgear-")).unwrap(),
+            ))
+        };
+        for (n, user) in [(20, "u1"), (21, "u1"), (22, "u2")] {
+            let a = with_user(user);
+            let c = calls.clone();
+            let (outcome, _) = cache
+                .resolve(&key(n, true), move || async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Ok(a)
+                })
+                .await;
+            assert!(outcome.is_ok());
+        }
+        // Replacing u1's second session with u2's answer moves it in the index.
+        cache.purge(&key(21, true));
+        let a = with_user("u2");
+        assert!(cache
+            .resolve(&key(21, true), move || async move { Ok(a) })
+            .await
+            .0
+            .is_ok());
+        assert_eq!(cache.purge_user("u1"), 1);
+        assert_eq!(cache.purge_user("u1"), 0);
+        assert_eq!(
+            cache.resolve(&key(22, true), std::future::pending).await.1,
+            Lookup::Hit
+        );
+        assert_eq!(
+            cache.resolve(&key(21, true), std::future::pending).await.1,
+            Lookup::Hit
+        );
+        assert_eq!(cache.purge_user("u2"), 2);
+        assert_eq!(cache.stats().size.load(Ordering::SeqCst), 0);
+        assert!(cache.users.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn evictions_leave_the_user_index() {
+        let cache = Cache::new(CacheSettings {
+            capacity: 10,
+            ..settings()
+        });
+        for n in 0..200u8 {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-authgear-session-valid",
+                http::HeaderValue::from_static("true"),
+            );
+            h.insert(
+                "x-authgear-user-id",
+                http::HeaderValue::from_str(&format!("user-{n}")).unwrap(),
+            );
+            let a = Answer::Identity(Arc::new(
+                Identity::from_headers(&h, &Namespace::new("x-authgear-")).unwrap(),
+            ));
+            assert!(cache
+                .resolve(&key(n, true), move || async move { Ok(a) })
+                .await
+                .0
+                .is_ok());
+        }
+        let indexed: usize = cache.users.lock().unwrap().values().map(|k| k.len()).sum();
+        let size = cache.stats().size.load(Ordering::SeqCst) as usize;
+        assert!(size <= 20, "the store is bounded: {size}");
+        assert_eq!(
+            indexed, size,
+            "the index holds exactly what the store holds"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,6 +364,24 @@ async fn purge_on_logout() {
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
     assert_eq!(calls(&s.standin), 4);
 
+    // A disabled account: every cached answer of that user goes, others stay.
+    let r = c
+        .post(format!("{admin}/cache/purge"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"user_id":"user-bob"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":1}"#);
+    let before = calls(&s.standin);
+    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(
+        calls(&s.standin),
+        before + 1,
+        "only bob's answer was dropped"
+    );
+
     // Flush drops everything.
     let r = c
         .post(format!("{admin}/cache/flush"))
@@ -373,7 +391,7 @@ async fn purge_on_logout() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
-    assert_eq!(calls(&s.standin), 5);
+    assert_eq!(calls(&s.standin), 6);
 }
 
 async fn proxy_get(proxy: &Proxy, cookie: &str) -> reqwest::Response {
