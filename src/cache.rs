@@ -117,7 +117,8 @@ pub struct Cache {
     settings: ArcSwap<CacheSettings>,
     /// Entry times are milliseconds since this instant.
     epoch: Instant,
-    store: ArcSwap<TinyUfo<[u8; 32], Arc<Entry>>>,
+    /// Keyed by the 128-bit check: TinyUFO keeps only a 64-bit hash of it, the entry the check.
+    store: ArcSwap<TinyUfo<[u8; 16], Arc<Entry>>>,
     flights: Mutex<HashMap<[u8; 32], Flight>>,
     stats: CacheStats,
     warned_uncredentialed: AtomicBool,
@@ -127,7 +128,7 @@ pub struct Cache {
     users: Mutex<HashMap<u64, UserKeys>>,
 }
 
-type UserKeys = smallvec::SmallVec<[[u8; 32]; 1]>;
+type UserKeys = smallvec::SmallVec<[[u8; 16]; 1]>;
 
 fn user_hash(user: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -143,14 +144,14 @@ fn unindex(users: &mut HashMap<u64, UserKeys>, entry: &Entry) {
     };
     let hash = user_hash(user);
     if let Some(keys) = users.get_mut(&hash) {
-        keys.retain(|d| d[16..] != entry.check);
+        keys.retain(|c| *c != entry.check);
         if keys.is_empty() {
             users.remove(&hash);
         }
     }
 }
 
-fn new_store(capacity: usize) -> TinyUfo<[u8; 32], Arc<Entry>> {
+fn new_store(capacity: usize) -> TinyUfo<[u8; 16], Arc<Entry>> {
     let capacity = capacity.max(1);
     TinyUfo::new_compact(capacity, capacity)
 }
@@ -297,7 +298,7 @@ impl Cache {
     /// A checked entry that is fresh, or expired but still servable if the resolver fails
     /// (valid answers within `stale_if_error`); and whether it is fresh.
     fn lookup(&self, digest: &[u8; 32]) -> Option<(Arc<Entry>, bool)> {
-        let entry = self.store.load().get(digest)?;
+        let entry = self.store.load().get(&check_of(digest))?;
         if entry.check != check_of(digest) {
             return None;
         }
@@ -335,8 +336,9 @@ impl Cache {
             fresh_until: self.now_ms().saturating_add(ttl.as_millis() as u64),
         });
         let store = self.store.load();
-        let replaced = store.get(&key.digest);
-        let evicted = store.put(key.digest, entry, 1);
+        let check = check_of(&key.digest);
+        let replaced = store.get(&check);
+        let evicted = store.put(check, entry, 1);
         {
             let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(old) = &replaced {
@@ -347,8 +349,8 @@ impl Cache {
                 .filter(|_| session == SessionState::Valid)
             {
                 let keys = users.entry(user_hash(user)).or_default();
-                if !keys.contains(&key.digest) {
-                    keys.push(key.digest);
+                if !keys.contains(&check) {
+                    keys.push(check);
                 }
             }
             for kv in &evicted {
@@ -368,7 +370,7 @@ impl Cache {
     /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
     /// Returns whether there was anything to drop.
     pub fn purge(&self, key: &CacheKey) -> bool {
-        let removed = self.store.load().remove(&key.digest);
+        let removed = self.store.load().remove(&check_of(&key.digest));
         if let Some(entry) = &removed {
             self.stats.size.fetch_sub(1, Ordering::Relaxed);
             unindex(
@@ -397,9 +399,9 @@ impl Cache {
         let store = self.store.load();
         let mut dropped = 0;
         // Another user whose id shares the hash keeps their entries.
-        keys.retain(|digest| match store.get(digest) {
+        keys.retain(|check| match store.get(check) {
             Some(e) if e.identity.user_id() == Some(user_id) => {
-                store.remove(digest);
+                store.remove(check);
                 dropped += 1;
                 false
             }
