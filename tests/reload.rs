@@ -24,6 +24,39 @@ fn two_pools(
     )
 }
 
+/// The stand-in, two echo backends (pools `a` and `b`), and authgate routing to `a`, with the
+/// admin endpoint and `extra` YAML (kept in `admin_yaml` for rewrites).
+struct Setup {
+    standin: std::sync::Arc<authgate::devserver::standin::Standin>,
+    raddr: SocketAddr,
+    a: SocketAddr,
+    b: SocketAddr,
+    admin: SocketAddr,
+    admin_yaml: String,
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let (a, b) = (start_echo().await, start_echo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let admin_yaml = format!("{admin_yaml}{extra}");
+    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
+    wait_for(admin);
+    Setup {
+        standin,
+        raddr,
+        a,
+        b,
+        admin,
+        admin_yaml,
+        proxy,
+        _dir: dir,
+    }
+}
+
 async fn served_by(proxy: &Proxy) -> String {
     echoed(
         client()
@@ -68,12 +101,16 @@ async fn metric_reaches(admin: SocketAddr, series: &str, want: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_change_under_traffic_fails_no_request() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b) = (start_echo().await, start_echo().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
-    wait_for(admin);
+    let Setup {
+        standin: _s,
+        raddr,
+        a,
+        b,
+        admin,
+        admin_yaml,
+        proxy,
+        _dir,
+    } = setup("").await;
     assert_eq!(served_by(&proxy).await, a.to_string());
 
     let stream = |url: String| async move {
@@ -118,12 +155,16 @@ async fn a_route_change_under_traffic_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_changes_nothing() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b) = (start_echo().await, start_echo().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
-    wait_for(admin);
+    let Setup {
+        standin: _s,
+        raddr,
+        a,
+        b,
+        admin,
+        admin_yaml,
+        proxy,
+        _dir,
+    } = setup("").await;
     // Route to b, but with a typo: the whole file is refused.
     proxy.rewrite(
         &two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace("routes:", "rootes:"),
@@ -204,12 +245,16 @@ async fn unchanged_pools_keep_their_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_survives_a_reload_unless_its_key_changes() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b) = (start_echo().await, start_echo().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
-    wait_for(admin);
+    let Setup {
+        standin,
+        raddr,
+        a,
+        b,
+        admin,
+        admin_yaml,
+        proxy,
+        _dir,
+    } = setup("").await;
     let calls = || standin.stats.requests.load(Ordering::SeqCst);
     served_by(&proxy).await;
     assert_eq!(calls(), 1);
@@ -369,13 +414,16 @@ impl Drop for Killed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watching_the_file_reloads_without_a_signal() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b) = (start_echo().await, start_echo().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let watch = format!("{admin_yaml}reload:\n  watch: true\n  interval: 100ms\n");
-    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &watch));
-    wait_for(admin);
+    let Setup {
+        standin: _s,
+        raddr,
+        a,
+        b,
+        admin,
+        admin_yaml: watch,
+        proxy,
+        _dir,
+    } = setup("reload:\n  watch: true\n  interval: 100ms\n").await;
     assert_eq!(served_by(&proxy).await, a.to_string());
     proxy.rewrite(&two_pools(proxy.addr, raddr, a, b, "b", &watch));
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
