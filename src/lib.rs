@@ -17,4 +17,5 @@ pub mod tls;
 pub mod upstreams;
 
 #[cfg(test)]
+#[path = "tests.rs"]
 mod testutil;

@@ -1,0 +1,94 @@
+//! Unit tests of `config`.
+
+use super::*;
+
+const GOOD: &str = r#"
+listen:
+  - addr: 127.0.0.1:8080
+resolver:
+  url: http://127.0.0.1:3001/_resolver/resolve
+  timeout: 2s
+upstreams:
+  app:
+    backends: [127.0.0.1:3000]
+routes:
+  - path: /
+    upstream: app
+"#;
+
+fn error(text: &str) -> ConfigError {
+    match parse("t.yaml", text, None) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let s = parse("t.yaml", GOOD, None).unwrap();
+    assert_eq!(s.listen.len(), 1);
+    assert_eq!(s.listen[0].addr, "127.0.0.1:8080".parse().unwrap());
+    assert!(s.listen[0].tls.is_none() && s.listen[0].h2 && !s.listen[0].h2c);
+    assert_eq!(s.server.pid_file, DEFAULT_PID_FILE);
+    assert_eq!(s.runtime.namespace.prefix(), "x-authgear-");
+}
+
+#[test]
+fn unknown_key_names_its_path() {
+    let e = error(&GOOD.replace("  timeout: 2s", "  timeout: 2s\n  timout: 3s"));
+    assert_eq!(e.field, "resolver.timout");
+    assert!(e.reason.contains("unknown field `timout`"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_its_path() {
+    let e = error(&GOOD.replace("timeout: 2s", "timeout: soon"));
+    assert_eq!(e.field, "resolver.timeout");
+}
+
+#[test]
+fn unknown_pingora_key() {
+    let e = error(&format!("pingora:\n  threds: 2\n{GOOD}"));
+    assert_eq!(e.field, "pingora.threds");
+}
+
+#[test]
+fn undefined_upstream() {
+    let e = error(&GOOD.replace("upstream: app", "upstream: api"));
+    assert_eq!(e.field, "routes[0].upstream");
+    assert!(e.reason.contains("`api`"), "{e}");
+}
+
+#[test]
+fn bad_bind_address_is_caught_before_pingora_unwraps_it() {
+    let e = error(&format!("pingora:\n  client_bind_to_ipv4: [nope]\n{GOOD}"));
+    assert_eq!(e.field, "pingora.client_bind_to_ipv4[0]");
+}
+
+#[test]
+fn resolver_url_checks() {
+    assert_eq!(
+        error(&GOOD.replace("http://127.0.0.1:3001", "ftp://127.0.0.1:3001")).field,
+        "resolver.url"
+    );
+    let e = error(&GOOD.replace("timeout: 2s", "timeout: 2s\n  ca_file: /nonexistent"));
+    assert_eq!(e.field, "resolver.ca_file");
+}
+
+#[test]
+fn serde_messages_name_the_path_once_and_no_rust_types() {
+    assert_eq!(
+        tidy_serde_message("upstreams.app2", "upstreams.app2: invalid type: integer `3`, expected struct UpstreamFile at line 7 column 9"),
+        "invalid type: integer `3`, expected a mapping at line 7 column 9"
+    );
+    assert_eq!(
+        tidy_serde_message("", "missing field `listen`"),
+        "missing field `listen`"
+    );
+}
+
+#[test]
+fn bad_yaml_is_reported() {
+    let e = error("listen: [\n");
+    assert!(e.to_string().starts_with("t.yaml: "), "{e}");
+}

@@ -1,0 +1,151 @@
+//! Unit tests of `identity`.
+
+use super::*;
+
+fn ns() -> Namespace {
+    Namespace::new("x-authgear-")
+}
+
+#[test]
+fn covers_every_spelling_a_backend_folds() {
+    let ns = ns();
+    for name in [
+        "x-authgear-user-id",
+        "X-Authgear-User-Id",
+        "x_authgear_user_id",
+        "X.Authgear.User.Id",
+        "x-authgear_user.roles",
+        "x-authgear-",
+    ] {
+        assert!(ns.covers(name), "{name} must be covered");
+    }
+    for name in [
+        "x-authgea",
+        "x-authgearuser",
+        "authorization",
+        "x-forwarded-for",
+        "xx-authgear-user-id",
+    ] {
+        assert!(!ns.covers(name), "{name} must not be covered");
+    }
+}
+
+#[test]
+fn prefix_is_folded() {
+    assert_eq!(Namespace::new("X_Auth.").prefix(), "x-auth-");
+}
+
+#[test]
+fn strip_removes_all_values_of_all_spellings() {
+    let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    req.append_header("x-authgear-user-id", "a").unwrap();
+    req.append_header("x-authgear-user-id", "b").unwrap();
+    req.append_header("x_authgear_user_roles", "admin").unwrap();
+    req.append_header("X.Authgear.Session.Valid", "true")
+        .unwrap();
+    req.append_header("cookie", "session=x").unwrap();
+    assert_eq!(ns().strip(&mut req), 3);
+    assert_eq!(req.headers.len(), 1);
+    assert!(req.headers.contains_key("cookie"));
+}
+
+fn reply(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (n, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn valid_answer_copies_by_prefix() {
+    let h = reply(&[
+        ("X-Authgear-Session-Valid", "true"),
+        ("X-Authgear-User-Id", "u1"),
+        ("X-Authgear-Brand-New", "yes"),
+        ("x_authgear_user_roles", "admin"),
+        ("Content-Type", "text/plain"),
+    ]);
+    match Answer::from_reply(200, &h, &ns()).unwrap() {
+        Answer::Identity(i) => {
+            assert_eq!(i.session(), SessionState::Valid);
+            assert_eq!(i.user_id(), Some("u1"));
+            let got: Vec<_> = i
+                .headers()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    "x-authgear-session-valid: true",
+                    "x-authgear-user-id: u1",
+                    "x-authgear-brand-new: yes"
+                ]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_identity_is_malformed() {
+    let big = "a".repeat(70_000);
+    let h = reply(&[("x-authgear-user-id", big.as_str())]);
+    assert!(matches!(
+        Answer::from_reply(200, &h, &ns()),
+        Err(AnswerError::Malformed(_))
+    ));
+}
+
+#[test]
+fn session_states() {
+    let a = Answer::from_reply(200, &reply(&[]), &ns()).unwrap();
+    assert_eq!(a.session(), Some(SessionState::Anonymous));
+    let a =
+        Answer::from_reply(200, &reply(&[("x-authgear-session-valid", "FALSE")]), &ns()).unwrap();
+    assert_eq!(a.session(), Some(SessionState::Invalid));
+}
+
+#[test]
+fn hostile_answers_are_malformed() {
+    let twice = reply(&[
+        ("x-authgear-session-valid", "false"),
+        ("x-authgear-session-valid", "true"),
+    ]);
+    assert!(matches!(
+        Answer::from_reply(200, &twice, &ns()),
+        Err(AnswerError::Malformed(_))
+    ));
+    let odd = reply(&[("x-authgear-session-valid", "yes")]);
+    assert!(matches!(
+        Answer::from_reply(200, &odd, &ns()),
+        Err(AnswerError::Malformed(_))
+    ));
+    assert_eq!(
+        Answer::from_reply(500, &reply(&[]), &ns()),
+        Err(AnswerError::Status(500))
+    );
+    assert_eq!(
+        Answer::from_reply(302, &reply(&[]), &ns()),
+        Err(AnswerError::Status(302))
+    );
+}
+
+#[test]
+fn denial_keeps_only_challenge_headers() {
+    let h = reply(&[
+        ("WWW-Authenticate", "Bearer error=\"invalid_token\""),
+        ("X-Authgear-User-Id", "u1"),
+        ("Location", "/login"),
+    ]);
+    match Answer::from_reply(401, &h, &ns()).unwrap() {
+        Answer::Denied { status, headers } => {
+            assert_eq!(status, 401);
+            assert_eq!(headers.len(), 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -1,0 +1,168 @@
+//! Unit tests of `routes`.
+
+use super::*;
+
+fn pool(name: &str) -> Arc<Pool> {
+    Arc::new(Pool::for_tests(
+        name,
+        crate::upstreams::LbKind::RoundRobin,
+        &[(1, 1)],
+    ))
+}
+
+fn route(host: Option<&str>, path: &str, methods: &[&str], name: &str, index: usize) -> Route {
+    let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+    Route::new(RouteSpec {
+        host,
+        path,
+        methods: &methods,
+        pool: pool(name),
+        policy: Policy::Identify,
+        roles: &[],
+        index,
+        logout: false,
+    })
+    .unwrap()
+}
+
+fn at(routes: &Routes, host: &str, path: &str, method: Method) -> Option<String> {
+    routes
+        .find(host, path, &method)
+        .map(|r| r.pool.name().to_string())
+}
+
+#[test]
+fn longest_segment_prefix_wins() {
+    let routes = Routes::new(vec![
+        route(None, "/", &[], "root", 0),
+        route(None, "/api/", &[], "api", 1),
+        route(None, "/api/admin", &[], "admin", 2),
+    ]);
+    let at = |p: &str| at(&routes, "a", p, Method::GET);
+    assert_eq!(at("/").as_deref(), Some("root"));
+    assert_eq!(at("/api").as_deref(), Some("api"));
+    assert_eq!(at("/api/x").as_deref(), Some("api"));
+    assert_eq!(at("/apix").as_deref(), Some("root"));
+    assert_eq!(at("/api/admin/users").as_deref(), Some("admin"));
+    assert_eq!(at("/api/administrator").as_deref(), Some("api"));
+    assert_eq!(at("/api/admin;jsessionid=1").as_deref(), Some("admin"));
+}
+
+#[test]
+fn host_beats_path_and_exact_beats_wildcard() {
+    let routes = Routes::new(vec![
+        route(None, "/deep/path", &[], "any-host", 0),
+        route(Some("*.example.com"), "/", &[], "wild", 1),
+        route(Some("*.eu.example.com"), "/", &[], "wild-eu", 2),
+        route(Some("api.example.com"), "/", &[], "exact", 3),
+    ]);
+    assert_eq!(
+        at(&routes, "api.example.com", "/deep/path", Method::GET).as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        at(&routes, "www.example.com", "/deep/path", Method::GET).as_deref(),
+        Some("wild")
+    );
+    assert_eq!(
+        at(&routes, "a.b.eu.example.com", "/", Method::GET).as_deref(),
+        Some("wild-eu")
+    );
+    assert_eq!(
+        at(&routes, "example.com", "/deep/path", Method::GET).as_deref(),
+        Some("any-host")
+    );
+    assert_eq!(at(&routes, "example.com", "/", Method::GET), None);
+}
+
+#[test]
+fn methods_narrow_and_win_ties() {
+    let routes = Routes::new(vec![
+        route(None, "/items", &[], "read", 0),
+        route(None, "/items", &["post", "DELETE"], "write", 1),
+    ]);
+    assert_eq!(
+        at(&routes, "h", "/items", Method::POST).as_deref(),
+        Some("write")
+    );
+    assert_eq!(
+        at(&routes, "h", "/items", Method::GET).as_deref(),
+        Some("read")
+    );
+}
+
+#[test]
+fn file_order_breaks_remaining_ties() {
+    let routes = Routes::new(vec![
+        route(None, "/a", &[], "first", 0),
+        route(None, "/a/", &[], "second", 1),
+    ]);
+    assert_eq!(
+        at(&routes, "h", "/a/b", Method::GET).as_deref(),
+        Some("first")
+    );
+}
+
+#[test]
+fn normalisation_defeats_traversal_tricks() {
+    let n = |p: &str| normalize_path(p);
+    assert_eq!(n("/public/../private").unwrap(), "/private");
+    assert_eq!(n("/public/%2e%2e/private").unwrap(), "/private");
+    assert_eq!(n("/public/%2E%2E/private").unwrap(), "/private");
+    assert_eq!(n("/public/.%2e/private").unwrap(), "/private");
+    assert_eq!(n("//private").unwrap(), "/private");
+    assert_eq!(n("/public//..//private/").unwrap(), "/private/");
+    assert_eq!(n("/./private/./x").unwrap(), "/private/x");
+    assert_eq!(n("/../../private").unwrap(), "/private");
+    assert_eq!(n("/public/..;x/private").unwrap(), "/private");
+    assert_eq!(n("/%70rivate").unwrap(), "/private");
+    assert_eq!(n("/a%20b/").unwrap(), "/a%20b/");
+    assert_eq!(n("/").unwrap(), "/");
+    assert_eq!(n("/..").unwrap(), "/");
+    assert_eq!(
+        n("/public%2F..%2Fprivate"),
+        Err(PathError::EncodedSeparator)
+    );
+    assert_eq!(
+        n("/public%5c..%5cprivate"),
+        Err(PathError::EncodedSeparator)
+    );
+    assert_eq!(n("/public\\..\\private"), Err(PathError::Backslash));
+    assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
+    assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+    assert_eq!(n("/a%00b"), Err(PathError::Control));
+}
+
+#[test]
+fn hosts_are_normalised() {
+    let req = |h: &str| {
+        let mut r = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", h).unwrap();
+        request_host(&r)
+    };
+    assert_eq!(req("API.Example.com:8443"), "api.example.com");
+    assert_eq!(req("example.com."), "example.com");
+    assert_eq!(req("[::1]:8080"), "[::1]");
+}
+
+#[test]
+fn bad_route_specs_are_refused() {
+    let spec = |host: Option<&'static str>, path: &'static str| {
+        Route::new(RouteSpec {
+            host,
+            path,
+            methods: &[],
+            pool: pool("p"),
+            policy: Policy::Identify,
+            roles: &[],
+            index: 0,
+            logout: false,
+        })
+        .err()
+        .map(|(f, _)| f)
+    };
+    assert_eq!(spec(Some("*."), "/"), Some("host"));
+    assert_eq!(spec(Some("a.*.com"), "/"), Some("host"));
+    assert_eq!(spec(None, "api"), Some("path"));
+    assert_eq!(spec(None, "/a%2Fb"), Some("path"));
+}
