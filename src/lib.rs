@@ -17,5 +17,5 @@ pub mod tls;
 pub mod upstreams;
 
 #[cfg(test)]
-#[path = "tests.rs"]
+#[path = "testutil/tests.rs"]
 mod testutil;
