@@ -11,22 +11,6 @@ fn calls(standin: &authgate::devserver::standin::Standin) -> u64 {
     standin.stats.requests.load(Ordering::SeqCst)
 }
 
-async fn user_of(proxy: &Proxy, cookie: &str) -> Vec<String> {
-    let e = echoed(
-        client()
-            .get(proxy.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    e.header_values("x-authgear-user-id")
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_kept_for_their_ttl() {
     let (standin, raddr) = start_standin(Duration::ZERO).await;

@@ -37,15 +37,7 @@ async fn metrics_move_as_requests_flow() {
         assert!(before.contains(series), "{series} missing:\n{before}");
     }
     for _ in 0..3 {
-        echoed(
-            client()
-                .get(proxy.url("/"))
-                .header("cookie", "session=sess-alice")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        get_as(&proxy, "/", "session=sess-alice").await;
     }
     client()
         .get(proxy.url("/"))

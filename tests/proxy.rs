@@ -45,14 +45,7 @@ async fn bearer_and_app_cookies_and_invalid_sessions() {
     )
     .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    let e = echoed(
-        c.get(proxy.url("/"))
-            .header("cookie", "app_access_token=tok-alice")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = get_as(&proxy, "/", "app_access_token=tok-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     // Unknown session cookie and a disabled user: valid false, no user id.
     for cookie in ["session=nope", "session=sess-carol"] {
@@ -387,15 +380,7 @@ async fn https_resolver_with_a_private_ca() {
             "",
         )
     });
-    let e = echoed(
-        client()
-            .get(proxy.url("/"))
-            .header("cookie", "session=sess-alice")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = get_as(&proxy, "/", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     assert_eq!(
         standin.stats.recent()[0].header("host"),

@@ -58,16 +58,7 @@ async fn setup(extra: &str) -> Setup {
 }
 
 async fn served_by(proxy: &Proxy) -> String {
-    echoed(
-        client()
-            .get(proxy.url("/"))
-            .header("cookie", "session=sess-bob")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .served_by
+    get_as(proxy, "/", "session=sess-bob").await.served_by
 }
 
 /// Polls the admin metrics until `series` reaches `want` (at most 10 s).

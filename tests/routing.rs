@@ -242,25 +242,11 @@ async fn policies_public_identify_require_and_roles() {
     );
 
     // require with a valid session passes.
-    let e = echoed(
-        c.get(proxy.url("/app/data"))
-            .header("cookie", "session=sess-bob")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = get_as(&proxy, "/app/data", "session=sess-bob").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
 
     // roles: alice is an admin, bob has no role.
-    let e = echoed(
-        c.get(proxy.url("/admin"))
-            .header("cookie", "session=sess-alice")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = get_as(&proxy, "/admin", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     let r = c
         .get(proxy.url("/admin"))

@@ -410,6 +410,29 @@ pub async fn echoed(resp: reqwest::Response) -> echo::Echo {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not an echo ({e}): {text}"))
 }
 
+/// `GET path` with a `Cookie` header, answered by the echo backend.
+pub async fn get_as(proxy: &Proxy, path: &str, cookie: &str) -> echo::Echo {
+    echoed(
+        client()
+            .get(proxy.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
+/// The user id the backend received for a request with `cookie`.
+pub async fn user_of(proxy: &Proxy, cookie: &str) -> Vec<String> {
+    get_as(proxy, "/", cookie)
+        .await
+        .header_values("x-authgear-user-id")
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// Names of echoed headers that a backend would read as identity headers.
 pub fn identity_headers(e: &echo::Echo) -> Vec<(String, String)> {
     let ns = authgate::identity::Namespace::new("x-authgear-");
