@@ -193,7 +193,7 @@ impl ProxyHttp for AuthGate {
         if path != raw_path {
             ctx.rewrite = Some(match session.req_header().uri.query() {
                 Some(q) => format!("{path}?{q}"),
-                None => path.clone(),
+                None => path.to_string(),
             });
         }
         let host = request_host(session.req_header());

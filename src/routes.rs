@@ -8,6 +8,7 @@
 //! 3. then a route that names methods beats one that does not;
 //! 4. then the order in the file.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Method;
@@ -227,7 +228,30 @@ impl std::fmt::Display for PathError {
 /// Decodes percent-escapes, removes `.` and `..` segments and merges repeated slashes: the
 /// path a backend will act on, which is what routing must decide on. The result is
 /// percent-encoded again where a URI path needs it, so it can be forwarded as it is.
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(raw.as_bytes()) {
+        // The usual case, checked without allocating: nothing to decode, merge or resolve.
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_slow(raw).map(Cow::Owned)
+}
+
+/// Whether `normalize_slow` would return `raw` unchanged.
+fn is_normal(raw: &[u8]) -> bool {
+    raw.first() == Some(&b'/')
+        && raw.iter().all(|&b| b == b'/' || keeps(b))
+        && !raw.windows(2).any(|w| w == b"//")
+        && raw.split(|&b| b == b'/').all(|seg| {
+            let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+            name != b"." && name != b".."
+        })
+}
+
+fn keeps(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+fn normalize_slow(raw: &str) -> Result<String, PathError> {
     let raw = raw.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -290,8 +314,7 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
 
 fn encode_segment(seg: &[u8], out: &mut String) {
     for &b in seg {
-        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
-        if keep {
+        if keeps(b) {
             out.push(b as char);
         } else {
             out.push('%');
