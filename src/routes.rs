@@ -326,24 +326,25 @@ fn encode_segment(seg: &[u8], out: &mut String) {
 
 /// The host a request is for: `Host`, else the URI authority (HTTP/2), lower case, without
 /// the port or a trailing dot.
-pub fn request_host(req: &pingora::http::RequestHeader) -> String {
+pub fn request_host(req: &pingora::http::RequestHeader) -> Cow<'_, str> {
     let raw = req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let host = if raw.starts_with('[') {
+    let host = match raw.find(']') {
         // [v6]:port
-        raw.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_string()
+        Some(end) if raw.starts_with('[') => &raw[..=end],
+        _ => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
     };
-    let host = host.to_ascii_lowercase();
-    host.strip_suffix('.').map(str::to_string).unwrap_or(host)
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // Allocates only for a host sent in upper case.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

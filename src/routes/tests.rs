@@ -138,7 +138,7 @@ fn hosts_are_normalised() {
     let req = |h: &str| {
         let mut r = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
         r.insert_header("host", h).unwrap();
-        request_host(&r)
+        request_host(&r).into_owned()
     };
     assert_eq!(req("API.Example.com:8443"), "api.example.com");
     assert_eq!(req("example.com."), "example.com");
