@@ -785,6 +785,15 @@ fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
     if s.threads == 0 {
         return Err(("threads".into(), "must be at least 1".into()));
     }
+    // Pingora drops the runtime, with every request still on it, when the grace period ends.
+    if let Some(g) = s
+        .grace_period_seconds
+        .filter(|g| *g <= crate::drain::WINDOW.as_secs())
+    {
+        log::warn!(
+            "pingora.grace_period_seconds is {g}: requests in flight when a graceful upgrade or shutdown stops the listeners are cut after {g} s"
+        );
+    }
     // Pingora parses these with unwrap() when it builds connectors.
     for (k, list, v4) in [
         ("client_bind_to_ipv4", &s.client_bind_to_ipv4, true),

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod devserver;
+pub mod drain;
 pub mod forwarded;
 pub mod identity;
 pub mod metrics;

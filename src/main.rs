@@ -10,11 +10,13 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
+use pingora::services::listening::Service;
 
 use authgate::devserver::{self, echo, standin};
+use authgate::drain::{self, Draining};
 use authgate::reload::{Fixed, Reloader};
 use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
@@ -118,18 +120,13 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
     for l in &settings.listen {
         let name = format!("authgate {}", l.addr);
-        let mut service = http_proxy_service_with_name(
-            &server.configuration,
-            AuthGate::new(runtime.clone()),
-            &name,
-        );
+        let mut proxy = http_proxy(&server.configuration, AuthGate::new(runtime.clone()));
         if l.h2c {
-            if let Some(proxy) = service.app_logic_mut() {
-                let mut options = HttpServerOptions::default();
-                options.h2c = true;
-                proxy.server_options = Some(options);
-            }
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
         }
+        let mut service = Service::new(name, Draining::new(proxy, drain::WINDOW));
         match &l.tls {
             Some((cert, key)) => {
                 let mut tls = match TlsSettings::intermediate(
@@ -152,10 +149,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         server.add_service(service);
     }
     if let Some(addr) = settings.admin_listen {
-        let mut admin = pingora::services::listening::Service::new(
-            "authgate admin".into(),
-            Admin::new(runtime.clone()),
-        );
+        let mut admin = Service::new("authgate admin".into(), Admin::new(runtime.clone()));
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
         log::info!("admin endpoint on {addr}");
