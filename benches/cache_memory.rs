@@ -63,6 +63,7 @@ fn fill(n: usize, valid: bool) -> (f64, Duration, Arc<Cache>) {
         negative_ttl: Duration::from_secs(3600),
         lock_timeout: Duration::from_secs(3),
         stale_if_error: Duration::ZERO,
+        refresh_after: Duration::ZERO,
     });
     let before = rss_bytes();
     let started = Instant::now();

@@ -105,6 +105,7 @@ fn benches(c: &mut Criterion) {
         negative_ttl: Duration::from_secs(10),
         lock_timeout: Duration::from_secs(3),
         stale_if_error: Duration::ZERO,
+        refresh_after: Duration::from_secs(60),
     });
     let warm = identity.clone();
     let _ = rt.block_on(cache.resolve(&key, move || async move { Ok(Answer::Identity(warm)) }));

@@ -13,19 +13,27 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::cache::PurgeCause;
 use crate::config::Runtime;
 use crate::credentials::Credentials;
+use crate::metrics::METRICS;
+use crate::webhook::{Accepted, Receiver};
 
 /// Purge and flush bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 
 pub struct Admin {
     runtime: Arc<ArcSwap<Runtime>>,
+    /// Remembers event ids across reloads.
+    hooks: Receiver,
 }
 
 impl Admin {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        Admin { runtime }
+        Admin {
+            runtime,
+            hooks: Receiver::default(),
+        }
     }
 }
 
@@ -154,7 +162,7 @@ impl Admin {
                     "give user_id alone, or credentials",
                 );
             }
-            let n = rt.cache.purge_user(&user);
+            let n = rt.cache.purge_user(&user, PurgeCause::AdminUser);
             log::info!("admin: purged {n} cached answers of a user");
             return reply(
                 StatusCode::OK,
@@ -166,7 +174,7 @@ impl Admin {
             Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
         };
         let key = rt.keys.key(&creds);
-        let purged = rt.cache.purge(&key);
+        let purged = rt.cache.purge(&key, PurgeCause::AdminCredential);
         log::info!("admin: purged {key:?} (was cached: {purged})");
         reply(
             StatusCode::OK,
@@ -174,14 +182,93 @@ impl Admin {
         )
     }
 
+    /// `POST /hooks/authgear`: authenticated by its signature, not the bearer token.
+    async fn webhook(&self, rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let rejected = |reason: &str, status: StatusCode, why: &str| {
+            METRICS
+                .webhook_rejections
+                .with_label_values(&[reason])
+                .inc();
+            log::warn!("webhook: refused ({reason}): {why}");
+            let mut r = json_error(status, why);
+            r.headers_mut().remove(http::header::WWW_AUTHENTICATE);
+            r
+        };
+        let Some(settings) = rt.webhook.as_ref() else {
+            return json_error(StatusCode::NOT_FOUND, "the webhook receiver is off");
+        };
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(resp) => {
+                let reason = if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "unreadable"
+                };
+                METRICS
+                    .webhook_rejections
+                    .with_label_values(&[reason])
+                    .inc();
+                return resp;
+            }
+        };
+        let signature = session
+            .req_header()
+            .headers
+            .get("x-authgear-body-signature")
+            .map(|v| v.as_bytes().to_vec());
+        match self
+            .hooks
+            .receive(settings, &rt.cache, signature.as_deref(), &body)
+        {
+            Ok(accepted) => {
+                let (result, body) = match accepted {
+                    Accepted::Purged { users, answers } => (
+                        "purged",
+                        serde_json::json!({ "users": users, "purged": answers }),
+                    ),
+                    Accepted::Replayed => ("replayed", serde_json::json!({ "ignored": "replay" })),
+                    Accepted::Ignored => {
+                        ("ignored", serde_json::json!({ "ignored": "event type" }))
+                    }
+                };
+                METRICS.webhook_events.with_label_values(&[result]).inc();
+                reply(StatusCode::OK, format!("{body}\n"))
+            }
+            Err(r) => {
+                let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let why = match r {
+                    crate::webhook::Rejection::MissingSignature => {
+                        "x-authgear-body-signature is missing"
+                    }
+                    crate::webhook::Rejection::BadSignature => {
+                        "x-authgear-body-signature does not match the body"
+                    }
+                    crate::webhook::Rejection::Malformed => {
+                        "not an Authgear event (id, type, context.timestamp, the user's id)"
+                    }
+                    crate::webhook::Rejection::Stale => {
+                        "context.timestamp is outside admin.webhook.max_age"
+                    }
+                };
+                rejected(r.as_str(), status, why)
+            }
+        }
+    }
+
     fn stats(&self, rt: &Runtime) -> Response<Vec<u8>> {
-        let map: serde_json::Map<String, serde_json::Value> = rt
-            .cache
-            .stats()
+        let stats = rt.cache.stats();
+        let mut map: serde_json::Map<String, serde_json::Value> = stats
             .snapshot()
             .iter()
             .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
+        let purges: serde_json::Map<String, serde_json::Value> = stats
+            .purges()
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        map.insert("purges".into(), purges.into());
         reply(
             StatusCode::OK,
             format!("{}\n", serde_json::Value::Object(map)),
@@ -217,6 +304,12 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         if path == "/health" {
             return reply(StatusCode::OK, "ok\n".into());
+        }
+        if path == "/hooks/authgear" {
+            if method != Method::POST {
+                return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            }
+            return self.webhook(&rt, session).await;
         }
         if path == "/metrics" {
             let mut r = reply(StatusCode::OK, crate::metrics::render(&rt));

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,48 @@ pub struct CacheSettings {
     /// How long after expiry a valid answer may still be served when the resolver fails;
     /// zero: fail closed.
     pub stale_if_error: Duration,
+    /// A hit on a valid answer older than this is served and starts one background resolve
+    /// that replaces it (refresh-ahead); zero: off.
+    pub refresh_after: Duration,
+}
+
+/// At most this many refresh-ahead resolves run at once; a hit beyond it is served without one
+/// (a later hit starts it).
+pub const MAX_REFRESHES: usize = 1024;
+
+/// Why answers were dropped, counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeCause {
+    /// Admin `POST /cache/purge` naming credentials.
+    AdminCredential,
+    /// Admin `POST /cache/purge` naming a user id.
+    AdminUser,
+    /// Admin `POST /cache/flush`.
+    AdminFlush,
+    /// An Authgear webhook event about a user.
+    Webhook,
+    /// A 2xx answer on a logout route.
+    Logout,
+}
+
+impl PurgeCause {
+    pub const ALL: [PurgeCause; 5] = [
+        PurgeCause::AdminCredential,
+        PurgeCause::AdminUser,
+        PurgeCause::AdminFlush,
+        PurgeCause::Webhook,
+        PurgeCause::Logout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeCause::AdminCredential => "admin_credential",
+            PurgeCause::AdminUser => "admin_user",
+            PurgeCause::AdminFlush => "admin_flush",
+            PurgeCause::Webhook => "webhook",
+            PurgeCause::Logout => "logout",
+        }
+    }
 }
 
 /// Counters, for logs now and the metrics endpoint later.
@@ -40,7 +82,13 @@ pub struct CacheStats {
     pub stale: AtomicU64,
     pub inserts: AtomicU64,
     pub evictions: AtomicU64,
-    pub purges: AtomicU64,
+    /// Purge requests by cause (`PurgeCause::ALL` order), whether or not they found an answer.
+    pub purges: [AtomicU64; 5],
+    /// Refresh-ahead resolves started, those whose answer differed from the cached one, and
+    /// those that failed (the cached answer stays).
+    pub refreshes: AtomicU64,
+    pub refresh_changed: AtomicU64,
+    pub refresh_failed: AtomicU64,
     pub size: AtomicI64,
 }
 
@@ -49,8 +97,8 @@ impl CacheStats {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A `name value` list of the current counters.
-    pub fn snapshot(&self) -> [(&'static str, i64); 8] {
+    /// A `name value` list of the current counters (purges apart: `purges`).
+    pub fn snapshot(&self) -> [(&'static str, i64); 10] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
         [
             ("hits", g(&self.hits)),
@@ -59,9 +107,20 @@ impl CacheStats {
             ("stale", g(&self.stale)),
             ("inserts", g(&self.inserts)),
             ("evictions", g(&self.evictions)),
-            ("purges", g(&self.purges)),
+            ("refreshes", g(&self.refreshes)),
+            ("refresh_changed", g(&self.refresh_changed)),
+            ("refresh_failed", g(&self.refresh_failed)),
             ("size", self.size.load(Ordering::Relaxed).max(0)),
         ]
+    }
+
+    /// Purge requests by cause.
+    pub fn purges(&self) -> [(&'static str, u64); 5] {
+        PurgeCause::ALL.map(|c| (c.as_str(), self.purges[c as usize].load(Ordering::Relaxed)))
+    }
+
+    fn purged(&self, cause: PurgeCause) {
+        CacheStats::bump(&self.purges[cause as usize]);
     }
 }
 
@@ -98,6 +157,9 @@ struct Entry {
     identity: Arc<Identity>,
     /// Milliseconds since the cache's epoch.
     fresh_until: u64,
+    /// When a hit should start a refresh (ms since the epoch; `u64::MAX`: never). Moved on by
+    /// the hit that claims the refresh, so one per `refresh_after` at most, even if it fails.
+    refresh_at: AtomicU64,
 }
 
 fn check_of(digest: &[u8; 32]) -> [u8; 16] {
@@ -110,6 +172,13 @@ struct Flight {
     result: Shared<BoxFuture<'static, Outcome>>,
     /// Set by a purge while the resolve runs: its answer must not be stored.
     purged: Arc<AtomicBool>,
+    /// The user of the answer a refresh replaces, so purging the user stops the refresh too.
+    user: Option<u64>,
+}
+
+/// A refresh-ahead flight: the answer it replaces, to count changes.
+struct Refresh {
+    previous: Arc<Identity>,
 }
 
 pub struct Cache {
@@ -121,6 +190,8 @@ pub struct Cache {
     store: ArcSwap<TinyUfo<[u8; 16], Arc<Entry>>>,
     flights: Mutex<HashMap<[u8; 32], Flight>>,
     stats: CacheStats,
+    /// Refresh-ahead resolves running now (at most `MAX_REFRESHES`).
+    refreshing: AtomicUsize,
     warned_uncredentialed: AtomicBool,
     /// Hash of a user id -> keys of that user's valid answers held in the store. Kept in step
     /// with inserts, replacements, evictions and purges, so it never outgrows the store; a
@@ -164,6 +235,7 @@ impl Cache {
             settings: ArcSwap::from_pointee(settings),
             flights: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
+            refreshing: AtomicUsize::new(0),
             warned_uncredentialed: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
         })
@@ -192,6 +264,7 @@ impl Cache {
         let stale = match self.lookup(&key.digest) {
             Some((entry, true)) => {
                 CacheStats::bump(&self.stats.hits);
+                self.refresh_if_due(key, &entry, fetch);
                 return (Ok(Answer::Identity(entry.identity.clone())), Lookup::Hit);
             }
             Some((entry, false)) => Some(entry),
@@ -205,7 +278,7 @@ impl Cache {
             match joined {
                 Some(result) => (result, false, Some(fetch)),
                 None => {
-                    let f = self.start_flight(*key, fetch);
+                    let f = self.start_flight(*key, fetch, None);
                     let result = f.result.clone();
                     flights.insert(key.digest, f);
                     (result, true, None)
@@ -235,8 +308,8 @@ impl Cache {
                             "waiting for another resolve".into(),
                         ))),
                     };
-                    if let Ok(Answer::Identity(identity)) = &outcome {
-                        self.store(key, identity);
+                    if let Ok(answer) = &outcome {
+                        self.settle(key, answer);
                     }
                     (outcome, Lookup::Miss)
                 }
@@ -252,21 +325,78 @@ impl Cache {
         }
     }
 
-    fn start_flight<F, Fut>(self: &Arc<Self>, key: CacheKey, fetch: F) -> Flight
+    /// Starts a background resolve for a hit on an answer due for refresh: at most one per
+    /// entry per `refresh_after`, none while another resolve of the key runs, and at most
+    /// `MAX_REFRESHES` at once. The hit itself never waits for it.
+    fn refresh_if_due<F, Fut>(self: &Arc<Self>, key: &CacheKey, entry: &Entry, fetch: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
+    {
+        let due = entry.refresh_at.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        if now < due {
+            return;
+        }
+        let every = self.settings.load().refresh_after.as_millis() as u64;
+        if every == 0 {
+            return;
+        }
+        // Claimed by one hit only; the next chance comes one period later, success or not.
+        if entry
+            .refresh_at
+            .compare_exchange(
+                due,
+                now.saturating_add(every),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        if self.refreshing.fetch_add(1, Ordering::AcqRel) >= MAX_REFRESHES {
+            self.refreshing.fetch_sub(1, Ordering::AcqRel);
+            log::debug!("{key:?}: {MAX_REFRESHES} refreshes already running; this one skipped");
+            return;
+        }
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.contains_key(&key.digest) {
+            self.refreshing.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        CacheStats::bump(&self.stats.refreshes);
+        let refresh = Refresh {
+            previous: entry.identity.clone(),
+        };
+        let flight = self.start_flight(*key, fetch, Some(refresh));
+        flights.insert(key.digest, flight);
+    }
+
+    fn start_flight<F, Fut>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        fetch: F,
+        refresh: Option<Refresh>,
+    ) -> Flight
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
     {
         let purged = Arc::new(AtomicBool::new(false));
+        let user = refresh
+            .as_ref()
+            .and_then(|r| r.previous.user_id())
+            .map(user_hash);
         let this = self.clone();
         let mine = purged.clone();
         // A task of its own, so the resolve finishes (and is stored) even if the request
         // that started it goes away; the waiters hold a shared handle to its result.
         let task = tokio::spawn(async move {
             let outcome = fetch().await.map_err(Arc::new);
-            if let Ok(Answer::Identity(identity)) = &outcome {
+            if let Ok(answer) = &outcome {
                 if !mine.load(Ordering::Acquire) {
-                    this.store(&key, identity);
+                    this.settle(&key, answer);
                 }
             }
             let mut flights = this.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,6 +405,19 @@ impl Cache {
                 .is_some_and(|f| Arc::ptr_eq(&f.purged, &mine))
             {
                 flights.remove(&key.digest);
+            }
+            drop(flights);
+            // Counted once the flight is gone, so whoever sees the count sees the new answer.
+            if let Some(r) = refresh {
+                this.refreshing.fetch_sub(1, Ordering::AcqRel);
+                match &outcome {
+                    Err(e) => {
+                        CacheStats::bump(&this.stats.refresh_failed);
+                        log::debug!("{key:?}: refresh failed ({e}); the cached answer stays");
+                    }
+                    Ok(Answer::Identity(i)) if **i == *r.previous => {}
+                    Ok(_) => CacheStats::bump(&this.stats.refresh_changed),
+                }
             }
             outcome
         });
@@ -288,7 +431,11 @@ impl Cache {
         }
         .boxed()
         .shared();
-        Flight { result, purged }
+        Flight {
+            result,
+            purged,
+            user,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -312,14 +459,29 @@ impl Cache {
         stale_ok.then_some((entry, false))
     }
 
-    fn store(&self, key: &CacheKey, identity: &Arc<Identity>) {
-        let session = identity.session();
-        let ttl = match session {
-            SessionState::Valid => self.settings.load().ttl,
-            SessionState::Invalid | SessionState::Anonymous => self.settings.load().negative_ttl,
+    /// Makes the resolver's latest answer the key's: stored by its kind's TTL, or, when it
+    /// cannot be stored (a denial, a TTL of zero), the key's older answer is dropped, so
+    /// neither a hit nor `stale_if_error` can serve an identity the resolver no longer gives.
+    fn settle(&self, key: &CacheKey, answer: &Answer) {
+        let stored = match answer {
+            Answer::Identity(identity) => self.store(key, identity),
+            Answer::Denied { .. } => false,
         };
-        if ttl.is_zero() || self.settings.load().capacity == 0 {
-            return;
+        if !stored {
+            self.remove(&check_of(&key.digest));
+        }
+    }
+
+    /// Stores an answer by its kind's TTL; whether it was stored.
+    fn store(&self, key: &CacheKey, identity: &Arc<Identity>) -> bool {
+        let session = identity.session();
+        let settings = self.settings.load();
+        let ttl = match session {
+            SessionState::Valid => settings.ttl,
+            SessionState::Invalid | SessionState::Anonymous => settings.negative_ttl,
+        };
+        if ttl.is_zero() || settings.capacity == 0 {
+            return false;
         }
         if session == SessionState::Valid && !key.has_credentials {
             // The resolver read a credential the key does not cover (a cookie name or prefix
@@ -328,12 +490,19 @@ impl Cache {
             if !self.warned_uncredentialed.swap(true, Ordering::Relaxed) {
                 log::warn!("the resolver found a valid session in a request without any configured credential; not caching it. Check resolver.credential_cookies and resolver.cookie_prefix");
             }
-            return;
+            return false;
         }
+        let now = self.now_ms();
+        let refresh_at = match settings.refresh_after.as_millis() as u64 {
+            0 => u64::MAX,
+            _ if session != SessionState::Valid => u64::MAX,
+            every => now.saturating_add(every),
+        };
         let entry = Arc::new(Entry {
             check: check_of(&key.digest),
             identity: identity.clone(),
-            fresh_until: self.now_ms().saturating_add(ttl.as_millis() as u64),
+            fresh_until: now.saturating_add(ttl.as_millis() as u64),
+            refresh_at: AtomicU64::new(refresh_at),
         });
         let store = self.store.load();
         let check = check_of(&key.digest);
@@ -365,12 +534,12 @@ impl Cache {
             i64::from(replaced.is_none()) - evicted.len() as i64,
             Ordering::Relaxed,
         );
+        true
     }
 
-    /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
-    /// Returns whether there was anything to drop.
-    pub fn purge(&self, key: &CacheKey) -> bool {
-        let removed = self.store.load().remove(&check_of(&key.digest));
+    /// Drops one held answer, keeping the size and the user index in step; whether it was held.
+    fn remove(&self, check: &[u8; 16]) -> bool {
+        let removed = self.store.load().remove(check);
         if let Some(entry) = &removed {
             self.stats.size.fetch_sub(1, Ordering::Relaxed);
             unindex(
@@ -378,7 +547,13 @@ impl Cache {
                 entry,
             );
         }
-        let removed = removed.is_some();
+        removed.is_some()
+    }
+
+    /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
+    /// Returns whether there was anything to drop.
+    pub fn purge(&self, key: &CacheKey, cause: PurgeCause) -> bool {
+        let removed = self.remove(&check_of(&key.digest));
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             flights.remove(&key.digest)
@@ -386,34 +561,46 @@ impl Cache {
         if let Some(f) = &flight {
             f.purged.store(true, Ordering::Release);
         }
-        CacheStats::bump(&self.stats.purges);
+        self.stats.purged(cause);
         removed || flight.is_some()
     }
 
     /// Drops every answer of a user (a disabled or deleted account). Returns how many.
-    pub fn purge_user(&self, user_id: &str) -> usize {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(keys) = users.get_mut(&user_hash(user_id)) else {
-            return 0;
-        };
-        let store = self.store.load();
+    pub fn purge_user(&self, user_id: &str, cause: PurgeCause) -> usize {
+        let hash = user_hash(user_id);
         let mut dropped = 0;
-        // Another user whose id shares the hash keeps their entries.
-        keys.retain(|check| match store.get(check) {
-            Some(e) if e.identity.user_id() == Some(user_id) => {
-                store.remove(check);
-                dropped += 1;
-                false
+        {
+            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(keys) = users.get_mut(&hash) {
+                let store = self.store.load();
+                // Another user whose id shares the hash keeps their entries.
+                keys.retain(|check| match store.get(check) {
+                    Some(e) if e.identity.user_id() == Some(user_id) => {
+                        store.remove(check);
+                        dropped += 1;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                });
+                if keys.is_empty() {
+                    users.remove(&hash);
+                }
             }
-            Some(_) => true,
-            None => false,
-        });
-        if keys.is_empty() {
-            users.remove(&user_hash(user_id));
         }
-        drop(users);
+        // A refresh of one of them must not store it again.
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, f| {
+                let theirs = f.user == Some(hash);
+                if theirs {
+                    f.purged.store(true, Ordering::Release);
+                }
+                !theirs
+            });
         self.stats.size.fetch_sub(dropped as i64, Ordering::Relaxed);
-        CacheStats::bump(&self.stats.purges);
+        self.stats.purged(cause);
         dropped
     }
 
@@ -429,7 +616,7 @@ impl Cache {
         for f in flights {
             f.purged.store(true, Ordering::Release);
         }
-        CacheStats::bump(&self.stats.purges);
+        self.stats.purged(PurgeCause::AdminFlush);
         self.stats.size.swap(0, Ordering::Relaxed).max(0)
     }
 }

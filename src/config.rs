@@ -25,6 +25,7 @@ use crate::routes::{Policy, Route, RouteSpec, Routes};
 use crate::upstreams::{
     HashKey, HealthKind, HealthSettings, LbKind, Pool, PoolSettings, TlsSettings,
 };
+use crate::webhook::WebhookSettings;
 
 /// A configuration problem: which file, which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,9 @@ pub struct CacheFile {
     pub lock_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub stale_if_error: Duration,
+    /// Default: 60 s, or half the TTL when that is shorter; `0s`: off.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_after: Option<Duration>,
 }
 
 impl Default for CacheFile {
@@ -98,6 +102,7 @@ impl Default for CacheFile {
             negative_ttl: defaults::negative_ttl(),
             lock_timeout: None,
             stale_if_error: Duration::ZERO,
+            refresh_after: None,
         }
     }
 }
@@ -112,6 +117,23 @@ pub struct AdminFile {
     /// An environment variable holding the bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Authgear's webhook events at `POST /hooks/authgear`; off when absent.
+    #[serde(default)]
+    pub webhook: Option<WebhookFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// A file holding Authgear's webhook secret (surrounding white space ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Events stamped further than this from now are refused.
+    #[serde(default = "defaults::webhook_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +394,12 @@ mod defaults {
     pub fn negative_ttl() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn refresh_after() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn webhook_max_age() -> Duration {
+        Duration::from_secs(300)
+    }
     pub fn upstream_io_timeout() -> Duration {
         Duration::from_secs(60)
     }
@@ -420,6 +448,8 @@ pub struct Runtime {
     pub cache: Arc<Cache>,
     /// The admin bearer token, when the admin listener is on.
     pub admin_token: Option<Vec<u8>>,
+    /// Authgear's webhook receiver, when configured.
+    pub webhook: Option<WebhookSettings>,
     pub trusted: TrustedProxies,
     pub routes: Routes,
     /// Every pool, for the health checks.
@@ -574,6 +604,20 @@ fn parse_over(
             None => resolver_settings.total_timeout + Duration::from_secs(1),
         },
         stale_if_error: parsed.cache.stale_if_error,
+        refresh_after: match parsed.cache.refresh_after {
+            Some(r) if !r.is_zero() && !parsed.cache.ttl.is_zero() && r >= parsed.cache.ttl => {
+                return Err(err(
+                    "cache.refresh_after",
+                    format!(
+                        "{} is not below cache.ttl ({}): answers would expire before a refresh",
+                        humantime::format_duration(r),
+                        humantime::format_duration(parsed.cache.ttl)
+                    ),
+                ))
+            }
+            Some(r) => r,
+            None => defaults::refresh_after().min(parsed.cache.ttl / 2),
+        },
     };
     let cache = match previous {
         Some(p)
@@ -591,11 +635,18 @@ fn parse_over(
         _ => Arc::new(Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?),
     };
     let resolver_pool = resolver.pool().clone();
-    let (admin_listen, admin_token) = match &parsed.admin {
-        None => (None, None),
+    let (admin_listen, admin_token, webhook) = match &parsed.admin {
+        None => (None, None, None),
         Some(a) => {
             let (l, t) = admin(a, base).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
-            (Some(l), Some(t))
+            let w = match &a.webhook {
+                None => None,
+                Some(w) => Some(
+                    webhook_settings(w, base)
+                        .map_err(|(k, r)| err(&format!("admin.webhook.{k}"), r))?,
+                ),
+            };
+            (Some(l), Some(t), w)
         }
     };
 
@@ -729,6 +780,7 @@ fn parse_over(
             keys,
             cache,
             admin_token,
+            webhook,
             trusted: TrustedProxies::new(nets),
             routes: Routes::new(routes),
             pools: pools.into_values().chain([resolver_pool]).collect(),
@@ -1139,39 +1191,12 @@ fn admin(a: &AdminFile, base: Option<&Path>) -> Result<(SocketAddr, Vec<u8>), (S
             format!("`{}` is not an IP:port address", a.listen),
         )
     })?;
-    let (field, token) = match (&a.token_file, &a.token_env) {
-        (Some(_), Some(_)) => {
-            return Err((
-                "token_file".into(),
-                "give token_file or token_env, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err((
-                "token_file".into(),
-                "the admin listener needs a token: set token_file or token_env".into(),
-            ))
-        }
-        (Some(f), None) => {
-            let f = relative_to(base, f);
-            let text = std::fs::read_to_string(&f).map_err(|e| {
-                (
-                    "token_file".to_string(),
-                    format!("cannot read `{}`: {e}", f.display()),
-                )
-            })?;
-            ("token_file", text)
-        }
-        (None, Some(v)) => (
-            "token_env",
-            std::env::var(v).map_err(|_| {
-                (
-                    "token_env".to_string(),
-                    format!("environment variable `{v}` is not set"),
-                )
-            })?,
-        ),
-    };
+    let (field, token) = secret(
+        (&a.token_file, "token_file"),
+        (&a.token_env, "token_env"),
+        base,
+        "the admin listener needs a token: set token_file or token_env",
+    )?;
     let token = token.trim();
     if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err((
@@ -1182,6 +1207,63 @@ fn admin(a: &AdminFile, base: Option<&Path>) -> Result<(SocketAddr, Vec<u8>), (S
         ));
     }
     Ok((listen, token.as_bytes().to_vec()))
+}
+
+fn webhook_settings(
+    w: &WebhookFile,
+    base: Option<&Path>,
+) -> Result<WebhookSettings, (String, String)> {
+    let (field, secret) = secret(
+        (&w.secret_file, "secret_file"),
+        (&w.secret_env, "secret_env"),
+        base,
+        "the webhook needs Authgear's secret: set secret_file or secret_env",
+    )?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err((field.into(), "the secret is empty".into()));
+    }
+    if w.max_age.is_zero() {
+        return Err(("max_age".into(), "must be greater than zero".into()));
+    }
+    Ok(WebhookSettings {
+        secret: secret.as_bytes().to_vec(),
+        max_age: w.max_age,
+    })
+}
+
+/// A secret read from a file or an environment variable (exactly one of them); the field it
+/// came from, and its text.
+fn secret(
+    (file, file_field): (&Option<PathBuf>, &'static str),
+    (env, env_field): (&Option<String>, &'static str),
+    base: Option<&Path>,
+    missing: &str,
+) -> Result<(&'static str, String), (String, String)> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err((
+            file_field.into(),
+            format!("give {file_field} or {env_field}, not both"),
+        )),
+        (None, None) => Err((file_field.into(), missing.into())),
+        (Some(f), None) => {
+            let f = relative_to(base, f);
+            std::fs::read_to_string(&f)
+                .map(|text| (file_field, text))
+                .map_err(|e| {
+                    (
+                        file_field.to_string(),
+                        format!("cannot read `{}`: {e}", f.display()),
+                    )
+                })
+        }
+        (None, Some(v)) => std::env::var(v).map(|text| (env_field, text)).map_err(|_| {
+            (
+                env_field.to_string(),
+                format!("environment variable `{v}` is not set"),
+            )
+        }),
+    }
 }
 
 /// A path from the file, anchored at the configuration file's folder when relative.

@@ -16,6 +16,7 @@ pub mod resolver;
 pub mod routes;
 pub mod tls;
 pub mod upstreams;
+pub mod webhook;
 
 #[cfg(test)]
 #[path = "testutil/tests.rs"]

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub reloads: IntCounterVec,
     pub inflight: IntGauge,
+    pub webhook_events: IntCounterVec,
+    pub webhook_rejections: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -58,12 +60,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["result"],
     )?;
     let inflight = IntGauge::new("authgate_inflight_requests", "Requests being handled")?;
+    let webhook_events = IntCounterVec::new(
+        Opts::new(
+            "authgate_webhook_events_total",
+            "Well-signed Authgear webhook events, by what they led to (purged, replayed, ignored)",
+        ),
+        &["result"],
+    )?;
+    let webhook_rejections = IntCounterVec::new(
+        Opts::new(
+            "authgate_webhook_rejections_total",
+            "Refused Authgear webhook deliveries, by reason",
+        ),
+        &["reason"],
+    )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(resolver_calls.clone()))?;
     registry.register(Box::new(resolver_latency.clone()))?;
     registry.register(Box::new(upstream_errors.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(inflight.clone()))?;
+    registry.register(Box::new(webhook_events.clone()))?;
+    registry.register(Box::new(webhook_rejections.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -72,6 +90,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_errors,
         reloads,
         inflight,
+        webhook_events,
+        webhook_rejections,
     })
 }
 
@@ -121,13 +141,21 @@ pub fn render(rt: &Runtime) -> String {
         log::warn!("metrics: {e}");
     }
     let mut text = String::from_utf8(out).unwrap_or_default();
-    for (name, value) in rt.cache.stats().snapshot() {
+    let stats = rt.cache.stats();
+    for (name, value) in stats.snapshot() {
         let (metric, kind) = if name == "size" {
             ("authgate_cache_size".to_string(), "gauge")
         } else {
             (format!("authgate_cache_{name}_total"), "counter")
         };
         let _ = writeln!(text, "# HELP {metric} Resolver-answer cache: {name}\n# TYPE {metric} {kind}\n{metric} {value}");
+    }
+    let _ = writeln!(text, "# HELP authgate_cache_purges_total Purge requests, by cause\n# TYPE authgate_cache_purges_total counter");
+    for (cause, value) in stats.purges() {
+        let _ = writeln!(
+            text,
+            "authgate_cache_purges_total{{cause=\"{cause}\"}} {value}"
+        );
     }
     let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
     for pool in &rt.pools {

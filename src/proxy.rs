@@ -17,7 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{ms, Entry};
-use crate::cache::Lookup;
+use crate::cache::{Lookup, PurgeCause};
 use crate::config::{Login, Runtime};
 use crate::credentials::{CacheKey, Credentials};
 use crate::forwarded::Forwarded;
@@ -403,7 +403,7 @@ impl ProxyHttp for AuthGate {
         if let (Some(key), Some(rt)) = (&ctx.logout, &ctx.runtime) {
             // Dropped before the client sees the answer: its next request is resolved afresh.
             if upstream_response.status.is_success() {
-                rt.cache.purge(key);
+                rt.cache.purge(key, PurgeCause::Logout);
             }
         }
         let forward = ctx.runtime.as_ref().is_some_and(|rt| rt.forward_set_cookie);

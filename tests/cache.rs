@@ -20,7 +20,7 @@ async fn answers_are_kept_for_their_ttl() {
             l,
             &resolver_at(raddr),
             &[backend],
-            "cache:\n  ttl: 1500ms\n  negative_ttl: 10m\n",
+            "cache:\n  ttl: 1500ms\n  negative_ttl: 10m\n  refresh_after: 0s\n",
         )
     });
     assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);

@@ -227,6 +227,60 @@ fn cache_and_admin_errors() {
         "admin.token_file",
         "at least 16",
     );
+    assert_error(
+        &format!("{GOOD}cache:\n  ttl: 1m\n  refresh_after: 1m\n"),
+        "cache.refresh_after",
+        "not below cache.ttl",
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let admin = |webhook: &str| {
+        format!(
+            "{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_file: {}\n  webhook:\n{webhook}",
+            token.display()
+        )
+    };
+    assert_error(
+        &admin("    max_age: 5m\n"),
+        "admin.webhook.secret_file",
+        "needs Authgear's secret",
+    );
+    assert_error(
+        &admin("    secret_env: AUTHGATE_TEST_SURELY_UNSET\n"),
+        "admin.webhook.secret_env",
+        "is not set",
+    );
+    assert_error(
+        &admin(&format!("    secret_file: {}\n", empty.display())),
+        "admin.webhook.secret_file",
+        "empty",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    secret_env: HOME\n",
+            token.display()
+        )),
+        "admin.webhook.secret_file",
+        "not both",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    max_age: 0s\n",
+            token.display()
+        )),
+        "admin.webhook.max_age",
+        "greater than zero",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    secret: x\n",
+            token.display()
+        )),
+        "admin.webhook.secret",
+        "unknown field",
+    );
 }
 
 #[test]

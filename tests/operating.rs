@@ -17,17 +17,7 @@ async fn metrics_move_as_requests_flow() {
     let (admin_yaml, admin) = admin_section(dir.path());
     let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &admin_yaml));
     wait_for(admin);
-    let scrape = || async {
-        client()
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let before = scrape().await;
+    let before = scrape(admin).await;
     for series in [
         "authgate_inflight_requests",
         "authgate_cache_hits_total",
@@ -45,7 +35,7 @@ async fn metrics_move_as_requests_flow() {
         .send()
         .await
         .unwrap();
-    let after = scrape().await;
+    let after = scrape(admin).await;
     assert_eq!(
         metric(
             &after,

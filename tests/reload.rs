@@ -61,35 +61,6 @@ async fn served_by(proxy: &Proxy) -> String {
     get_as(proxy, "/", "session=sess-bob").await.served_by
 }
 
-/// Polls the admin metrics until `series` reaches `want` (at most 10 s).
-async fn metric_reaches(admin: SocketAddr, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = client()
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let value = text
-            .lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if value == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} stayed {value}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_change_under_traffic_fails_no_request() {
     let Setup {

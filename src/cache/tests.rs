@@ -11,6 +11,7 @@ fn settings() -> CacheSettings {
         negative_ttl: Duration::from_secs(10),
         lock_timeout: Duration::from_secs(5),
         stale_if_error: Duration::ZERO,
+        refresh_after: Duration::ZERO,
     }
 }
 
@@ -180,7 +181,7 @@ async fn purge_during_a_resolve_keeps_its_answer_out() {
     while cache.flights.lock().unwrap().is_empty() {
         tokio::task::yield_now().await;
     }
-    assert!(cache.purge(&key(7, true)));
+    assert!(cache.purge(&key(7, true), PurgeCause::AdminCredential));
     release.send(()).unwrap();
     assert!(first.await.unwrap().0.is_ok());
     let calls = Arc::new(AtomicUsize::new(0));
@@ -213,8 +214,8 @@ async fn purge_and_flush() {
             .0
             .is_ok());
     }
-    assert!(cache.purge(&key(8, true)));
-    assert!(!cache.purge(&key(8, true)));
+    assert!(cache.purge(&key(8, true), PurgeCause::AdminCredential));
+    assert!(!cache.purge(&key(8, true), PurgeCause::AdminCredential));
     assert_eq!(
         cache
             .resolve(&key(9, true), counting(&calls, Duration::ZERO, Err(())))
@@ -263,15 +264,15 @@ async fn purge_by_user_drops_all_their_sessions_and_only_theirs() {
         assert!(outcome.is_ok());
     }
     // Replacing u1's second session with u2's answer moves it in the index.
-    cache.purge(&key(21, true));
+    cache.purge(&key(21, true), PurgeCause::AdminCredential);
     let a = with_user("u2");
     assert!(cache
         .resolve(&key(21, true), move || async move { Ok(a) })
         .await
         .0
         .is_ok());
-    assert_eq!(cache.purge_user("u1"), 1);
-    assert_eq!(cache.purge_user("u1"), 0);
+    assert_eq!(cache.purge_user("u1", PurgeCause::AdminUser), 1);
+    assert_eq!(cache.purge_user("u1", PurgeCause::AdminUser), 0);
     assert_eq!(
         cache.resolve(&key(22, true), std::future::pending).await.1,
         Lookup::Hit
@@ -280,7 +281,7 @@ async fn purge_by_user_drops_all_their_sessions_and_only_theirs() {
         cache.resolve(&key(21, true), std::future::pending).await.1,
         Lookup::Hit
     );
-    assert_eq!(cache.purge_user("u2"), 2);
+    assert_eq!(cache.purge_user("u2", PurgeCause::AdminUser), 2);
     assert_eq!(cache.stats().size.load(Ordering::SeqCst), 0);
     assert!(cache.users.lock().unwrap().is_empty());
 }
@@ -368,5 +369,244 @@ async fn stale_if_error_serves_an_expired_valid_answer() {
             .await;
         assert_eq!(outcome.is_ok(), expect_stale);
         assert_eq!(lookup == Lookup::Stale, expect_stale);
+    }
+}
+
+/// A fetch that counts its calls and answers `answer` once `gate` gives it a permit.
+fn gated(
+    calls: &Arc<AtomicUsize>,
+    gate: &Arc<tokio::sync::Semaphore>,
+    answer: Result<Answer, ()>,
+) -> impl FnOnce() -> BoxFuture<'static, Result<Answer, ResolveError>> + Send + 'static {
+    let (calls, gate) = (calls.clone(), gate.clone());
+    move || {
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            answer.map_err(|()| ResolveError::Timeout("test".into()))
+        }
+        .boxed()
+    }
+}
+
+fn refreshing(refresh_after: Duration) -> Arc<Cache> {
+    Cache::new(CacheSettings {
+        refresh_after,
+        ..settings()
+    })
+}
+
+/// Waits (bounded) until `done` holds; the background refresh runs on its own task.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn session_of(outcome: &Outcome) -> Option<SessionState> {
+    match outcome {
+        Ok(Answer::Identity(i)) => Some(i.session()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_serves_at_once_and_replaces_in_the_background() {
+    let cache = refreshing(Duration::from_millis(30));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(30, true);
+    let open = Arc::new(tokio::sync::Semaphore::new(100));
+    let (first, lookup) = cache
+        .resolve(&k, gated(&calls, &open, Ok(identity(Some(true)))))
+        .await;
+    assert_eq!(
+        (session_of(&first), lookup),
+        (Some(SessionState::Valid), Lookup::Miss)
+    );
+    // Not due yet: a hit, no call.
+    let (_, lookup) = cache
+        .resolve(&k, gated(&calls, &open, Ok(identity(Some(false)))))
+        .await;
+    assert_eq!((lookup, calls.load(Ordering::SeqCst)), (Lookup::Hit, 1));
+
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    // Due: the session was revoked meanwhile, and the resolver is stuck until the gate opens.
+    // Every hit is served at once from the cache; only one of them starts a refresh.
+    let shut = Arc::new(tokio::sync::Semaphore::new(0));
+    for _ in 0..20 {
+        let hit = tokio::time::timeout(
+            Duration::from_secs(2),
+            cache.resolve(&k, gated(&calls, &shut, Ok(identity(Some(false))))),
+        )
+        .await
+        .expect("a hit waited for the refresh");
+        assert_eq!(
+            (session_of(&hit.0), hit.1),
+            (Some(SessionState::Valid), Lookup::Hit)
+        );
+    }
+    until("the refresh call", || calls.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(cache.stats().refreshes.load(Ordering::SeqCst), 1);
+    shut.add_permits(1);
+    until("the refresh to land", || {
+        cache.stats().refresh_changed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The next request sees the revocation, from the cache.
+    let (after, lookup) = cache
+        .resolve(&k, gated(&calls, &open, Ok(identity(Some(true)))))
+        .await;
+    assert_eq!(
+        (session_of(&after), lookup),
+        (Some(SessionState::Invalid), Lookup::Hit)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_keeps_the_answer_and_waits_a_period() {
+    let cache = refreshing(Duration::from_millis(30));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(31, true);
+    let (outcome, _) = cache
+        .resolve(
+            &k,
+            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
+        )
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let (hit, lookup) = cache
+        .resolve(&k, counting(&calls, Duration::ZERO, Err(())))
+        .await;
+    assert_eq!(
+        (session_of(&hit), lookup),
+        (Some(SessionState::Valid), Lookup::Hit)
+    );
+    until("the refresh to fail", || {
+        cache.stats().refresh_failed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Within the next period, hits do not call a failing resolver again.
+    for _ in 0..10 {
+        let (hit, lookup) = cache
+            .resolve(&k, counting(&calls, Duration::ZERO, Err(())))
+            .await;
+        assert_eq!(
+            (session_of(&hit), lookup),
+            (Some(SessionState::Valid), Lookup::Hit)
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_cannot_be_stored_drops_the_answer() {
+    // A denial, and an invalid answer with negative answers not cached: either way the valid
+    // answer must go, or it would be served until its TTL (and then as stale).
+    let denied = Answer::Denied {
+        status: 403,
+        headers: Vec::new(),
+    };
+    for (answer, negative_ttl) in [
+        (denied, Duration::from_secs(10)),
+        (identity(Some(false)), Duration::ZERO),
+    ] {
+        let cache = Cache::new(CacheSettings {
+            refresh_after: Duration::from_millis(30),
+            negative_ttl,
+            stale_if_error: Duration::from_secs(60),
+            ..settings()
+        });
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = key(32, true);
+        let (outcome, _) = cache
+            .resolve(
+                &k,
+                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
+            )
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let (outcome, _) = cache
+            .resolve(&k, counting(&calls, Duration::ZERO, Ok(answer)))
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        until("the refresh to land", || {
+            cache.stats().refresh_changed.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert_eq!(cache.stats().size.load(Ordering::SeqCst), 0);
+        let (outcome, lookup) = cache
+            .resolve(&k, counting(&calls, Duration::ZERO, Err(())))
+            .await;
+        assert_eq!(lookup, Lookup::Miss, "resolved afresh");
+        assert!(outcome.is_err(), "and not served stale: {outcome:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_user_stops_their_running_refresh() {
+    let cache = refreshing(Duration::from_millis(30));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(33, true);
+    let (outcome, _) = cache
+        .resolve(
+            &k,
+            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
+        )
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // The resolver has not caught up with the account change yet: it still says valid.
+    let (outcome, _) = cache
+        .resolve(&k, gated(&calls, &gate, Ok(identity(Some(true)))))
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    until("the refresh call", || calls.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(cache.purge_user("u1", PurgeCause::Webhook), 1);
+    gate.add_permits(1);
+    until("the refresh to end", || {
+        cache.refreshing.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(
+        cache.stats().size.load(Ordering::SeqCst),
+        0,
+        "not stored again"
+    );
+    assert_eq!(cache.stats().purges()[3], ("webhook", 1));
+}
+
+#[tokio::test]
+async fn refresh_is_off_at_zero_and_for_negative_answers() {
+    for (refresh_after, valid) in [(Duration::ZERO, true), (Duration::from_millis(10), false)] {
+        let cache = refreshing(refresh_after);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = key(34, true);
+        let (outcome, _) = cache
+            .resolve(
+                &k,
+                counting(&calls, Duration::ZERO, Ok(identity(Some(valid)))),
+            )
+            .await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..5 {
+            let (_, lookup) = cache
+                .resolve(
+                    &k,
+                    counting(&calls, Duration::ZERO, Ok(identity(Some(valid)))),
+                )
+                .await;
+            assert_eq!(lookup, Lookup::Hit);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats().refreshes.load(Ordering::SeqCst), 0);
     }
 }

@@ -92,3 +92,20 @@ fn bad_yaml_is_reported() {
     let e = error("listen: [\n");
     assert!(e.to_string().starts_with("t.yaml: "), "{e}");
 }
+
+#[test]
+fn refresh_after_defaults_below_the_ttl() {
+    let refresh = |cache: &str| {
+        let text = format!("{GOOD}cache:\n{cache}");
+        let s = parse("t.yaml", &text, None).unwrap();
+        s.runtime.cache.settings().refresh_after
+    };
+    assert_eq!(refresh("  capacity: 10\n"), Duration::from_secs(60));
+    assert_eq!(refresh("  ttl: 30s\n"), Duration::from_secs(15));
+    assert_eq!(refresh("  ttl: 0s\n"), Duration::ZERO);
+    assert_eq!(refresh("  refresh_after: 0s\n"), Duration::ZERO);
+    assert_eq!(
+        refresh("  ttl: 10m\n  refresh_after: 5m\n"),
+        Duration::from_secs(300)
+    );
+}

@@ -85,30 +85,43 @@ pub async fn start_canned_with(
     delay: Duration,
     keep_open: bool,
 ) -> (SocketAddr, Arc<AtomicU64>) {
-    let (addr, count, _) = serve_canned(Arc::new(Mutex::new(reply)), delay, keep_open).await;
-    (addr, count)
+    let canned = serve_canned(reply, delay, keep_open).await;
+    (canned.addr, canned.calls)
 }
 
 /// A canned resolver whose answer the test can change while it runs.
 pub async fn start_switchable(
     reply: &'static [u8],
 ) -> (SocketAddr, Arc<AtomicU64>, Arc<Mutex<&'static [u8]>>) {
-    serve_canned(Arc::new(Mutex::new(reply)), Duration::ZERO, true).await
+    let canned = serve_canned(reply, Duration::ZERO, true).await;
+    (canned.addr, canned.calls, canned.reply)
 }
 
-async fn serve_canned(
-    reply: Arc<Mutex<&'static [u8]>>,
-    delay: Duration,
-    keep_open: bool,
-) -> (SocketAddr, Arc<AtomicU64>, Arc<Mutex<&'static [u8]>>) {
+/// A canned peer and its handles: requests read, the reply and the delay before it (both
+/// switchable while it runs).
+pub struct Canned {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicU64>,
+    pub reply: Arc<Mutex<&'static [u8]>>,
+    pub delay_ms: Arc<AtomicU64>,
+}
+
+pub async fn serve_canned(reply: &'static [u8], delay: Duration, keep_open: bool) -> Canned {
     let (l, addr) = listener().await;
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    let r = reply.clone();
+    let canned = Canned {
+        addr,
+        calls: Arc::new(AtomicU64::new(0)),
+        reply: Arc::new(Mutex::new(reply)),
+        delay_ms: Arc::new(AtomicU64::new(delay.as_millis() as u64)),
+    };
+    let (c, r, d) = (
+        canned.calls.clone(),
+        canned.reply.clone(),
+        canned.delay_ms.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let c = c.clone();
-            let r = r.clone();
+            let (c, r, d) = (c.clone(), r.clone(), d.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -126,6 +139,7 @@ async fn serve_canned(
                         }
                         answered += 1;
                         c.fetch_add(1, Ordering::SeqCst);
+                        let delay = Duration::from_millis(d.load(Ordering::SeqCst));
                         tokio::time::sleep(delay).await;
                         let reply: &'static [u8] = *r.lock().expect("reply lock");
                         if s.write_all(reply).await.is_err() {
@@ -136,7 +150,7 @@ async fn serve_canned(
             });
         }
     });
-    (addr, count, reply)
+    canned
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -505,6 +519,34 @@ pub async fn steady_stream(
         }
     }
     (ok, failed)
+}
+
+/// The admin listener's Prometheus text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Polls the admin metrics until `series` reaches `want` (at most 10 s).
+pub async fn metric_reaches(admin: SocketAddr, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(&scrape(admin).await, series);
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed {value}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The value of one series in a Prometheus text exposition (0 when absent).
