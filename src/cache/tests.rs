@@ -610,3 +610,37 @@ async fn refresh_is_off_at_zero_and_for_negative_answers() {
         assert_eq!(cache.stats().refreshes.load(Ordering::SeqCst), 0);
     }
 }
+
+#[tokio::test]
+async fn the_user_index_stays_bounded_under_churn() {
+    // Many users, answers expiring almost at once and resolved again (replacements), users
+    // moving between keys, and evictions: the index never holds more than the store.
+    let cache = Cache::new(CacheSettings {
+        capacity: 50,
+        ttl: Duration::from_millis(1),
+        ..settings()
+    });
+    for round in 0..4u32 {
+        for n in 0..250u8 {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-authgear-session-valid", "true".parse().unwrap());
+            let user = format!("user-{}", (u32::from(n) + round * 7) % 300);
+            h.insert("x-authgear-user-id", user.parse().unwrap());
+            let a = Answer::Identity(Arc::new(
+                Identity::from_headers(&h, &Namespace::new("x-authgear-")).unwrap(),
+            ));
+            let (outcome, _) = cache
+                .resolve(&key(n, true), move || async move { Ok(a) })
+                .await;
+            assert!(outcome.is_ok());
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let indexed: usize = cache.users.lock().unwrap().values().map(|k| k.len()).sum();
+    let size = cache.stats().size.load(Ordering::SeqCst) as usize;
+    assert!(size <= 100, "the store is bounded: {size}");
+    assert_eq!(
+        indexed, size,
+        "the index holds exactly what the store holds"
+    );
+}
