@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps build run test bench check-config upgrade clean
+.PHONY: all deps build run test bench bench-load bench-micro check-config upgrade clean
 
 all: build
 
@@ -39,8 +39,21 @@ test: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
 
-# Micro-benchmarks (criterion) and the cache's memory per entry; figures go to BENCHMARKS.md.
-bench: deps
+# `make bench` runs both benchmarks below, one after the other (never side by side, even
+# under make -j: they would disturb each other's figures); figures go to BENCHMARKS.md.
+bench:
+	$(MAKE) bench-load
+	$(MAKE) bench-micro
+
+# Load benchmark, side by side with nginx (issue 6): scripts/bench.sh with the release binary.
+# Installs nginx and wrk when missing (as root). About 7 minutes; settings by environment,
+# e.g. a smoke run: `ROUNDS=1 DURATION=2s WORKERS=1 make bench-load` (see scripts/bench.sh).
+bench-load: deps
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate scripts/bench.sh
+
+# Micro-benchmarks (criterion) of the per-request work and the cache's memory per entry.
+bench-micro: deps
 	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench cache_memory
 

@@ -61,6 +61,10 @@ enum Command {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Benchmarks only: every unknown `session` cookie starting with this prefix is a
+        /// valid session of its own user (e.g. `bench-`); empty: off.
+        #[arg(long, default_value = "")]
+        any_session_prefix: String,
     },
     /// Run the echo backend (answers with what it received, as JSON).
     Echo {
@@ -82,7 +86,14 @@ fn main() -> ExitCode {
             latency,
             tls_cert,
             tls_key,
-        }) => run_standin(listen, &users, latency, tls_cert.zip(tls_key)),
+            any_session_prefix,
+        }) => run_standin(
+            listen,
+            &users,
+            latency,
+            tls_cert.zip(tls_key),
+            &any_session_prefix,
+        ),
         Some(Command::Echo { listen, name }) => {
             let handler = echo::handler(&name.unwrap_or_else(|| listen.to_string()));
             run_dev(listen, |l, conns| devserver::serve(l, None, conns, handler))
@@ -192,6 +203,7 @@ fn run_standin(
     users: &std::path::Path,
     latency: Duration,
     tls: Option<(PathBuf, PathBuf)>,
+    any_session_prefix: &str,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(users).map_err(|e| format!("{}: {e}", users.display()))?;
     let directory =
@@ -203,7 +215,9 @@ fn run_standin(
             Some(devserver::tls_config(&read(&cert)?, &read(&key)?)?)
         }
     };
-    let standin = Arc::new(standin::Standin::new(directory, latency));
+    let standin = Arc::new(
+        standin::Standin::new(directory, latency).with_any_session_prefix(any_session_prefix),
+    );
     run_dev(listen, move |l, _| {
         let conns = standin.stats.connections.clone();
         let s = standin.clone();

@@ -103,3 +103,31 @@ async fn latency_is_applied() {
     assert_eq!(r.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// The benchmark mode: unknown sessions with the prefix are valid users of their own; other
+/// unknown sessions are still invalid, and known ones unchanged.
+#[tokio::test]
+async fn any_session_prefix_makes_synthetic_users() {
+    use authgate::devserver::{self, standin};
+    use std::sync::Arc;
+    let (l, a) = listener().await;
+    let dir = standin::Directory::from_yaml(USERS).unwrap();
+    let s = Arc::new(standin::Standin::new(dir, Duration::ZERO).with_any_session_prefix("bench-"));
+    let handler = s.clone();
+    tokio::spawn(devserver::serve(
+        l,
+        None,
+        s.stats.connections.clone(),
+        move |req| handler.clone().handle(req),
+    ));
+    let r = ask(a, |b| b.header("cookie", "session=bench-42")).await;
+    assert_eq!(h(&r, "x-authgear-session-valid").as_deref(), Some("true"));
+    assert_eq!(
+        h(&r, "x-authgear-user-id").as_deref(),
+        Some("bench-user-42")
+    );
+    let r = ask(a, |b| b.header("cookie", "session=other-42")).await;
+    assert_eq!(h(&r, "x-authgear-session-valid").as_deref(), Some("false"));
+    let r = ask(a, |b| b.header("cookie", "session=sess-alice")).await;
+    assert_eq!(h(&r, "x-authgear-user-id").as_deref(), Some("user-alice"));
+}

@@ -4,6 +4,11 @@
 //! `Authorization: Bearer`, then the `app_session`, `app_access_token` and `session` cookies;
 //! the first one present decides. An unknown `session` cookie answers `valid: false` with a
 //! clearing `Set-Cookie`; an unknown token answers no identity at all, as Authgear does.
+//!
+//! For load benchmarks, `with_any_session_prefix("bench-")` makes every `session` cookie that
+//! starts with the prefix a valid session of its own user (id derived from the cookie), so a
+//! benchmark can send a session never seen before on every request and still get the answer a
+//! signed-in user gets.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,13 +112,19 @@ pub struct Standin {
     by_token: HashMap<String, usize>,
     directory: Directory,
     latency: Duration,
+    /// Unknown `session` cookies with this prefix are valid sessions (benchmarks only).
+    any_session_prefix: Option<String>,
     pub stats: Stats,
 }
 
 enum Found<'a> {
     Nothing,
-    Unknown { clear_session: bool },
+    Unknown {
+        clear_session: bool,
+    },
     User(&'a User),
+    /// A session accepted by `any_session_prefix`: a user made up from the cookie's value.
+    Synthetic(User),
 }
 
 impl Standin {
@@ -133,8 +144,16 @@ impl Standin {
             by_token,
             directory,
             latency,
+            any_session_prefix: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Makes every unknown `session` cookie starting with `prefix` a valid session whose user
+    /// id is `bench-user-` and the rest of the cookie (for load benchmarks). Empty: off.
+    pub fn with_any_session_prefix(mut self, prefix: &str) -> Standin {
+        self.any_session_prefix = (!prefix.is_empty()).then(|| prefix.to_string());
+        self
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -207,6 +226,7 @@ impl Standin {
             ),
             Found::User(u) if u.disabled => response(200, &[("x-authgear-session-valid", "false".into())], ""),
             Found::User(u) => response(200, &identity(u), ""),
+            Found::Synthetic(u) => response(200, &identity(&u), ""),
         }
     }
 
@@ -239,12 +259,35 @@ impl Standin {
         if let Some(v) = cookie("session") {
             return match user(self.by_session.get(&v)) {
                 Some(u) => Found::User(u),
-                None => Found::Unknown {
-                    clear_session: true,
+                None => match self.synthetic(&v) {
+                    Some(u) => Found::Synthetic(u),
+                    None => Found::Unknown {
+                        clear_session: true,
+                    },
                 },
             };
         }
         Found::Nothing
+    }
+}
+
+impl Standin {
+    /// The made-up user of a session accepted by `any_session_prefix`: verified, one role,
+    /// the same number of identity headers as a real signed-in user.
+    fn synthetic(&self, session: &str) -> Option<User> {
+        let rest = session.strip_prefix(self.any_session_prefix.as_deref()?)?;
+        Some(User {
+            id: format!("bench-user-{rest}"),
+            anonymous: false,
+            verified: true,
+            can_reauthenticate: true,
+            roles: vec!["staff".to_string()],
+            amr: vec!["pwd".to_string()],
+            authenticated_at: Some(1764300000),
+            disabled: false,
+            sessions: Vec::new(),
+            tokens: Vec::new(),
+        })
     }
 }
 
