@@ -13,6 +13,10 @@ use authgate::cache::{Cache, CacheSettings};
 use authgate::credentials::{Credentials, KeyRules};
 use authgate::identity::{Answer, Identity, Namespace};
 
+// The allocator the authgate binary runs with (src/main.rs), so the figures are its figures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A browser request as it reaches an edge proxy, with two forged identity headers.
 fn browser_request() -> RequestHeader {
     let mut r = RequestHeader::build("GET", b"/api/v1/orders?page=2", None).expect("request");

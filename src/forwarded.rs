@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
@@ -88,17 +89,21 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 impl Forwarded {
-    /// Replaces any client copies with authgate's values.
+    /// Replaces any client copies with authgate's values. Names as static wire bytes: a
+    /// `HeaderName` would be copied for Pingora's case-preserving map on every request.
     pub fn apply(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        req.remove_header(&X_FORWARDED_FOR);
-        req.remove_header(&X_FORWARDED_PROTO);
-        req.remove_header(&X_FORWARDED_HOST);
-        if let Some(v) = &self.for_ {
-            req.insert_header(X_FORWARDED_FOR, v.clone())?;
+        match &self.for_ {
+            Some(v) => req.insert_header(Bytes::from_static(b"x-forwarded-for"), v.clone())?,
+            None => {
+                req.remove_header(&X_FORWARDED_FOR);
+            }
         }
-        req.insert_header(X_FORWARDED_PROTO, self.proto.clone())?;
-        if let Some(v) = &self.host {
-            req.insert_header(X_FORWARDED_HOST, v.clone())?;
+        req.insert_header(Bytes::from_static(b"x-forwarded-proto"), self.proto.clone())?;
+        match &self.host {
+            Some(v) => req.insert_header(Bytes::from_static(b"x-forwarded-host"), v.clone())?,
+            None => {
+                req.remove_header(&X_FORWARDED_HOST);
+            }
         }
         Ok(())
     }

@@ -99,16 +99,27 @@ impl std::fmt::Display for AnswerError {
 
 /// The identity headers Authgear sends today, under the default prefix. Answers that use
 /// them need no per-entry copy of the name, and injecting them allocates nothing.
+const KNOWN_NAMES: [&str; 9] = [
+    "x-authgear-session-valid",
+    "x-authgear-user-id",
+    "x-authgear-user-anonymous",
+    "x-authgear-user-verified",
+    "x-authgear-user-can-reauthenticate",
+    "x-authgear-user-roles",
+    "x-authgear-session-amr",
+    "x-authgear-session-authenticated-at",
+    "x-authgear-session-acr",
+];
 const KNOWN: [HeaderName; 9] = [
-    HeaderName::from_static("x-authgear-session-valid"),
-    HeaderName::from_static("x-authgear-user-id"),
-    HeaderName::from_static("x-authgear-user-anonymous"),
-    HeaderName::from_static("x-authgear-user-verified"),
-    HeaderName::from_static("x-authgear-user-can-reauthenticate"),
-    HeaderName::from_static("x-authgear-user-roles"),
-    HeaderName::from_static("x-authgear-session-amr"),
-    HeaderName::from_static("x-authgear-session-authenticated-at"),
-    HeaderName::from_static("x-authgear-session-acr"),
+    HeaderName::from_static(KNOWN_NAMES[0]),
+    HeaderName::from_static(KNOWN_NAMES[1]),
+    HeaderName::from_static(KNOWN_NAMES[2]),
+    HeaderName::from_static(KNOWN_NAMES[3]),
+    HeaderName::from_static(KNOWN_NAMES[4]),
+    HeaderName::from_static(KNOWN_NAMES[5]),
+    HeaderName::from_static(KNOWN_NAMES[6]),
+    HeaderName::from_static(KNOWN_NAMES[7]),
+    HeaderName::from_static(KNOWN_NAMES[8]),
 ];
 const USER_ID: u8 = 1;
 const ROLES: u8 = 5;
@@ -232,6 +243,20 @@ impl Identity {
             let name = match KNOWN.get(tag as usize) {
                 Some(known) => known.clone(),
                 None => HeaderName::from_bytes(&self.buf[ns_..ne]).ok()?,
+            };
+            let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
+            Some((name, value))
+        })
+    }
+
+    /// The identity headers with their names as wire bytes, for Pingora's `append_header`:
+    /// a `HeaderName` would be copied into a new buffer there for the case-preserving map;
+    /// static or shared bytes are taken as they are.
+    pub fn wire_headers(&self) -> impl Iterator<Item = (Bytes, HeaderValue)> + '_ {
+        self.records().filter_map(|(tag, (ns_, ne), (vs, ve))| {
+            let name = match KNOWN_NAMES.get(tag as usize) {
+                Some(known) => Bytes::from_static(known.as_bytes()),
+                None => self.buf.slice(ns_..ne),
             };
             let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
             Some((name, value))

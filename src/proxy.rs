@@ -384,7 +384,7 @@ impl ProxyHttp for AuthGate {
         // Again on the copy that goes upstream, after Pingora's own header handling.
         rt.namespace.strip(upstream_request);
         if let Some(identity) = &ctx.identity {
-            for (name, value) in identity.headers() {
+            for (name, value) in identity.wire_headers() {
                 upstream_request.append_header(name, value)?;
             }
         }
