@@ -91,7 +91,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched_ref(
             || req.clone(),
             |r| {
-                for (n, v) in identity.headers() {
+                for (n, v) in identity.wire_headers() {
                     let _ = r.append_header(n, v);
                 }
             },
