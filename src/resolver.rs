@@ -152,11 +152,10 @@ impl Resolver {
     ) -> Result<Answer, ResolveError> {
         let req = self.request(creds, fwd).map_err(ResolveError::Broken)?;
         let total = self.settings.total_timeout;
-        let (status, headers) = match tokio::time::timeout(total, self.exchange(req)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ResolveError::Timeout(format!("no answer within {total:?}"))),
-        };
-        Answer::from_reply(status, &headers, ns).map_err(ResolveError::Answer)
+        match tokio::time::timeout(total, self.exchange(req, ns)).await {
+            Ok(r) => r?.map_err(ResolveError::Answer),
+            Err(_) => Err(ResolveError::Timeout(format!("no answer within {total:?}"))),
+        }
     }
 
     /// The subrequest: always GET, never a body, only the headers the resolver reads.
@@ -178,7 +177,13 @@ impl Resolver {
         Ok(req)
     }
 
-    async fn exchange(&self, req: RequestHeader) -> Result<(u16, http::HeaderMap), ResolveError> {
+    /// The round trip, with failover and a retry of a dropped reused connection; the answer
+    /// as read (or why it is not one).
+    async fn exchange(
+        &self,
+        req: RequestHeader,
+        ns: &Namespace,
+    ) -> Result<Result<Answer, AnswerError>, ResolveError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut reuse_failures = 0;
         loop {
@@ -209,12 +214,12 @@ impl Resolver {
             };
             http.set_read_timeout(Some(self.settings.read_timeout));
             http.set_write_timeout(Some(self.settings.read_timeout));
-            match round_trip(&mut http, req.clone()).await {
-                Ok(Reply::Complete(status, headers)) => {
+            match round_trip(&mut http, req.clone(), ns).await {
+                Ok(Reply::Complete(answer)) => {
                     self.connector
                         .release_http_session(http, &peer, Some(self.settings.idle_timeout))
                         .await;
-                    return Ok((status, headers));
+                    return Ok(answer);
                 }
                 // The connection is dropped, not pooled: its state is unknown.
                 Ok(Reply::Unusable(why)) => {
@@ -241,7 +246,8 @@ impl Resolver {
 }
 
 enum Reply {
-    Complete(u16, http::HeaderMap),
+    /// The exchange ended cleanly (the connection can be reused): the answer it carried.
+    Complete(Result<Answer, AnswerError>),
     Unusable(String),
 }
 
@@ -257,7 +263,11 @@ fn is_timeout(e: &Error) -> bool {
     )
 }
 
-async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply, Failure> {
+async fn round_trip(
+    http: &mut HttpSession,
+    req: RequestHeader,
+    ns: &Namespace,
+) -> Result<Reply, Failure> {
     http.write_request_header(Box::new(req))
         .await
         .map_err(Failure::BeforeAnswer)?;
@@ -267,8 +277,12 @@ async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply,
     http.read_response_header()
         .await
         .map_err(Failure::BeforeAnswer)?;
-    let (status, headers) = match http.response_header() {
-        Some(h) => (h.status.as_u16(), h.headers.clone()),
+    // Read from the header in place: no copy of the resolver's header map.
+    let (status, answer) = match http.response_header() {
+        Some(h) => {
+            let status = h.status.as_u16();
+            (status, Answer::from_reply(status, &h.headers, ns))
+        }
         None => {
             return Err(Failure::AfterAnswer(Error::explain(
                 ErrorType::InvalidHTTPHeader,
@@ -296,5 +310,5 @@ async fn round_trip(http: &mut HttpSession, req: RequestHeader) -> Result<Reply,
             "200 answer with a {body}-byte body (the resolve endpoint sends none): is resolver.url right?"
         )));
     }
-    Ok(Reply::Complete(status, headers))
+    Ok(Reply::Complete(answer))
 }
