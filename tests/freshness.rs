@@ -34,10 +34,16 @@ async fn stat_reaches(admin: std::net::SocketAddr, field: &str, want: u64) {
     }
 }
 
-/// A session revoked at the resolver is seen within `refresh_after` plus one request, while
-/// every request in between is a cache hit and the resolver sees one call per period.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_ahead_sees_a_revocation_with_only_hits() {
+/// A canned resolver answering `VALID`, and authgate in front of it with an admin listener and
+/// `refresh_after`; the temporary folder holds the admin token.
+struct Refreshing {
+    resolver: Canned,
+    proxy: Proxy,
+    admin: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn refreshing(refresh_after: &str) -> Refreshing {
     let resolver = serve_canned(VALID, Duration::ZERO, true).await;
     let backend = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
@@ -47,9 +53,27 @@ async fn refresh_ahead_sees_a_revocation_with_only_hits() {
             l,
             &resolver_at(resolver.addr),
             &[backend],
-            &format!("{admin_yaml}cache:\n  ttl: 10m\n  refresh_after: 1s\n"),
+            &format!("{admin_yaml}cache:\n  ttl: 10m\n  refresh_after: {refresh_after}\n"),
         )
     });
+    Refreshing {
+        resolver,
+        proxy,
+        admin,
+        _dir: dir,
+    }
+}
+
+/// A session revoked at the resolver is seen within `refresh_after` plus one request, while
+/// every request in between is a cache hit and the resolver sees one call per period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_sees_a_revocation_with_only_hits() {
+    let Refreshing {
+        resolver,
+        proxy,
+        admin,
+        _dir,
+    } = refreshing("1s").await;
     let calls = || resolver.calls.load(Ordering::SeqCst);
     let started = Instant::now();
     assert_eq!(user_of(&proxy, "session=s1").await, ["u-r"]);
@@ -99,19 +123,13 @@ async fn refresh_ahead_sees_a_revocation_with_only_hits() {
 /// refresh is still running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_do_not_wait_for_a_slow_refresh() {
-    let resolver = serve_canned(VALID, Duration::ZERO, true).await;
-    let backend = start_echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
     // The resolver's timeout (2 s) ends a hanging refresh.
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(resolver.addr),
-            &[backend],
-            &format!("{admin_yaml}cache:\n  ttl: 10m\n  refresh_after: 300ms\n"),
-        )
-    });
+    let Refreshing {
+        resolver,
+        proxy,
+        admin,
+        _dir,
+    } = refreshing("300ms").await;
     let calls = || resolver.calls.load(Ordering::SeqCst);
     assert_eq!(user_of(&proxy, "session=s2").await, ["u-r"]);
     resolver.delay_ms.store(30_000, Ordering::SeqCst);
@@ -183,23 +201,21 @@ async fn deliver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let secret_file = dir.path().join("webhook-secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(raddr),
-            &[backend],
-            &format!(
-                "{admin_yaml}  webhook:\n    secret_file: {}\n    max_age: 5m\n",
-                secret_file.display()
-            ),
+    let AdminStack {
+        standin,
+        proxy,
+        admin,
+        dir: _dir,
+        ..
+    } = admin_stack(|dir| {
+        let secret_file = dir.join("webhook-secret");
+        std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+        format!(
+            "  webhook:\n    secret_file: {}\n    max_age: 5m\n",
+            secret_file.display()
         )
-    });
+    })
+    .await;
     let calls = || standin.stats.requests.load(Ordering::SeqCst);
     let bearer_user = || async {
         echoed(
@@ -346,15 +362,12 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_the_webhook_is_off() {
-    let Stack {
-        resolver: raddr,
-        backend,
+    let AdminStack {
+        admin,
+        proxy: _proxy,
+        dir: _dir,
         ..
-    } = stack().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let _proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &admin_yaml));
-    wait_for(admin);
+    } = admin_stack(|_| String::new()).await;
     let body = event("ev-x", "user.deleted", "user-bob", now());
     let (status, text) = deliver(admin, body.clone(), Some(&sign(&body))).await;
     assert_eq!(status, 404, "{text}");

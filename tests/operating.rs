@@ -8,15 +8,13 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_requests_flow() {
-    let Stack {
-        resolver: raddr,
+    let AdminStack {
+        proxy,
+        admin,
         backend,
+        dir: _dir,
         ..
-    } = stack().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &admin_yaml));
-    wait_for(admin);
+    } = admin_stack(|_| String::new()).await;
     let before = scrape(admin).await;
     for series in [
         "authgate_inflight_requests",

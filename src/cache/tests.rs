@@ -407,6 +407,16 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Caches a valid answer for `k` (one call counted in `calls`), then waits until it is due for
+/// refresh (these tests refresh after 30 ms).
+async fn cached_and_due(cache: &Arc<Cache>, calls: &Arc<AtomicUsize>, k: &CacheKey) {
+    let (outcome, lookup) = cache
+        .resolve(k, counting(calls, Duration::ZERO, Ok(identity(Some(true)))))
+        .await;
+    assert!(outcome.is_ok() && lookup == Lookup::Miss, "{outcome:?}");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+}
+
 fn session_of(outcome: &Outcome) -> Option<SessionState> {
     match outcome {
         Ok(Answer::Identity(i)) => Some(i.session()),
@@ -472,14 +482,7 @@ async fn a_failed_refresh_keeps_the_answer_and_waits_a_period() {
     let cache = refreshing(Duration::from_millis(30));
     let calls = Arc::new(AtomicUsize::new(0));
     let k = key(31, true);
-    let (outcome, _) = cache
-        .resolve(
-            &k,
-            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-        )
-        .await;
-    assert!(outcome.is_ok(), "{outcome:?}");
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    cached_and_due(&cache, &calls, &k).await;
     let (hit, lookup) = cache
         .resolve(&k, counting(&calls, Duration::ZERO, Err(())))
         .await;
@@ -524,14 +527,7 @@ async fn a_refresh_that_cannot_be_stored_drops_the_answer() {
         });
         let calls = Arc::new(AtomicUsize::new(0));
         let k = key(32, true);
-        let (outcome, _) = cache
-            .resolve(
-                &k,
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-            )
-            .await;
-        assert!(outcome.is_ok(), "{outcome:?}");
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        cached_and_due(&cache, &calls, &k).await;
         let (outcome, _) = cache
             .resolve(&k, counting(&calls, Duration::ZERO, Ok(answer)))
             .await;
@@ -554,14 +550,7 @@ async fn purging_a_user_stops_their_running_refresh() {
     let cache = refreshing(Duration::from_millis(30));
     let calls = Arc::new(AtomicUsize::new(0));
     let k = key(33, true);
-    let (outcome, _) = cache
-        .resolve(
-            &k,
-            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-        )
-        .await;
-    assert!(outcome.is_ok(), "{outcome:?}");
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    cached_and_due(&cache, &calls, &k).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     // The resolver has not caught up with the account change yet: it still says valid.
     let (outcome, _) = cache

@@ -339,6 +339,34 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> serde_json::Value {
         .expect("admin JSON")
 }
 
+/// The stand-in, an echo backend, and authgate in front of them with an admin listener; the
+/// folder holds the admin token (and whatever `admin_extra` puts there, for YAML it appends
+/// right after the `admin:` section).
+pub struct AdminStack {
+    pub standin: Arc<standin::Standin>,
+    pub backend: SocketAddr,
+    pub proxy: Proxy,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn admin_stack(admin_extra: impl FnOnce(&std::path::Path) -> String) -> AdminStack {
+    let (standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let extra = format!("{admin_yaml}{}", admin_extra(dir.path()));
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &extra));
+    wait_for(admin);
+    AdminStack {
+        standin,
+        backend,
+        proxy,
+        admin,
+        dir,
+    }
+}
+
 /// A `resolver:` body pointing at a plain-HTTP resolver with short timeouts.
 pub fn resolver_at(addr: SocketAddr) -> String {
     format!("  url: http://{addr}/_resolver/resolve\n  timeout: 2s\n  read_timeout: 2s")
