@@ -131,6 +131,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         daemon: cli.daemon,
         ..Opt::default()
     };
+    let fixed = Fixed::of(&settings);
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
@@ -170,11 +171,6 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         server.add_service(admin);
         log::info!("admin endpoint on {addr}");
     }
-    let fixed = Fixed {
-        listen: settings.listen.clone(),
-        admin_listen: settings.admin_listen,
-        threads: server.configuration.threads,
-    };
     server.add_service(pingora::services::background::background_service(
         "reload",
         Reloader::new(cli.conf.clone(), runtime.clone(), fixed, settings.watch),

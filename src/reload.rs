@@ -19,7 +19,22 @@ use crate::metrics::METRICS;
 pub struct Fixed {
     pub listen: Vec<Listener>,
     pub admin_listen: Option<std::net::SocketAddr>,
-    pub threads: usize,
+    /// The `pingora:` section as loaded (Pingora reads it once, at start).
+    pub pingora: serde_yaml::Value,
+}
+
+impl Fixed {
+    pub fn of(settings: &config::Settings) -> Fixed {
+        Fixed {
+            listen: settings.listen.clone(),
+            admin_listen: settings.admin_listen,
+            pingora: pingora_value(settings),
+        }
+    }
+}
+
+fn pingora_value(settings: &config::Settings) -> serde_yaml::Value {
+    serde_yaml::to_value(&settings.server).unwrap_or_default()
 }
 
 pub struct Reloader {
@@ -55,8 +70,14 @@ impl Reloader {
         if settings.admin_listen != self.fixed.admin_listen {
             pending.push("admin.listen".to_string());
         }
-        if settings.server.threads != self.fixed.threads {
-            pending.push("pingora.threads".to_string());
+        let pingora = pingora_value(&settings);
+        if let (Some(was), Some(now)) = (self.fixed.pingora.as_mapping(), pingora.as_mapping()) {
+            for (key, value) in now {
+                if was.get(key) != Some(value) {
+                    let key = key.as_str().unwrap_or("?");
+                    pending.push(format!("pingora.{key}"));
+                }
+            }
         }
         if !Arc::ptr_eq(&old.cache, &settings.runtime.cache) {
             log::info!(
@@ -123,3 +144,7 @@ impl BackgroundService for Reloader {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "reload/tests.rs"]
+mod tests;
