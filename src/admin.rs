@@ -184,16 +184,6 @@ impl Admin {
 
     /// `POST /hooks/authgear`: authenticated by its signature, not the bearer token.
     async fn webhook(&self, rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let rejected = |reason: &str, status: StatusCode, why: &str| {
-            METRICS
-                .webhook_rejections
-                .with_label_values(&[reason])
-                .inc();
-            log::warn!("webhook: refused ({reason}): {why}");
-            let mut r = json_error(status, why);
-            r.headers_mut().remove(http::header::WWW_AUTHENTICATE);
-            r
-        };
         let Some(settings) = rt.webhook.as_ref() else {
             return json_error(StatusCode::NOT_FOUND, "the webhook receiver is off");
         };
@@ -209,6 +199,7 @@ impl Admin {
                     .webhook_rejections
                     .with_label_values(&[reason])
                     .inc();
+                log::warn!("webhook: refused ({reason})");
                 return resp;
             }
         };
@@ -236,22 +227,16 @@ impl Admin {
                 reply(StatusCode::OK, format!("{body}\n"))
             }
             Err(r) => {
+                METRICS
+                    .webhook_rejections
+                    .with_label_values(&[r.as_str()])
+                    .inc();
+                log::warn!("webhook: refused ({}): {}", r.as_str(), r.explain());
                 let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                let why = match r {
-                    crate::webhook::Rejection::MissingSignature => {
-                        "x-authgear-body-signature is missing"
-                    }
-                    crate::webhook::Rejection::BadSignature => {
-                        "x-authgear-body-signature does not match the body"
-                    }
-                    crate::webhook::Rejection::Malformed => {
-                        "not an Authgear event (id, type, context.timestamp, the user's id)"
-                    }
-                    crate::webhook::Rejection::Stale => {
-                        "context.timestamp is outside admin.webhook.max_age"
-                    }
-                };
-                rejected(r.as_str(), status, why)
+                let mut resp = json_error(status, r.explain());
+                // Signed, not a bearer token: no Bearer challenge.
+                resp.headers_mut().remove(http::header::WWW_AUTHENTICATE);
+                resp
             }
         }
     }

@@ -61,6 +61,18 @@ impl Rejection {
         }
     }
 
+    /// What was wrong, for the answer and the log.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Rejection::MissingSignature => "x-authgear-body-signature is missing",
+            Rejection::BadSignature => "x-authgear-body-signature does not match the body",
+            Rejection::Malformed => {
+                "not an Authgear event (id, type, context.timestamp, the user's id)"
+            }
+            Rejection::Stale => "context.timestamp is outside admin.webhook.max_age",
+        }
+    }
+
     /// The status Authgear is answered with.
     pub fn status(self) -> u16 {
         match self {
