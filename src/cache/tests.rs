@@ -53,6 +53,21 @@ fn counting(
     }
 }
 
+/// Resolves `k` with a fetch that answers `valid` at once (counted in `calls`); the outcome must
+/// be an answer. How it was obtained.
+async fn resolve_ok(
+    cache: &Arc<Cache>,
+    calls: &Arc<AtomicUsize>,
+    k: &CacheKey,
+    valid: Option<bool>,
+) -> Lookup {
+    let (outcome, lookup) = cache
+        .resolve(k, counting(calls, Duration::ZERO, Ok(identity(valid))))
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    lookup
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_call() {
     let cache = Cache::new(settings());
@@ -94,13 +109,7 @@ async fn failures_are_shared_and_never_cached() {
         assert!(t.await.unwrap().0.is_err());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "waiters share the failure");
-    let (outcome, lookup) = cache
-        .resolve(
-            &key(2, true),
-            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-        )
-        .await;
-    assert!(outcome.is_ok());
+    let lookup = resolve_ok(&cache, &calls, &key(2, true), Some(true)).await;
     assert_eq!(
         (lookup, calls.load(Ordering::SeqCst)),
         (Lookup::Miss, 2),
@@ -116,30 +125,9 @@ async fn ttl_by_kind() {
     });
     let calls = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
-        assert!(cache
-            .resolve(
-                &key(3, true),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(false)))),
-            )
-            .await
-            .0
-            .is_ok());
-        assert!(cache
-            .resolve(
-                &key(4, false),
-                counting(&calls, Duration::ZERO, Ok(identity(None))),
-            )
-            .await
-            .0
-            .is_ok());
-        assert!(cache
-            .resolve(
-                &key(5, true),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-            )
-            .await
-            .0
-            .is_ok());
+        resolve_ok(&cache, &calls, &key(3, true), Some(false)).await;
+        resolve_ok(&cache, &calls, &key(4, false), None).await;
+        resolve_ok(&cache, &calls, &key(5, true), Some(true)).await;
     }
     // Negative answers are not cached (negative_ttl 0); the valid one is.
     assert_eq!(calls.load(Ordering::SeqCst), 5);
@@ -150,14 +138,7 @@ async fn valid_answer_for_a_key_without_credentials_is_not_cached() {
     let cache = Cache::new(settings());
     let calls = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
-        assert!(cache
-            .resolve(
-                &key(6, false),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-            )
-            .await
-            .0
-            .is_ok());
+        resolve_ok(&cache, &calls, &key(6, false), Some(true)).await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -185,14 +166,7 @@ async fn purge_during_a_resolve_keeps_its_answer_out() {
     release.send(()).unwrap();
     assert!(first.await.unwrap().0.is_ok());
     let calls = Arc::new(AtomicUsize::new(0));
-    assert!(cache
-        .resolve(
-            &key(7, true),
-            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-        )
-        .await
-        .0
-        .is_ok());
+    resolve_ok(&cache, &calls, &key(7, true), Some(true)).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -205,14 +179,7 @@ async fn purge_and_flush() {
     let cache = Cache::new(settings());
     let calls = Arc::new(AtomicUsize::new(0));
     for n in [8, 9] {
-        assert!(cache
-            .resolve(
-                &key(n, true),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-            )
-            .await
-            .0
-            .is_ok());
+        resolve_ok(&cache, &calls, &key(n, true), Some(true)).await;
     }
     assert!(cache.purge(&key(8, true), PurgeCause::AdminCredential));
     assert!(!cache.purge(&key(8, true), PurgeCause::AdminCredential));
@@ -225,13 +192,7 @@ async fn purge_and_flush() {
     );
     assert_eq!(cache.flush(), 1);
     assert_eq!(
-        cache
-            .resolve(
-                &key(9, true),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true))))
-            )
-            .await
-            .1,
+        resolve_ok(&cache, &calls, &key(9, true), Some(true)).await,
         Lookup::Miss
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -334,13 +295,7 @@ async fn a_stuck_resolve_holds_waiters_only_for_lock_timeout() {
         tokio::task::yield_now().await;
     }
     let calls = Arc::new(AtomicUsize::new(0));
-    let (outcome, lookup) = cache
-        .resolve(
-            &key(10, true),
-            counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-        )
-        .await;
-    assert!(outcome.is_ok());
+    let lookup = resolve_ok(&cache, &calls, &key(10, true), Some(true)).await;
     assert_eq!((lookup, calls.load(Ordering::SeqCst)), (Lookup::Miss, 1));
     stuck.abort();
 }
@@ -354,14 +309,7 @@ async fn stale_if_error_serves_an_expired_valid_answer() {
             ..settings()
         });
         let calls = Arc::new(AtomicUsize::new(0));
-        assert!(cache
-            .resolve(
-                &key(11, true),
-                counting(&calls, Duration::ZERO, Ok(identity(Some(true)))),
-            )
-            .await
-            .0
-            .is_ok());
+        resolve_ok(&cache, &calls, &key(11, true), Some(true)).await;
         // Let the 20 ms TTL pass: the entry is expired, not gone.
         tokio::time::sleep(Duration::from_millis(40)).await;
         let (outcome, lookup) = cache
@@ -410,10 +358,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// Caches a valid answer for `k` (one call counted in `calls`), then waits until it is due for
 /// refresh (these tests refresh after 30 ms).
 async fn cached_and_due(cache: &Arc<Cache>, calls: &Arc<AtomicUsize>, k: &CacheKey) {
-    let (outcome, lookup) = cache
-        .resolve(k, counting(calls, Duration::ZERO, Ok(identity(Some(true)))))
-        .await;
-    assert!(outcome.is_ok() && lookup == Lookup::Miss, "{outcome:?}");
+    assert_eq!(resolve_ok(cache, calls, k, Some(true)).await, Lookup::Miss);
     tokio::time::sleep(Duration::from_millis(40)).await;
 }
 
@@ -578,22 +523,13 @@ async fn refresh_is_off_at_zero_and_for_negative_answers() {
         let cache = refreshing(refresh_after);
         let calls = Arc::new(AtomicUsize::new(0));
         let k = key(34, true);
-        let (outcome, _) = cache
-            .resolve(
-                &k,
-                counting(&calls, Duration::ZERO, Ok(identity(Some(valid)))),
-            )
-            .await;
-        assert!(outcome.is_ok(), "{outcome:?}");
+        resolve_ok(&cache, &calls, &k, Some(valid)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         for _ in 0..5 {
-            let (_, lookup) = cache
-                .resolve(
-                    &k,
-                    counting(&calls, Duration::ZERO, Ok(identity(Some(valid)))),
-                )
-                .await;
-            assert_eq!(lookup, Lookup::Hit);
+            assert_eq!(
+                resolve_ok(&cache, &calls, &k, Some(valid)).await,
+                Lookup::Hit
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(cache.stats().refreshes.load(Ordering::SeqCst), 0);
