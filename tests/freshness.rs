@@ -218,19 +218,12 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
     .await;
     let calls = || standin.stats.requests.load(Ordering::SeqCst);
     let bearer_user = || async {
-        echoed(
-            client()
-                .get(proxy.url("/"))
-                .bearer_auth("tok-alice")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-        .header_values("x-authgear-user-id")
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
+        send_echo(client().get(proxy.url("/")).bearer_auth("tok-alice"))
+            .await
+            .header_values("x-authgear-user-id")
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
     };
     // Alice by cookie and by bearer token, and Bob: three cached answers.
     assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);

@@ -87,14 +87,11 @@ async fn access_log_names_the_user_never_the_credentials() {
             &format!("access_log:\n  path: {}\n", log_path.display()),
         )
     });
-    echoed(
+    send_echo(
         client()
             .get(proxy.url("/orders?token=secret-in-query"))
             .header("cookie", "session=sess-alice; other=cookie-value")
-            .header("authorization", "Bearer tok-alice")
-            .send()
-            .await
-            .unwrap(),
+            .header("authorization", "Bearer tok-alice"),
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -36,27 +36,13 @@ async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
 async fn bearer_and_app_cookies_and_invalid_sessions() {
     let Stack { proxy, .. } = stack().await;
     let c = client();
-    let e = echoed(
-        c.get(proxy.url("/"))
-            .bearer_auth("tok-bob")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = send_echo(c.get(proxy.url("/")).bearer_auth("tok-bob")).await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
     let e = get_as(&proxy, "/", "app_access_token=tok-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     // Unknown session cookie and a disabled user: valid false, no user id.
     for cookie in ["session=nope", "session=sess-carol"] {
-        let e = echoed(
-            c.get(proxy.url("/"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let e = send_echo(c.get(proxy.url("/")).header("cookie", cookie)).await;
         assert_eq!(
             identity_headers(&e),
             [("x-authgear-session-valid".to_string(), "false".to_string())],
@@ -64,16 +50,9 @@ async fn bearer_and_app_cookies_and_invalid_sessions() {
         );
     }
     // No credentials, or an unknown bearer token: no identity headers at all.
-    let e = echoed(c.get(proxy.url("/")).send().await.unwrap()).await;
+    let e = send_echo(c.get(proxy.url("/"))).await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
-    let e = echoed(
-        c.get(proxy.url("/"))
-            .bearer_auth("forged")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = send_echo(c.get(proxy.url("/")).bearer_auth("forged")).await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
 }
 
@@ -158,7 +137,7 @@ async fn forged_identity_never_reaches_the_backend() {
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
-        let e = echoed(req.send().await.unwrap()).await;
+        let e = send_echo(req).await;
         let ident = identity_headers(&e);
         for (n, v) in &ident {
             assert!(
@@ -311,12 +290,9 @@ async fn sequential_requests_reuse_one_resolver_connection() {
     let c = client();
     // Distinct sessions, so that every request is a cache miss and reaches the resolver.
     for i in 0..20 {
-        let e = echoed(
+        let e = send_echo(
             c.get(proxy.url("/"))
-                .header("cookie", format!("session=unknown-{i}"))
-                .send()
-                .await
-                .unwrap(),
+                .header("cookie", format!("session=unknown-{i}")),
         )
         .await;
         assert_eq!(e.header_values("x-authgear-session-valid"), ["false"]);
@@ -335,7 +311,7 @@ async fn resolver_dropping_reused_connections_causes_no_errors() {
     let proxy = start_proxy(raddr, backend);
     let c = client();
     for _ in 0..10 {
-        let e = echoed(c.get(proxy.url("/")).send().await.unwrap()).await;
+        let e = send_echo(c.get(proxy.url("/"))).await;
         assert_eq!(e.header_values("x-authgear-user-id"), ["u-1"]);
     }
     // Every request was answered once: the dropped attempts were not counted as answers.
@@ -410,15 +386,12 @@ async fn host_override_and_trusted_proxies() {
             "trusted_proxies: [127.0.0.0/8]\n",
         )
     });
-    let e = echoed(
+    let e = send_echo(
         client()
             .get(proxy.url("/"))
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-forwarded-proto", "https")
-            .header("x-forwarded-host", "public.example")
-            .send()
-            .await
-            .unwrap(),
+            .header("x-forwarded-host", "public.example"),
     )
     .await;
     assert_eq!(
@@ -436,17 +409,14 @@ async fn host_override_and_trusted_proxies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_forwarding_headers_are_replaced() {
     let Stack { proxy, .. } = stack().await;
-    let e = echoed(
+    let e = send_echo(
         client()
             .get(proxy.url("/"))
             .header("host", "app.example")
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-forwarded-for", "10.0.0.1")
             .header("x-forwarded-proto", "https")
-            .header("x-forwarded-host", "evil.example")
-            .send()
-            .await
-            .unwrap(),
+            .header("x-forwarded-host", "evil.example"),
     )
     .await;
     assert_eq!(e.header_values("x-forwarded-for"), ["127.0.0.1"]);
@@ -511,7 +481,7 @@ async fn unrouted_paths_get_404_without_a_resolve() {
         404
     );
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
-    let e = echoed(c.get(proxy.url("/api/v1")).send().await.unwrap()).await;
+    let e = send_echo(c.get(proxy.url("/api/v1"))).await;
     assert_eq!(e.uri, "/api/v1");
 }
 
@@ -525,13 +495,10 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
     let digest = hex::encode(Sha256::digest(&body));
     let c = client();
 
-    let e = echoed(
+    let e = send_echo(
         c.put(proxy.url("/fixed"))
             .header("cookie", "session=sess-bob")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap(),
+            .body(body.clone()),
     )
     .await;
     assert_eq!(
@@ -543,13 +510,10 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
     let stream = futures_util::stream::iter(chunks);
-    let e = echoed(
+    let e = send_echo(
         c.post(proxy.url("/chunked"))
             .header("cookie", "session=sess-bob")
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .unwrap(),
+            .body(reqwest::Body::wrap_stream(stream)),
     )
     .await;
     assert_eq!(
@@ -712,13 +676,7 @@ async fn tls_and_http2_listeners() {
         let host = url.split('/').nth(2).unwrap();
         assert_eq!(e.header_values("x-forwarded-host"), [host], "{url}");
     }
-    let e = echoed(
-        tls_client
-            .get(format!("https://authgate.test:{}/", proxy.addr.port()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e =
+        send_echo(tls_client.get(format!("https://authgate.test:{}/", proxy.addr.port()))).await;
     assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
 }

@@ -393,15 +393,7 @@ async fn a_graceful_upgrade_drops_no_request() {
         total += ok;
     }
     assert!(total > 10, "only {total} requests ran");
-    let e = echoed(
-        fresh
-            .get(&url)
-            .header("cookie", "session=sess-alice")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let e = send_echo(fresh.get(&url).header("cookie", "session=sess-alice")).await;
     assert_eq!(
         e.header_values("x-authgear-user-id"),
         ["user-alice"],
@@ -480,13 +472,10 @@ async fn daemon_mode_writes_its_pid_file_and_error_log() {
         .trim()
         .parse()
         .unwrap();
-    let e = echoed(
+    let e = send_echo(
         client()
             .get(format!("http://{listen}/"))
-            .header("cookie", "session=sess-bob")
-            .send()
-            .await
-            .unwrap(),
+            .header("cookie", "session=sess-bob"),
     )
     .await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);

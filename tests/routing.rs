@@ -191,21 +191,18 @@ async fn policies_public_identify_require_and_roles() {
     let c = client();
 
     // public: no resolver call, and forged identity is still stripped.
-    let e = echoed(
+    let e = send_echo(
         c.get(proxy.url("/open"))
             .header("cookie", "session=sess-alice")
             .header("x-authgear-user-id", "forged")
-            .header("x_authgear_session_valid", "true")
-            .send()
-            .await
-            .unwrap(),
+            .header("x_authgear_session_valid", "true"),
     )
     .await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
     assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
 
     // identify (the default): anonymous requests pass, with no identity.
-    let e = echoed(c.get(proxy.url("/home")).send().await.unwrap()).await;
+    let e = send_echo(c.get(proxy.url("/home"))).await;
     assert!(identity_headers(&e).is_empty());
 
     // require, API client: 401 with a small JSON body.
@@ -498,13 +495,10 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
         "    tls:\n      sni: backend.internal\n      ca_file: {}\n",
         ca_path.display()
     ));
-    let e = echoed(
+    let e = send_echo(
         client()
             .get(trusted.url("/"))
-            .header("cookie", "session=sess-alice")
-            .send()
-            .await
-            .unwrap(),
+            .header("cookie", "session=sess-alice"),
     )
     .await;
     assert_eq!(e.served_by, "tls-backend");

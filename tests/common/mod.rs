@@ -454,15 +454,12 @@ pub async fn echoed(resp: reqwest::Response) -> echo::Echo {
 
 /// `GET path` with a `Cookie` header, answered by the echo backend.
 pub async fn get_as(proxy: &Proxy, path: &str, cookie: &str) -> echo::Echo {
-    echoed(
-        client()
-            .get(proxy.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await
+    send_echo(client().get(proxy.url(path)).header("cookie", cookie)).await
+}
+
+/// Sends a request through the proxy; what the echo backend received (it must answer 200).
+pub async fn send_echo(req: reqwest::RequestBuilder) -> echo::Echo {
+    echoed(req.send().await.expect("request")).await
 }
 
 /// The user id the backend received for a request with `cookie`.
