@@ -245,20 +245,24 @@ async fn the_cache_survives_a_reload_unless_its_key_changes() {
     assert_eq!(calls(), 2, "a miss after the key changed");
 }
 
+/// authgate before a stand-in and an echo backend, with a grace period: in-flight requests (and
+/// connections accepted last) get time to finish, since Pingora drops the runtime, and whatever
+/// still runs on it, once the grace period ends.
+async fn graceful_proxy() -> Proxy {
+    let (_, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    start_proxy_with(|l| {
+        config(l, &resolver_at(raddr), &[backend], "")
+            .replace("grace_period_seconds: 0", "grace_period_seconds: 3")
+    })
+}
+
 /// A connection accepted just before the listener stops, whose request has not arrived yet,
 /// is served (Pingora alone would close it, unanswered, the moment its listener stops).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_accepted_before_shutdown_is_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Stack {
-        resolver: raddr,
-        backend,
-        ..
-    } = stack().await;
-    let mut proxy = start_proxy_with(|l| {
-        config(l, &resolver_at(raddr), &[backend], "")
-            .replace("grace_period_seconds: 0", "grace_period_seconds: 3")
-    });
+    let mut proxy = graceful_proxy().await;
     // Accepted: it has answered a first request, then sits idle like a connection whose
     // client has not sent its request yet.
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -327,17 +331,7 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
 /// sockets when the old one gets `SIGQUIT`; a steady stream of new connections sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_upgrade_drops_no_request() {
-    let Stack {
-        resolver: raddr,
-        backend,
-        ..
-    } = stack().await;
-    // In-flight requests (and connections the old process accepted last) get time to finish:
-    // Pingora drops the old runtime, and whatever still runs on it, after the grace period.
-    let mut old = start_proxy_with(|l| {
-        config(l, &resolver_at(raddr), &[backend], "")
-            .replace("grace_period_seconds: 0", "grace_period_seconds: 3")
-    });
+    let mut old = graceful_proxy().await;
     let url = old.url("/");
     // A new connection per request: every request needs a listening socket that accepts.
     let fresh = reqwest::Client::builder()

@@ -2,19 +2,7 @@
 
 use super::*;
 
-const GOOD: &str = r#"
-listen:
-  - addr: 127.0.0.1:8080
-resolver:
-  url: http://127.0.0.1:3001/_resolver/resolve
-  timeout: 2s
-upstreams:
-  app:
-    backends: [127.0.0.1:3000]
-routes:
-  - path: /
-    upstream: app
-"#;
+use crate::testutil::CONFIG as GOOD;
 
 fn error(text: &str) -> ConfigError {
     match parse("t.yaml", text, None) {

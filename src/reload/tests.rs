@@ -2,22 +2,14 @@
 
 use super::*;
 
-const BASE: &str = "pingora:
-  threads: 2
-  work_stealing: false
-listen:
-  - addr: 127.0.0.1:18081
-resolver:
-  url: http://127.0.0.1:3001/_resolver/resolve
-upstreams:
-  app:
-    backends: [127.0.0.1:3000]
-routes:
-  - path: /
-    upstream: app
-access_log:
-  enabled: false
-";
+use crate::testutil::CONFIG;
+
+/// The shared configuration with Pingora settings and no access log.
+fn base() -> String {
+    format!(
+        "pingora:\n  threads: 2\n  work_stealing: false\naccess_log:\n  enabled: false\n{CONFIG}"
+    )
+}
 
 /// A reloader over `text`, with its file.
 fn reloader(text: &str) -> (Reloader, tempfile::TempDir) {
@@ -32,12 +24,13 @@ fn reloader(text: &str) -> (Reloader, tempfile::TempDir) {
 
 #[test]
 fn settings_read_once_at_start_are_reported_not_applied() {
-    let (r, dir) = reloader(BASE);
+    let base = base();
+    let (r, dir) = reloader(&base);
     assert_eq!(r.reload().unwrap(), Vec::<String>::new(), "nothing changed");
-    let changed = BASE
+    let changed = base
         .replace("work_stealing: false", "work_stealing: true")
         .replace("threads: 2", "threads: 4")
-        .replace("127.0.0.1:18081", "127.0.0.1:18082")
+        .replace("127.0.0.1:8080", "127.0.0.1:8081")
         .replace("path: /\n", "path: /api\n");
     std::fs::write(dir.path().join("authgate.yaml"), changed).unwrap();
     let mut pending = r.reload().unwrap();

@@ -10,3 +10,18 @@ pub fn request(pairs: &[(&str, &str)]) -> RequestHeader {
     }
     r
 }
+
+/// The smallest good configuration file: one listener, the resolver, one pool, one route.
+pub const CONFIG: &str = r#"
+listen:
+  - addr: 127.0.0.1:8080
+resolver:
+  url: http://127.0.0.1:3001/_resolver/resolve
+  timeout: 2s
+upstreams:
+  app:
+    backends: [127.0.0.1:3000]
+routes:
+  - path: /
+    upstream: app
+"#;
