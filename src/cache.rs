@@ -34,8 +34,8 @@ pub struct CacheSettings {
     pub refresh_after: Duration,
 }
 
-/// At most this many refresh-ahead resolves run at once; a hit beyond it is served without one
-/// (a later hit starts it).
+/// At most this many refresh-ahead resolves run at once; a due hit beyond it is served without
+/// one, and that answer's next chance comes one `refresh_after` later.
 pub const MAX_REFRESHES: usize = 1024;
 
 /// Why answers were dropped, counted apart.
@@ -261,10 +261,11 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
     {
-        let stale = match self.lookup(&key.digest) {
+        let now = self.now_ms();
+        let stale = match self.lookup(&key.digest, now) {
             Some((entry, true)) => {
                 CacheStats::bump(&self.stats.hits);
-                self.refresh_if_due(key, &entry, fetch);
+                self.refresh_if_due(key, &entry, now, fetch);
                 return (Ok(Answer::Identity(entry.identity.clone())), Lookup::Hit);
             }
             Some((entry, false)) => Some(entry),
@@ -328,13 +329,12 @@ impl Cache {
     /// Starts a background resolve for a hit on an answer due for refresh: at most one per
     /// entry per `refresh_after`, none while another resolve of the key runs, and at most
     /// `MAX_REFRESHES` at once. The hit itself never waits for it.
-    fn refresh_if_due<F, Fut>(self: &Arc<Self>, key: &CacheKey, entry: &Entry, fetch: F)
+    fn refresh_if_due<F, Fut>(self: &Arc<Self>, key: &CacheKey, entry: &Entry, now: u64, fetch: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
     {
         let due = entry.refresh_at.load(Ordering::Relaxed);
-        let now = self.now_ms();
         if now < due {
             return;
         }
@@ -444,12 +444,11 @@ impl Cache {
 
     /// A checked entry that is fresh, or expired but still servable if the resolver fails
     /// (valid answers within `stale_if_error`); and whether it is fresh.
-    fn lookup(&self, digest: &[u8; 32]) -> Option<(Arc<Entry>, bool)> {
+    fn lookup(&self, digest: &[u8; 32], now: u64) -> Option<(Arc<Entry>, bool)> {
         let entry = self.store.load().get(&check_of(digest))?;
         if entry.check != check_of(digest) {
             return None;
         }
-        let now = self.now_ms();
         if now < entry.fresh_until {
             return Some((entry, true));
         }

@@ -236,19 +236,6 @@ impl Identity {
         })
     }
 
-    /// The identity headers, ready to add to a request. Known names and shared value bytes:
-    /// no allocation unless the resolver sent a name authgate does not know yet.
-    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-        self.records().filter_map(|(tag, (ns_, ne), (vs, ve))| {
-            let name = match KNOWN.get(tag as usize) {
-                Some(known) => known.clone(),
-                None => HeaderName::from_bytes(&self.buf[ns_..ne]).ok()?,
-            };
-            let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
-            Some((name, value))
-        })
-    }
-
     /// The identity headers with their names as wire bytes, for Pingora's `append_header`:
     /// a `HeaderName` would be copied into a new buffer there for the case-preserving map;
     /// static or shared bytes are taken as they are.

@@ -569,3 +569,20 @@ async fn the_user_index_stays_bounded_under_churn() {
         "the index holds exactly what the store holds"
     );
 }
+
+#[tokio::test]
+async fn refreshes_are_bounded_overall() {
+    let cache = refreshing(Duration::from_millis(30));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(35, true);
+    cached_and_due(&cache, &calls, &k).await;
+    // As many refreshes as allowed are running: a due hit is served and starts none.
+    cache.refreshing.store(MAX_REFRESHES, Ordering::SeqCst);
+    assert_eq!(
+        resolve_ok(&cache, &calls, &k, Some(true)).await,
+        Lookup::Hit
+    );
+    assert_eq!(cache.stats().refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.refreshing.load(Ordering::SeqCst), MAX_REFRESHES);
+}

@@ -74,8 +74,8 @@ fn valid_answer_copies_by_prefix() {
             assert_eq!(i.session(), SessionState::Valid);
             assert_eq!(i.user_id(), Some("u1"));
             let got: Vec<_> = i
-                .headers()
-                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .wire_headers()
+                .map(|(n, v)| format!("{}: {}", String::from_utf8_lossy(&n), v.to_str().unwrap()))
                 .collect();
             assert_eq!(
                 got,

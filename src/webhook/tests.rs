@@ -101,7 +101,14 @@ async fn a_signed_user_event_purges_that_user_only() {
 
 #[tokio::test]
 async fn every_purging_event_type_purges_and_others_do_not() {
-    for kind in PURGING_EVENTS {
+    // Spelled out, not read from PURGING_EVENTS: the issue names these five.
+    for kind in [
+        "user.disabled",
+        "user.deleted",
+        "user.deletion_scheduled",
+        "user.anonymized",
+        "user.anonymous.promoted",
+    ] {
         let cache = cache_of(&["alice"]).await;
         let body = event(kind, kind, "alice", unix_now());
         let got =
