@@ -3,6 +3,7 @@
 use http::header::{HeaderValue, AUTHORIZATION, COOKIE, USER_AGENT};
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 /// The credential-bearing headers of one request, as the resolver will see them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,8 +81,8 @@ impl std::fmt::Debug for CacheKey {
 pub struct KeyRules {
     /// The `Host` sent to the resolver: it selects the Authgear project.
     resolver_host: Vec<u8>,
-    /// Full credential cookie names, prefix included.
-    cookies: Vec<String>,
+    /// Full credential cookie names, prefix included, folded (see `fold_name`).
+    cookies: Vec<Vec<u8>>,
 }
 
 impl KeyRules {
@@ -90,17 +91,22 @@ impl KeyRules {
             resolver_host: resolver_host.to_vec(),
             cookies: cookies
                 .iter()
-                .map(|c| format!("{cookie_prefix}{c}"))
+                .map(|c| fold_name(format!("{cookie_prefix}{c}").as_bytes()).to_vec())
                 .collect(),
         }
     }
 
-    /// Every occurrence of every credential cookie is covered, in order: Go's cookie reader
-    /// skips values it finds invalid and takes a later one, so a key over the first value
-    /// alone could differ from what the resolver reads.
+    /// The key never reads less than a resolver could: every cookie part whose name any
+    /// reader might take for a credential cookie (any case, percent-escaped, quoted, `.` or
+    /// `-` for `_`, a `__Host-`/`__Secure-` prefix), split on `;` and on `,` (nginx's
+    /// `$cookie_` splits on both), is covered with the separator before it and its bytes up to
+    /// the next `;`, where a reader that does not split on `,` ends its value; a header with quotes (which
+    /// quote-aware readers parse differently) is covered whole.
+    /// Two requests a resolver could read differently never share a key; other cookies
+    /// (analytics, CSRF) still do not split it.
     pub fn key(&self, creds: &Credentials) -> CacheKey {
         let mut h = Sha256::new();
-        h.update(b"authgate-cache-key-v1\0");
+        h.update(b"authgate-cache-key-v2\0");
         field(&mut h, &self.resolver_host);
         let mut has_credentials = false;
         match &creds.authorization {
@@ -112,19 +118,92 @@ impl KeyRules {
             None => h.update([0]),
         }
         if let Some(cookie) = &creds.cookie {
-            for name in &self.cookies {
-                for value in cookie_values(cookie.as_bytes(), name.as_bytes()) {
-                    has_credentials = true;
-                    field(&mut h, name.as_bytes());
-                    field(&mut h, value);
+            let header = cookie.as_bytes();
+            let mut matched = false;
+            for (comma, start, part) in cookie_parts(header) {
+                let name = part.split(|&b| b == b'=').next().unwrap_or(part);
+                if self.is_credential(name) {
+                    matched = true;
+                    h.update([u8::from(comma)]);
+                    // A reader splitting on `;` only reads the value up to the next `;`
+                    // (readers that also split on `,` read less of it).
+                    let end = header[start..]
+                        .iter()
+                        .position(|&b| b == b';')
+                        .map_or(header.len(), |i| start + i);
+                    let span = &header[start..end];
+                    // Only spaces are trimmed: every reader trims the one after `; `, not
+                    // every reader trims a tab.
+                    let from = span.iter().position(|&b| b != b' ').unwrap_or(span.len());
+                    let to = span
+                        .iter()
+                        .rposition(|&b| b != b' ')
+                        .map_or(from, |e| e + 1);
+                    field(&mut h, &span[from..to]);
                 }
             }
+            if matched && header.contains(&b'"') {
+                h.update([2]);
+                field(&mut h, header);
+            }
+            has_credentials |= matched;
         }
         CacheKey {
             digest: h.finalize().into(),
             has_credentials,
         }
     }
+
+    fn is_credential(&self, name: &[u8]) -> bool {
+        let folded = fold_name(name);
+        let bare = ["__host_", "__secure_"]
+            .iter()
+            .find_map(|p| folded.strip_prefix(p.as_bytes()))
+            .unwrap_or(&folded);
+        self.cookies
+            .iter()
+            .any(|c| c.as_slice() == folded.as_slice() || c.as_slice() == bare)
+    }
+}
+
+/// The parts of a `Cookie` header split on `;` and `,`: whether a `,` preceded each, where it
+/// starts, and its bytes.
+fn cookie_parts(header: &[u8]) -> impl Iterator<Item = (bool, usize, &[u8])> {
+    header
+        .split(|&b| b == b';' || b == b',')
+        .scan(0usize, move |at, part| {
+            let start = *at;
+            *at += part.len() + 1;
+            let comma = start > 0 && header[start - 1] == b',';
+            Some((comma, start, part))
+        })
+}
+
+/// A cookie name as the loosest reader would compare it: white space and quotes around it
+/// dropped, percent-escapes decoded, lower case, and `.`, `-`, ` `, `[` read as `_` (PHP
+/// rewrites `.`, ` ` and `[` in names).
+pub fn fold_name(name: &[u8]) -> SmallVec<[u8; 48]> {
+    let name = name.trim_ascii();
+    let name = name.strip_prefix(b"\"").unwrap_or(name);
+    let name = name.strip_suffix(b"\"").unwrap_or(name).trim_ascii();
+    let mut out = SmallVec::new();
+    let hex = |c: Option<&u8>| c.and_then(|&c| (c as char).to_digit(16));
+    let mut i = 0;
+    while i < name.len() {
+        let mut b = name[i];
+        i += 1;
+        if b == b'%' {
+            if let (Some(hi), Some(lo)) = (hex(name.get(i)), hex(name.get(i + 1))) {
+                b = (hi * 16 + lo) as u8;
+                i += 2;
+            }
+        }
+        out.push(match b {
+            b'.' | b'-' | b' ' | b'[' => b'_',
+            _ => b.to_ascii_lowercase(),
+        });
+    }
+    out
 }
 
 fn field(h: &mut Sha256, bytes: &[u8]) {

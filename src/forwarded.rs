@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
@@ -35,15 +35,17 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(&ip))
     }
 
-    /// Builds the forwarding headers for a request that arrived from `peer`, over TLS or not.
-    pub fn derive(&self, req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> Forwarded {
+    /// Builds the forwarding headers for a request that arrived from `peer`, over TLS or not;
+    /// `own_host` is the request's canonical host (see `request`).
+    pub fn derive(
+        &self,
+        req: &RequestHeader,
+        own_host: Option<HeaderValue>,
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) -> Forwarded {
         let trusted = peer.is_some_and(|ip| self.trusts(ip));
         let own_proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        let own_host = req.headers.get(HOST).cloned().or_else(|| {
-            req.uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
         let peer_value = peer.map(|ip| header_value(&canonical(ip).to_string()));
         if !trusted {
             return Forwarded {

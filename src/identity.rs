@@ -122,6 +122,13 @@ const KNOWN: [HeaderName; 9] = [
     HeaderName::from_static(KNOWN_NAMES[8]),
 ];
 const USER_ID: u8 = 1;
+/// Flags (after the prefix) whose values are `true` or `false`, forwarded in lower case.
+const BOOLEANS: [&str; 4] = [
+    "session-valid",
+    "user-anonymous",
+    "user-verified",
+    "user-can-reauthenticate",
+];
 const ROLES: u8 = 5;
 
 /// Bytes of one index record in `Identity::buf`: name tag, name span, value span.
@@ -156,42 +163,60 @@ impl Identity {
     /// exactly (in lower case); folded spellings from the resolver are not copied.
     pub fn from_headers(headers: &HeaderMap, ns: &Namespace) -> Result<Identity, AnswerError> {
         let mut session = SessionState::Anonymous;
-        let mut seen_valid = false;
         let mut index: Vec<Record> = Vec::new();
         let mut data = Vec::new();
         for (name, value) in headers {
             if !name.as_str().starts_with(ns.prefix()) {
                 continue;
             }
-            if name.as_str().len() == ns.prefix().len() + "session-valid".len()
-                && name.as_str().ends_with("session-valid")
-            {
-                if seen_valid {
-                    return Err(AnswerError::Malformed(format!(
-                        "{name} sent more than once"
-                    )));
-                }
-                seen_valid = true;
-                session = parse_valid(value).ok_or_else(|| {
+            let suffix = &name.as_str()[ns.prefix().len()..];
+            // One canonical spelling of each flag: a backend comparing with `== "true"` must
+            // read what authgate decided on.
+            let value = if BOOLEANS.contains(&suffix) {
+                let state = parse_valid(value).ok_or_else(|| {
                     AnswerError::Malformed(format!("{name} is neither true nor false"))
                 })?;
+                if suffix == "session-valid" {
+                    session = state;
+                }
+                HeaderValue::from_static(if state == SessionState::Valid {
+                    "true"
+                } else {
+                    "false"
+                })
+            } else {
+                value.clone()
+            };
+            let tag = KNOWN.iter().position(|k| k == name).map(|i| i as u8);
+            // A name sent twice: the same value is kept once; two values (two user ids)
+            // leave no way to tell which one the backend would read.
+            if let Some(&(_, _, (vs, ve))) = index.iter().find(|(t, (ns_, ne), _)| match tag {
+                Some(k) => *t == k,
+                None => *t == NAME_IN_BUF && &data[*ns_..*ne] == name.as_str().as_bytes(),
+            }) {
+                if data[vs..ve] == *value.as_bytes() {
+                    continue;
+                }
+                return Err(AnswerError::Malformed(format!(
+                    "{name} sent twice with different values"
+                )));
             }
-            let (tag, name_span) = match KNOWN.iter().position(|k| k == name) {
-                Some(i) => (i as u8, (0, 0)),
+            let (tag, name_span) = match tag {
+                Some(i) => (i, (0, 0)),
                 None => {
                     let start = data.len();
                     data.extend_from_slice(name.as_str().as_bytes());
                     (NAME_IN_BUF, (start, data.len()))
                 }
             };
+            if index.len() == MAX_HEADERS {
+                return Err(AnswerError::Malformed(format!(
+                    "more than {MAX_HEADERS} identity headers"
+                )));
+            }
             let start = data.len();
             data.extend_from_slice(value.as_bytes());
             index.push((tag, name_span, (start, data.len())));
-        }
-        if index.len() > MAX_HEADERS {
-            return Err(AnswerError::Malformed(format!(
-                "more than {MAX_HEADERS} identity headers"
-            )));
         }
         let base = index.len() * RECORD;
         if base + data.len() > u16::MAX as usize {

@@ -15,6 +15,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
+use authgate::connections::Guarded;
 use authgate::devserver::{self, echo, standin};
 use authgate::drain::{self, Draining};
 use authgate::reload::{Fixed, Reloader};
@@ -138,12 +139,15 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     for l in &settings.listen {
         let name = format!("authgate {}", l.addr);
         let mut proxy = http_proxy(&server.configuration, AuthGate::new(runtime.clone()));
-        if l.h2c {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            proxy.server_options = Some(options);
-        }
-        let mut service = Service::new(name, Draining::new(proxy, drain::WINDOW));
+        // Read at start: a change of these needs a graceful upgrade (see reload).
+        let limits = runtime.load().client;
+        let mut options = HttpServerOptions::default();
+        options.h2c = l.h2c;
+        options.keepalive_request_limit = limits.max_requests;
+        options.h2_idle_timeout = Some(limits.keepalive_timeout).filter(|d| !d.is_zero());
+        proxy.server_options = Some(options);
+        let guarded = Guarded::new(proxy, runtime.clone(), l.h2c);
+        let mut service = Service::new(name, Draining::new(guarded, drain::WINDOW));
         match &l.tls {
             Some((cert, key)) => {
                 let mut tls = match TlsSettings::intermediate(

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub webhook_events: IntCounterVec,
     pub webhook_rejections: IntCounterVec,
+    pub client_connections: IntGauge,
+    pub connections_closed: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -74,6 +76,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["reason"],
     )?;
+    let client_connections =
+        IntGauge::new("authgate_client_connections", "Open client connections")?;
+    let connections_closed = IntCounterVec::new(
+        Opts::new(
+            "authgate_client_connections_closed_total",
+            "Client connections closed by authgate's limits, by reason (over_limit, header_timeout)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(client_connections.clone()))?;
+    registry.register(Box::new(connections_closed.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(resolver_calls.clone()))?;
     registry.register(Box::new(resolver_latency.clone()))?;
@@ -92,6 +105,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         inflight,
         webhook_events,
         webhook_rejections,
+        client_connections,
+        connections_closed,
     })
 }
 

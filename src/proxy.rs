@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation: calls the other modules in order for each request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,7 +9,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
     SET_COOKIE, WWW_AUTHENTICATE,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -19,13 +20,18 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::access_log::{ms, Entry};
 use crate::cache::{Lookup, PurgeCause};
 use crate::config::{Login, Runtime};
+use crate::connections::{self, ClientLimits, LimitsSource};
 use crate::credentials::{CacheKey, Credentials};
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity, SessionState};
 use crate::metrics::{self, InFlight};
+use crate::request::{self, RequestError};
 use crate::resolver::ResolveError;
-use crate::routes::{normalize_path, request_host, Policy};
+use crate::routes::Policy;
 use crate::upstreams::{hash_input, Pool};
+
+/// Group keys for peers that must not reuse a pooled connection (see `upstream_peer`).
+static FRESH_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 
 /// The proxy. Holds only the swappable runtime snapshot.
 pub struct AuthGate {
@@ -35,6 +41,12 @@ pub struct AuthGate {
 impl AuthGate {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
         AuthGate { runtime }
+    }
+}
+
+impl LimitsSource for ArcSwap<Runtime> {
+    fn limits(&self) -> ClientLimits {
+        self.load().client
     }
 }
 
@@ -50,10 +62,15 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     forwarded: Option<Forwarded>,
     client_ip: Option<IpAddr>,
-    /// The normalised path and query, when it differs from what the client sent.
+    /// The normalised origin-form target, when it differs from what the client sent.
     rewrite: Option<String>,
+    /// The canonical `Host`, when it differs from the client's (or the client sent none).
+    set_host: Option<HeaderValue>,
     /// Backends this request has been sent to (a failed connect tries another).
     tried: Vec<SocketAddr>,
+    /// The last attempt failed on a reused backend connection before any response byte:
+    /// the next goes to a new connection, and may go to the same backend.
+    fresh_connection: bool,
     /// What happened at the resolver, for the log line.
     outcome: &'static str,
     /// Where the answer came from (hit, miss, coalesced, stale).
@@ -127,13 +144,10 @@ fn wants_html(req: &RequestHeader) -> bool {
 }
 
 /// `login.url` with the original URL as its return-to parameter.
-fn login_location(login: &Login, fwd: &Forwarded, req: &RequestHeader) -> Option<HeaderValue> {
+fn login_location(login: &Login, fwd: &Forwarded, target: &str) -> Option<HeaderValue> {
     let host = fwd.host.as_ref().and_then(|h| h.to_str().ok())?;
     let proto = fwd.proto.to_str().ok()?;
-    let original = format!(
-        "{proto}://{host}{}",
-        req.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
+    let original = format!("{proto}://{host}{target}");
     let sep = if login.url.contains('?') { '&' } else { '?' };
     let mut location = format!("{}{sep}{}=", login.url, login.return_to_param);
     for b in original.bytes() {
@@ -144,6 +158,44 @@ fn login_location(login: &Login, fwd: &Forwarded, req: &RequestHeader) -> Option
         }
     }
     HeaderValue::from_str(&location).ok()
+}
+
+/// Why a request header is over the configured limits, if it is. Pingora itself reads up to
+/// 1 MiB and 256 fields; the operator's limits are usually far lower.
+fn header_too_large(req: &RequestHeader, limits: &ClientLimits) -> Option<&'static str> {
+    if req.headers.len() > limits.max_headers {
+        return Some("too many header fields");
+    }
+    // Each field counted as `name: value\r\n`, plus the request line.
+    let size = req.raw_path().len()
+        + req.method.as_str().len()
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    (size > limits.max_header_bytes).then_some("request header too large")
+}
+
+/// Identical `Content-Length` values, repeated or comma-joined (Pingora accepts both and has
+/// checked they agree), go to the backend as one plain number.
+fn single_content_length(req: &mut RequestHeader) -> pingora::Result<()> {
+    let mut values = req.headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let number = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let number = HeaderValue::from_bytes(number)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad Content-Length"))?;
+    req.insert_header(CONTENT_LENGTH, number)
 }
 
 #[async_trait]
@@ -162,7 +214,9 @@ impl ProxyHttp for AuthGate {
             forwarded: None,
             client_ip: None,
             rewrite: None,
+            set_host: None,
             tried: Vec::new(),
+            fresh_connection: false,
             outcome: "-",
             lookup: None,
             logout: None,
@@ -171,6 +225,12 @@ impl ProxyHttp for AuthGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let rt = self.runtime.load_full();
+        connections::header_received();
+        session.set_keepalive(rt.client.keepalive_secs());
+        if let Some(why) = header_too_large(session.req_header(), &rt.client) {
+            ctx.outcome = "bad_request";
+            return respond(session, 431, why, &[]).await;
+        }
         // Before anything reads the request: no client copy of the identity namespace survives.
         rt.namespace.strip(session.req_header_mut());
 
@@ -179,28 +239,44 @@ impl ProxyHttp for AuthGate {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let forwarded = rt.trusted.derive(session.req_header(), ctx.client_ip, tls);
 
-        // Route on the path the backend will act on, never on the raw one.
-        let raw_path = session.req_header().uri.path();
-        let path = match normalize_path(raw_path) {
-            Ok(p) => p,
+        // One reading of the request line and host, used by everything below.
+        let req = session.req_header();
+        let canon = match request::settle(req) {
+            Ok(c) => c,
             Err(e) => {
-                ctx.outcome = "bad_path";
+                ctx.outcome = match e {
+                    RequestError::Path(_) => "bad_path",
+                    _ => "bad_request",
+                };
                 return respond(session, 400, &e.to_string(), &[]).await;
             }
         };
-        if path != raw_path {
-            ctx.rewrite = Some(match session.req_header().uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            });
-        }
-        let host = request_host(session.req_header());
-        let Some(route) = rt.routes.find(&host, &path, &session.req_header().method) else {
+        let own_host = canon
+            .set_host
+            .clone()
+            .or_else(|| req.headers.get(HOST).cloned());
+        let forwarded = rt.trusted.derive(req, own_host, ctx.client_ip, tls);
+        let Some(route) = rt.routes.find(&canon.host, canon.route_path(), &req.method) else {
             ctx.outcome = "no_route";
             return respond(session, 404, "no route for this request", &[]).await;
         };
+        // A method a framework would take from an override header or `_method` must lead to
+        // the same route, or the backend would act under a policy that was not checked.
+        let elsewhere = request::method_overrides(req, canon.query).any(|m| {
+            !m.is_ok_and(|m| {
+                rt.routes
+                    .find(&canon.host, canon.route_path(), &m)
+                    .is_some_and(|r| std::ptr::eq(r, route))
+            })
+        });
+        if elsewhere {
+            ctx.outcome = "bad_request";
+            return respond(session, 400, "method override routes elsewhere", &[]).await;
+        }
+        let login_target = canon.target().into_owned();
+        ctx.rewrite = canon.rewrite;
+        ctx.set_host = canon.set_host;
         let (policy, pool, logout) = (route.policy, route.pool.clone(), route.logout);
         ctx.route = Some(route.label.clone());
         ctx.pool = Some(pool);
@@ -283,7 +359,9 @@ impl ProxyHttp for AuthGate {
                 ctx.outcome = "login_required";
                 let req = session.req_header();
                 let redirect = match (&rt.login, ctx.forwarded.as_ref()) {
-                    (Some(login), Some(fwd)) if wants_html(req) => login_location(login, fwd, req),
+                    (Some(login), Some(fwd)) if wants_html(req) => {
+                        login_location(login, fwd, &login_target)
+                    }
                     _ => None,
                 };
                 return match redirect {
@@ -326,12 +404,27 @@ impl ProxyHttp for AuthGate {
             session.req_header(),
             ctx.identity.as_ref().and_then(|i| i.user_id()),
         );
+        // A reused connection the backend had already closed says nothing about the backend.
+        let fresh = std::mem::take(&mut ctx.fresh_connection);
+        let stale = if fresh { ctx.tried.pop() } else { None };
         match pool.select(&key, &ctx.tried) {
-            Some(peer) => {
+            Some(mut peer) => {
                 if let Some(addr) = peer._address.as_inet() {
                     ctx.tried.push(*addr);
                 }
+                if fresh {
+                    // The pool of idle connections is keyed by the peer's hash: a group of
+                    // its own finds none there, so Pingora opens a new one.
+                    peer.group_key = FRESH_GROUP.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Box::new(peer))
+            }
+            None if stale.is_some() => {
+                ctx.tried.extend(stale);
+                Error::e_explain(
+                    ErrorType::HTTPStatus(502),
+                    format!("no healthy backend in upstream `{}`", pool.name()),
+                )
             }
             None if ctx.tried.is_empty() => Error::e_explain(
                 ErrorType::HTTPStatus(502),
@@ -342,6 +435,41 @@ impl ProxyHttp for AuthGate {
                 format!("every backend tried in upstream `{}` failed", pool.name()),
             ),
         }
+    }
+
+    /// Pingora's rule (idempotent methods with the whole body still buffered; a failure on a
+    /// reused connection before any response byte is retried), plus: a write that fails on
+    /// a reused connection is the same stale-connection case. The retry goes to a new
+    /// connection (see `upstream_peer`).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+        } else if client_reused
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::ReadError
+            )
+        {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if client_reused && e.retry() {
+            ctx.fresh_connection = true;
+            log::debug!("backend {peer} closed a reused connection ({e}); retrying on a new one");
+        }
+        e
     }
 
     fn fail_to_connect(
@@ -381,6 +509,10 @@ impl ProxyHttp for AuthGate {
             })?;
             upstream_request.set_uri(uri);
         }
+        if let Some(host) = &ctx.set_host {
+            upstream_request.insert_header(HOST, host.clone())?;
+        }
+        single_content_length(upstream_request)?;
         // Again on the copy that goes upstream, after Pingora's own header handling.
         rt.namespace.strip(upstream_request);
         if let Some(identity) = &ctx.identity {
@@ -446,6 +578,7 @@ impl ProxyHttp for AuthGate {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        connections::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.as_deref();
         metrics::METRICS
@@ -473,7 +606,10 @@ impl ProxyHttp for AuthGate {
             time: SystemTime::now(),
             client_ip: ctx.client_ip,
             method: req.method.as_str(),
-            path: req.uri.path(),
+            path: ctx
+                .rewrite
+                .as_deref()
+                .map_or(req.uri.path(), |t| t.split_once('?').map_or(t, |(p, _)| p)),
             query: req.uri.query(),
             status,
             route,

@@ -166,9 +166,15 @@ impl Route {
     }
 
     fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
-        self.host.matches(host)
-            && self.matches_path(path)
-            && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        self.host.matches(host) && self.matches_path(path) && self.matches_method(method)
+    }
+
+    /// A route that names `GET` takes `HEAD` too: every framework serves a `HEAD` with its
+    /// `GET` handler, so a `HEAD` must not fall through to a weaker route.
+    fn matches_method(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|ms| {
+            ms.contains(method) || (*method == Method::HEAD && ms.contains(&Method::GET))
+        })
     }
 }
 
@@ -321,29 +327,6 @@ fn encode_segment(seg: &[u8], out: &mut String) {
             out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
             out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
         }
-    }
-}
-
-/// The host a request is for: `Host`, else the URI authority (HTTP/2), lower case, without
-/// the port or a trailing dot.
-pub fn request_host(req: &pingora::http::RequestHeader) -> Cow<'_, str> {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let host = match raw.find(']') {
-        // [v6]:port
-        Some(end) if raw.starts_with('[') => &raw[..=end],
-        _ => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    // Allocates only for a host sent in upper case.
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
     }
 }
 

@@ -97,3 +97,68 @@ fn refresh_after_defaults_below_the_ttl() {
         Duration::from_secs(300)
     );
 }
+
+#[test]
+fn numbers_beyond_their_bounds_name_the_field() {
+    for (yaml, field) in [
+        (
+            format!("{GOOD}cache:\n  capacity: 18446744073709551615\n"),
+            "cache.capacity",
+        ),
+        (
+            format!("pingora:\n  threads: 100000000\n{GOOD}"),
+            "pingora.threads",
+        ),
+        (
+            GOOD.replace(
+                "backends: [127.0.0.1:3000]",
+                "backends: [{ addr: 127.0.0.1:3000, weight: 30000000 }]",
+            ),
+            "upstreams.app.backends[0].weight",
+        ),
+        (
+            format!("{GOOD}cache:\n  ttl: 100000000years\n"),
+            "cache.ttl",
+        ),
+        (
+            GOOD.replace("timeout: 2s", "timeout: 1000000h"),
+            "resolver.timeout",
+        ),
+        (
+            format!("{GOOD}client:\n  max_connections: 0\n"),
+            "client.max_connections",
+        ),
+        (
+            format!("{GOOD}client:\n  max_header_bytes: 2000000\n"),
+            "client.max_header_bytes",
+        ),
+        (
+            format!("{GOOD}client:\n  header_timeout: 0s\n"),
+            "client.header_timeout",
+        ),
+        (
+            format!("pingora:\n  upstream_keepalive_pool_size: 100000000\n{GOOD}"),
+            "pingora.upstream_keepalive_pool_size",
+        ),
+    ] {
+        let e = error(&yaml);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.reason.contains("out of range"), "{e}");
+    }
+}
+
+#[test]
+fn client_limits_have_defaults_and_can_be_set() {
+    let s = parse("t.yaml", GOOD, None).unwrap();
+    assert_eq!(s.runtime.client, ClientLimits::default());
+    let s = parse(
+        "t.yaml",
+        &format!("{GOOD}client:\n  max_connections: 5\n  header_timeout: 2s\n  keepalive_timeout: 0s\n  max_requests_per_connection: 0\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.runtime.client.max_connections, 5);
+    assert_eq!(s.runtime.client.header_timeout, Duration::from_secs(2));
+    assert_eq!(s.runtime.client.keepalive_secs(), None);
+    assert_eq!(s.runtime.client.max_requests, None);
+}

@@ -108,3 +108,111 @@ fn nothing_is_nothing() {
         Credentials::default()
     );
 }
+
+#[test]
+fn cookie_names_are_read_as_loosely_as_any_resolver_could() {
+    // `Bearer undefined` is what every broken client sends: mallory's session cookie,
+    // spelled in a case Go ignores, must not make her answer the one they all share.
+    let undefined = key(&[("authorization", "Bearer undefined")]);
+    for cookie in [
+        "Session=valid-mallory",
+        "SESSION=valid-mallory",
+        "a=1, session=valid-mallory",
+        "%73ession=valid-mallory",
+        "\"session\"=valid-mallory",
+        "app.session=valid-mallory",
+        "__Host-session=valid-mallory",
+        "\tsession=valid-mallory",
+    ] {
+        let k = key(&[("authorization", "Bearer undefined"), ("cookie", cookie)]);
+        assert_ne!(k, undefined, "{cookie}");
+        assert!(k.has_credentials, "{cookie}");
+    }
+    // The separator before a credential is part of the key: `,` and `;` split differently.
+    assert_ne!(
+        key(&[("cookie", "x=1, session=s")]),
+        key(&[("cookie", "x=1; session=s")])
+    );
+    // Quotes make quote-aware readers see other cookies: the whole header counts then.
+    assert_ne!(
+        key(&[("cookie", "x=\"a; session=s\"")]),
+        key(&[("cookie", "x=a; session=s\"")])
+    );
+}
+
+/// Cookie readers a resolver might use: which (name, value) pairs it takes for credentials.
+type Reader = fn(&str) -> Vec<(String, String)>;
+
+fn read_with(header: &str, seps: &[char], fold: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    let names = ["session", "app_session", "app_access_token"];
+    header
+        .split(seps)
+        .filter_map(|part| {
+            let part = part.trim_matches(|c| c == ' ' || c == '\t');
+            let (n, v) = part.split_once('=').unwrap_or((part, ""));
+            let n = fold(n);
+            names.contains(&n.as_str()).then(|| (n, v.to_string()))
+        })
+        .collect()
+}
+
+const READERS: [Reader; 4] = [
+    // Go's net/http.
+    |h| read_with(h, &[';'], |n| n.to_string()),
+    // nginx's $cookie_: `;` and `,`, any case.
+    |h| read_with(h, &[';', ','], |n| n.to_ascii_lowercase()),
+    // PHP: names URL-decoded, `.` and ` ` read as `_`.
+    |h| {
+        read_with(h, &[';'], |n| {
+            let d: String = percent_encoding::percent_decode_str(n)
+                .decode_utf8_lossy()
+                .into_owned();
+            d.replace(['.', ' '], "_")
+        })
+    },
+    // A reader that takes the first of `;`-split names in any case.
+    |h| read_with(h, &[';'], |n| n.trim().to_ascii_lowercase()),
+];
+
+fn cookie_header() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let name = prop_oneof![
+        Just("session"),
+        Just("Session"),
+        Just("app_session"),
+        Just("app.session"),
+        Just("%73ession"),
+        Just("_ga"),
+    ];
+    let value = prop_oneof![Just("a"), Just("b")];
+    let sep = prop_oneof![Just("; "), Just(";"), Just(", "), Just(","), Just(";\t")];
+    proptest::collection::vec((sep, name, value), 0..3).prop_map(|parts| {
+        let mut h = String::new();
+        for (i, (sep, n, v)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                h.push_str(sep);
+            }
+            h.push_str(n);
+            h.push('=');
+            h.push_str(v);
+        }
+        h
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+    /// Two requests that any of the readers above reads differently never share a key.
+    #[test]
+    fn requests_read_differently_never_share_a_key(a in cookie_header(), b in cookie_header()) {
+        let k = |h: &str| {
+            if h.is_empty() { key(&[]) } else { key(&[("cookie", h)]) }
+        };
+        if k(&a) == k(&b) {
+            for (i, read) in READERS.iter().enumerate() {
+                proptest::prop_assert_eq!(read(&a), read(&b), "reader {} on {:?} / {:?}", i, a, b);
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ fn untrusted_client_copies_are_ignored() {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "evil.example"),
     ]);
-    let f = TrustedProxies::default().derive(&r, CLIENT.parse().ok(), false);
+    let f = TrustedProxies::default().derive(&r, own_host(&r), CLIENT.parse().ok(), false);
     assert_eq!(f.for_.unwrap(), CLIENT);
     assert_eq!(f.proto, "http");
     assert_eq!(f.host.unwrap(), "app.example");
@@ -30,7 +30,7 @@ fn trusted_proxy_chain_is_extended() {
         ("x-forwarded-host", "public.example"),
     ]);
     let t = TrustedProxies::new(vec!["203.0.113.0/24".parse().unwrap()]);
-    let f = t.derive(&r, CLIENT.parse().ok(), false);
+    let f = t.derive(&r, own_host(&r), CLIENT.parse().ok(), false);
     assert_eq!(f.for_.unwrap(), "1.2.3.4, 5.6.7.8, 9.9.9.9, 203.0.113.7");
     assert_eq!(f.proto, "https");
     assert_eq!(f.host.unwrap(), "public.example");
@@ -40,13 +40,16 @@ fn trusted_proxy_chain_is_extended() {
 fn trusted_proxy_cannot_set_a_strange_proto() {
     let r = req(&[("x-forwarded-proto", "javascript")]);
     let t = TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap()]);
-    assert_eq!(t.derive(&r, CLIENT.parse().ok(), true).proto, "https");
+    assert_eq!(
+        t.derive(&r, own_host(&r), CLIENT.parse().ok(), true).proto,
+        "https"
+    );
 }
 
 #[test]
 fn mapped_ipv4_is_matched_and_shown_as_ipv4() {
     let t = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]);
-    let f = t.derive(&req(&[]), "::ffff:127.0.0.1".parse().ok(), false);
+    let f = t.derive(&req(&[]), None, "::ffff:127.0.0.1".parse().ok(), false);
     assert_eq!(f.for_.unwrap(), "127.0.0.1");
 }
 
@@ -56,8 +59,12 @@ fn apply_replaces_client_copies() {
         ("x-forwarded-for", "1.2.3.4"),
         ("x-forwarded-for", "5.6.7.8"),
     ]);
-    let f = TrustedProxies::default().derive(&r, CLIENT.parse().ok(), false);
+    let f = TrustedProxies::default().derive(&r, own_host(&r), CLIENT.parse().ok(), false);
     f.apply(&mut r).unwrap();
     let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
     assert_eq!(all, [CLIENT]);
+}
+
+fn own_host(r: &RequestHeader) -> Option<HeaderValue> {
+    r.headers.get(http::header::HOST).cloned()
 }

@@ -149,3 +149,102 @@ fn denial_keeps_only_challenge_headers() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+fn answer(pairs: &[(&str, &str)]) -> Result<Identity, AnswerError> {
+    let mut h = HeaderMap::new();
+    for (n, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    Identity::from_headers(&h, &ns())
+}
+
+#[test]
+fn two_values_for_one_identity_header_are_a_bad_answer() {
+    let e = answer(&[
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-user-id", "alice"),
+        ("x-authgear-user-id", "admin"),
+    ]);
+    assert!(matches!(e, Err(AnswerError::Malformed(_))), "{e:?}");
+    let e = answer(&[
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-session-valid", "false"),
+    ]);
+    assert!(matches!(e, Err(AnswerError::Malformed(_))), "{e:?}");
+    let e = answer(&[("x-authgear-custom", "a"), ("x-authgear-custom", "b")]);
+    assert!(matches!(e, Err(AnswerError::Malformed(_))), "{e:?}");
+    // The same value twice is one header.
+    let i = answer(&[
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-user-id", "alice"),
+        ("x-authgear-user-id", "alice"),
+    ])
+    .unwrap();
+    let sent: Vec<_> = i.wire_headers().map(|(n, _)| n).collect();
+    assert_eq!(sent.len(), 2);
+}
+
+#[test]
+fn flags_are_forwarded_in_one_spelling() {
+    let i = answer(&[
+        ("x-authgear-session-valid", "TRUE"),
+        ("x-authgear-user-anonymous", "False"),
+        ("x-authgear-user-id", "alice"),
+    ])
+    .unwrap();
+    assert_eq!(i.session(), SessionState::Valid);
+    let sent: Vec<(String, String)> = i
+        .wire_headers()
+        .map(|(n, v)| {
+            (
+                String::from_utf8_lossy(&n).into_owned(),
+                v.to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("x-authgear-session-valid".to_string(), "true".to_string()),
+            ("x-authgear-user-anonymous".to_string(), "false".to_string()),
+            ("x-authgear-user-id".to_string(), "alice".to_string()),
+        ]
+    );
+    assert!(matches!(
+        answer(&[("x-authgear-user-verified", "yes")]),
+        Err(AnswerError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_flood_of_identity_headers_is_refused_early() {
+    let names: Vec<String> = (0..5000).map(|i| format!("x-authgear-h{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    assert!(matches!(answer(&pairs), Err(AnswerError::Malformed(_))));
+}
+
+proptest::proptest! {
+    /// Any name that folds (case, `_` and `.` for `-`) onto a name of the namespace is
+    /// covered, so stripping removes every spelling a CGI/WSGI/PHP backend would read.
+    #[test]
+    fn every_folded_spelling_is_covered(
+        suffix in "[a-z-]{0,12}",
+        flips in proptest::collection::vec(0u8..4, 0..32),
+    ) {
+        let canonical = format!("x-authgear-{suffix}");
+        let spelled: String = canonical
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match (c, flips.get(i).copied().unwrap_or(0)) {
+                ('-', 1) => '_',
+                ('-', 2) => '.',
+                (c, 3) => c.to_ascii_uppercase(),
+                (c, _) => c,
+            })
+            .collect();
+        proptest::prop_assert!(ns().covers(&spelled), "{}", spelled);
+    }
+}

@@ -134,18 +134,6 @@ fn normalisation_defeats_traversal_tricks() {
 }
 
 #[test]
-fn hosts_are_normalised() {
-    let req = |h: &str| {
-        let mut r = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
-        r.insert_header("host", h).unwrap();
-        request_host(&r).into_owned()
-    };
-    assert_eq!(req("API.Example.com:8443"), "api.example.com");
-    assert_eq!(req("example.com."), "example.com");
-    assert_eq!(req("[::1]:8080"), "[::1]");
-}
-
-#[test]
 fn bad_route_specs_are_refused() {
     let spec = |host: Option<&'static str>, path: &'static str| {
         Route::new(RouteSpec {
@@ -197,4 +185,20 @@ fn the_fast_path_agrees_with_the_full_normalisation() {
     }
     assert!(is_normal(b"/api/v1/orders"));
     assert!(!is_normal(b"/a//b") && !is_normal(b"/a/./b") && !is_normal(b"/a%2e"));
+}
+
+#[test]
+fn a_get_route_takes_head_too() {
+    let routes = Routes::new(vec![
+        route(None, "/", &[], "root", 0),
+        route(None, "/admin", &["GET"], "admin", 1),
+    ]);
+    assert_eq!(
+        at(&routes, "h", "/admin", Method::HEAD).as_deref(),
+        Some("admin")
+    );
+    assert_eq!(
+        at(&routes, "h", "/admin", Method::POST).as_deref(),
+        Some("root")
+    );
 }

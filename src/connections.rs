@@ -1,0 +1,231 @@
+//! Client connections: how many may be open at once, how long a request header may take to
+//! arrive, and how long a kept-alive connection may sit idle.
+//!
+//! Pingora 0.9.1 bounds none of these for HTTP/1: its header reads time out per read (so a
+//! client sending one byte every few seconds is held forever), kept-alive connections wait
+//! without a limit, and every accepted connection is served. `Guarded` wraps the proxy app:
+//! it refuses connections beyond the cap, and runs each HTTP/1 connection beside a watcher
+//! that closes it when a request header is not complete in time. The proxy tells the
+//! watcher, through a task-local, when a header has arrived (`header_received`) and when a
+//! request is done (`request_done`); idle keep-alive itself is Pingora's (`keepalive_secs`).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+
+use crate::metrics::METRICS;
+
+/// The limits on client connections, from the `client:` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Open client connections per process; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// From accepting a connection, or from the end of the previous request plus the
+    /// keep-alive timeout, to a complete request header.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request; zero: no keep-alive.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one connection before it is closed; `None`: no limit.
+    pub max_requests: Option<u32>,
+    /// The request line and headers, in bytes; larger requests get `431`.
+    pub max_header_bytes: usize,
+    /// Header fields in one request; more get `431`.
+    pub max_headers: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_requests: Some(10_000),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+impl ClientLimits {
+    /// The keep-alive timeout as Pingora takes it: whole seconds, `None` for no keep-alive.
+    pub fn keepalive_secs(&self) -> Option<u64> {
+        if self.keepalive_timeout.is_zero() {
+            None
+        } else {
+            // Rounded up: a sub-second timeout must not become "no keep-alive".
+            Some(self.keepalive_timeout.as_millis().div_ceil(1000) as u64)
+        }
+    }
+}
+
+/// The current limits, read once per connection (so a reload applies to new connections).
+pub trait LimitsSource: Send + Sync {
+    fn limits(&self) -> ClientLimits;
+}
+
+/// One connection's header deadline, in milliseconds since `start`; 0: none (a request is
+/// being served).
+struct Conn {
+    start: Instant,
+    deadline_ms: AtomicU64,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+}
+
+impl Conn {
+    fn arm(&self, after: Duration) {
+        let at = (self.start.elapsed() + after).as_millis() as u64;
+        self.deadline_ms.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// Resolves when the deadline in force has passed.
+    async fn expired(&self) {
+        loop {
+            let deadline = self.deadline_ms.load(Ordering::Relaxed);
+            let now = self.start.elapsed().as_millis() as u64;
+            if deadline != 0 && deadline <= now {
+                return;
+            }
+            // Deadlines only move later while this sleeps, so waking early and looking
+            // again is all the coordination needed; a request in progress is looked at
+            // again after one header timeout.
+            let wait = if deadline == 0 {
+                self.header_timeout
+            } else {
+                Duration::from_millis(deadline - now)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+tokio::task_local! {
+    static CONN: Arc<Conn>;
+}
+
+/// Called by the proxy when a request header is complete: the deadline is off until the
+/// request is done.
+pub fn header_received() {
+    let _ = CONN.try_with(|c| c.deadline_ms.store(0, Ordering::Relaxed));
+}
+
+/// Called by the proxy when a request is done: the next header must be complete within the
+/// keep-alive timeout (the wait for its first byte, enforced by Pingora) plus the header
+/// timeout.
+pub fn request_done() {
+    let _ = CONN.try_with(|c| c.arm(c.keepalive_timeout + c.header_timeout));
+}
+
+/// A count of open connections that gives its place back when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        METRICS.client_connections.dec();
+    }
+}
+
+/// Wraps a server app with the connection cap and the header deadline.
+pub struct Guarded<A> {
+    app: Arc<A>,
+    limits: Arc<dyn LimitsSource>,
+    open: AtomicUsize,
+    /// The listener offers HTTP/2 without TLS, whose connections carry many requests at once.
+    h2c: bool,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(app: A, limits: Arc<dyn LimitsSource>, h2c: bool) -> Self {
+        Guarded {
+            app: Arc::new(app),
+            limits,
+            open: AtomicUsize::new(0),
+            h2c,
+        }
+    }
+
+    fn enter(&self, max: usize) -> Option<Slot<'_>> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        METRICS.client_connections.inc();
+        Some(Slot(&self.open))
+    }
+}
+
+/// Whether a connection speaks HTTP/2 (by ALPN, or by its preface on an h2c listener).
+async fn is_h2(stream: &mut Stream, h2c: bool) -> bool {
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        return true;
+    }
+    if !h2c || stream.get_ssl_digest().is_some() {
+        return false;
+    }
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    matches!(stream.try_peek(&mut buf).await, Ok(true)) && buf == PREFACE
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = self.limits.limits();
+        let Some(_slot) = self.enter(limits.max_connections) else {
+            METRICS
+                .connections_closed
+                .with_label_values(&["over_limit"])
+                .inc();
+            log::debug!(
+                "client connection refused: {} open (client.max_connections)",
+                limits.max_connections
+            );
+            return None;
+        };
+        if is_h2(&mut stream, self.h2c).await {
+            // HTTP/2 multiplexes requests on one connection; its idle timeout is Pingora's
+            // `h2_idle_timeout`, set from the same keep-alive setting.
+            return self.app.process_new(stream, shutdown).await;
+        }
+        let conn = Arc::new(Conn {
+            start: Instant::now(),
+            deadline_ms: AtomicU64::new(0),
+            header_timeout: limits.header_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
+        });
+        conn.arm(limits.header_timeout);
+        let watch = conn.clone();
+        let serve = CONN.scope(conn, self.app.process_new(stream, shutdown));
+        tokio::select! {
+            out = serve => out,
+            _ = watch.expired() => {
+                METRICS
+                    .connections_closed
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                log::debug!("client connection closed: request header not complete in time (client.header_timeout)");
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await
+    }
+}
+
+#[cfg(test)]
+#[path = "connections/tests.rs"]
+mod tests;

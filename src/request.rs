@@ -1,0 +1,321 @@
+//! The canonical request: method, host, path and target settled once, before any decision.
+//!
+//! Routing, policy, the cache key and what the backend receives all read this, never the raw
+//! request line again: a proxy and a backend that read one request two ways is how a request
+//! reaches a backend through a route weaker than the one that guards it.
+//!
+//! - Method: upper case only (`delete` is refused, as nginx does): methods are case-sensitive
+//!   (RFC 9110 9.1) but many frameworks fold them, so a lower-case spelling would be routed as
+//!   one method and served as another.
+//! - Target: origin-form (`/path?query`), absolute-form with an `http`/`https` scheme (its
+//!   authority is the host, RFC 9112 3.2.2), or `*` for `OPTIONS` only; anything else is
+//!   refused. The backend always gets the origin-form target built from the normalised path.
+//! - Host: `Host`, else the target's or HTTP/2's authority; an HTTP/1.1 request without `Host`
+//!   is refused (RFC 9112 3.2). Lower case, no trailing dot, port kept apart; the backend gets
+//!   the canonical form.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderValue, HOST};
+use http::{Method, Version};
+use percent_encoding::percent_decode_str;
+use pingora::http::RequestHeader;
+
+use crate::routes::{normalize_path, PathError};
+
+/// Why a request is refused before routing (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// A method with a character other than `A-Z`, `-` or `_` (e.g. `delete`).
+    Method,
+    /// A target that is neither origin-form, absolute-form (`http`/`https`) nor `OPTIONS *`.
+    Target,
+    /// An HTTP/1.1 request without `Host`.
+    MissingHost,
+    /// A `Host` (or target authority) that is not a plain host name or IP literal with a port.
+    Host,
+    Path(PathError),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Method => f.write_str("method must be an upper-case token"),
+            RequestError::Target => {
+                f.write_str("request target must be origin-form or absolute-form")
+            }
+            RequestError::MissingHost => f.write_str("HTTP/1.1 request without Host"),
+            RequestError::Host => f.write_str("malformed host"),
+            RequestError::Path(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The request as every later decision reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical<'a> {
+    /// Lower case, without port or trailing dot; empty when the request names no host.
+    pub host: Cow<'a, str>,
+    /// The normalised path (`*` for `OPTIONS *`).
+    pub path: Cow<'a, str>,
+    pub query: Option<&'a str>,
+    /// The target for the backend when it differs from what Pingora would send.
+    pub rewrite: Option<String>,
+    /// The `Host` for the backend when it differs from the client's.
+    pub set_host: Option<HeaderValue>,
+}
+
+impl Canonical<'_> {
+    /// The path the route was chosen on; `*` routes as the root.
+    pub fn route_path(&self) -> &str {
+        if self.path == "*" {
+            "/"
+        } else {
+            &self.path
+        }
+    }
+
+    /// The origin-form target: normalised path and query.
+    pub fn target(&self) -> Cow<'_, str> {
+        match self.query {
+            Some(q) => Cow::Owned(format!("{}?{q}", self.path)),
+            None => Cow::Borrowed(&self.path),
+        }
+    }
+}
+
+/// Headers through which frameworks let a client replace the method (Rails, Express, Symfony,
+/// Spring's `HiddenHttpMethodFilter` equivalents).
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Every method a backend may act on instead of the request's own: the method-override
+/// headers and a `_method` query parameter, upper-cased as frameworks read them. `Err` for a
+/// value that is no method at all.
+pub fn method_overrides<'a>(
+    req: &'a RequestHeader,
+    query: Option<&'a str>,
+) -> impl Iterator<Item = Result<Method, RequestError>> + 'a {
+    let headers = OVERRIDE_HEADERS
+        .iter()
+        .flat_map(move |name| req.headers.get_all(*name).iter())
+        .map(|v| v.as_bytes());
+    let params = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k: Cow<'_, [u8]> = percent_decode_str(k).into();
+            k.trim_ascii()
+                .eq_ignore_ascii_case(b"_method")
+                .then(|| Cow::<[u8]>::from(percent_decode_str(v)))
+        });
+    headers.map(Cow::Borrowed).chain(params).map(|v| {
+        // Form encoding writes a space as `+`; frameworks trim what surrounds the name.
+        let upper: Vec<u8> = v
+            .iter()
+            .map(|&b| {
+                if b == b'+' {
+                    b' '
+                } else {
+                    b.to_ascii_uppercase()
+                }
+            })
+            .collect();
+        Method::from_bytes(upper.trim_ascii()).map_err(|_| RequestError::Method)
+    })
+}
+
+/// Whether a method is spelled as authgate routes it: `A-Z`, `-` and `_` (nginx's rule).
+pub fn canonical_method(m: &Method) -> bool {
+    let s = m.as_str().as_bytes();
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+/// Settles the canonical request, or says why it is refused.
+pub fn settle(req: &RequestHeader) -> Result<Canonical<'_>, RequestError> {
+    if !canonical_method(&req.method) {
+        return Err(RequestError::Method);
+    }
+    let raw = req.raw_path();
+    // A fragment is never part of a target; bytes that are not UTF-8 reach the backend
+    // verbatim while the URI holds a lossy rendering of them.
+    if raw.contains(&b'#') || !req.raw_path_is_utf8() {
+        return Err(RequestError::Target);
+    }
+    let (authority, path, query, origin) = match raw.first() {
+        Some(b'/') => {
+            // Origin-form round-trips through the URI, which Pingora parsed from these bytes.
+            (None, req.uri.path(), req.uri.query(), true)
+        }
+        Some(b'*') if raw == b"*" => {
+            if req.method != Method::OPTIONS {
+                return Err(RequestError::Target);
+            }
+            (None, "*", None, true)
+        }
+        _ => {
+            let (authority, rest) = absolute_form(raw).ok_or(RequestError::Target)?;
+            let rest = std::str::from_utf8(rest).map_err(|_| RequestError::Target)?;
+            let (path, query) = match rest.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (rest, None),
+            };
+            (Some(authority), path, query, false)
+        }
+    };
+    let path = match path {
+        "*" => Cow::Borrowed("*"),
+        "" => Cow::Borrowed("/"),
+        p => normalize_path(p).map_err(RequestError::Path)?,
+    };
+    let rewrite = if !origin || path != req.uri.path() {
+        Some(match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        })
+    } else {
+        None
+    };
+
+    let host_header = {
+        let mut hosts = req.headers.get_all(HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            // Pingora refuses these for HTTP/1; HTTP/2 may still carry two.
+            return Err(RequestError::Host);
+        }
+        first
+    };
+    let sent: Option<&[u8]> = host_header
+        .map(HeaderValue::as_bytes)
+        .or(authority)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+    let Some(sent) = sent else {
+        if req.version == Version::HTTP_11 {
+            return Err(RequestError::MissingHost);
+        }
+        return Ok(Canonical {
+            host: Cow::Borrowed(""),
+            path,
+            query,
+            rewrite,
+            set_host: None,
+        });
+    };
+    if let (Some(h), Some(a)) = (host_header, authority) {
+        // Pingora refuses a Host that differs from the target's authority; never trust that.
+        if h.as_bytes() != a {
+            return Err(RequestError::Host);
+        }
+    }
+    let (host, port) = parse_authority(sent).ok_or(RequestError::Host)?;
+    let canonical_len = host.len() + port.map_or(0, |p| p.len() + 1);
+    let same =
+        host_header.is_some() && canonical_len == sent.len() && sent.starts_with(host.as_bytes());
+    let set_host = if same {
+        None
+    } else {
+        let value = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Some(HeaderValue::from_str(&value).map_err(|_| RequestError::Host)?)
+    };
+    Ok(Canonical {
+        host,
+        path,
+        query,
+        rewrite,
+        set_host,
+    })
+}
+
+/// `http://authority/rest` or `https://...` (scheme in any case): the authority and the rest
+/// (empty, or starting with `/` or `?`). Other schemes and shapes are refused.
+fn absolute_form(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = raw.iter().position(|&b| b == b':')?;
+    let scheme = &raw[..colon];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return None;
+    }
+    let after = raw[colon + 1..].strip_prefix(b"//")?;
+    let end = after
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    // `?` right after the authority means the path is empty: the root.
+    Some((authority, rest))
+}
+
+/// `host[:port]` from an authority: the host in lower case without a trailing dot, and the
+/// port when one is given. `None` for anything else (userinfo, percent-escapes, spaces, an
+/// empty label, a port that is not a number up to 65535).
+pub fn parse_authority(raw: &[u8]) -> Option<(Cow<'_, str>, Option<&str>)> {
+    let raw = std::str::from_utf8(raw).ok()?;
+    if raw.is_empty() {
+        return Some((Cow::Borrowed(""), None));
+    }
+    let (host, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        let literal = &raw[1..end];
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let rest = &raw[end + 1..];
+        let port = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':')?),
+        };
+        (&raw[..=end], port)
+    } else {
+        let (host, port) = match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty()
+            || host.split('.').any(str::is_empty)
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        // An empty port is allowed (RFC 3986 3.2.3) and means the default.
+        Some("") | None => None,
+        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            if p.parse::<u32>().ok()? > 65535 {
+                return None;
+            }
+            Some(p)
+        }
+        Some(_) => return None,
+    };
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    Some((host, port))
+}
+
+#[cfg(test)]
+#[path = "request/tests.rs"]
+mod tests;
