@@ -1,0 +1,595 @@
+//! Requests an attacker would send, end to end through the binary: request-line forms a
+//! lenient framework reads differently, inputs that hold connections open, a resolver that
+//! reads cookies loosely, configuration numbers without bounds, backends that close idle
+//! connections.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A peer on loopback that answers each request head with `reply(head)`; keeps the
+/// connection open unless the reply says `Connection: close`. Records every head.
+struct RawPeer {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawPeer {
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads").clone()
+    }
+}
+
+async fn raw_peer(reply: fn(&str) -> String) -> RawPeer {
+    let (l, addr) = listener().await;
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = find(&buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        seen.lock().expect("heads").push(head.clone());
+                        let answer = reply(&head);
+                        if s.write_all(answer.as_bytes()).await.is_err()
+                            || answer.contains("Connection: close")
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    RawPeer { addr, heads }
+}
+
+/// A backend that answers 200 and closes; what it read is in `heads`.
+fn ok_and_close(_: &str) -> String {
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".into()
+}
+
+/// How a lenient framework (Werkzeug, Express, Rails) reads a request head: method folded
+/// to upper case (or taken from an override header), a target without `/` read as a path,
+/// an absolute-form target's authority as the host, dot segments resolved.
+fn lenient_reading(head: &str) -> (String, String, String) {
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    let mut method = parts.next().unwrap_or_default().to_ascii_uppercase();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut host = String::new();
+    for l in lines {
+        if let Some((n, v)) = l.split_once(':') {
+            let n = n.trim().to_ascii_lowercase();
+            if n == "host" {
+                host = v.trim().to_ascii_lowercase();
+            }
+            if n == "x-http-method-override" {
+                method = v.trim().to_ascii_uppercase();
+            }
+        }
+    }
+    let mut path = target.split('?').next().unwrap_or_default().to_string();
+    if let Some(i) = path.find("://") {
+        let rest = &path[i + 3..];
+        let (auth, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        host = auth.to_ascii_lowercase();
+        path = p.to_string();
+    } else if let Some((scheme, rest)) = path.split_once(':') {
+        if !scheme.contains('/') {
+            path = rest.to_string();
+        }
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    for s in path.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    (method, host, format!("/{}", segs.join("/")))
+}
+
+/// Whether a lenient reading lands on a resource only a valid session may reach.
+fn protected(reading: &(String, String, String)) -> bool {
+    let (method, host, path) = reading;
+    path.starts_with("/private")
+        || host.split(':').next() == Some("secure.example")
+        || (method == "DELETE" && path.starts_with("/items"))
+        || (matches!(method.as_str(), "GET" | "HEAD") && path.starts_with("/reports"))
+}
+
+const GUARDED_ROUTES: &str = concat!(
+    "  - path: /\n    upstream: app\n    auth: public\n",
+    "  - path: /private\n    upstream: app\n    auth: require\n",
+    "  - host: secure.example\n    path: /\n    upstream: app\n    auth: require\n",
+    "  - path: /items\n    methods: [DELETE]\n    upstream: app\n    auth: require\n",
+    "    roles: [admin]\n",
+    "  - path: /reports\n    methods: [GET]\n    upstream: app\n    auth: require\n",
+);
+
+fn guarded(listen: SocketAddr, resolver: SocketAddr, backend: SocketAddr, extra: &str) -> String {
+    config_with(
+        listen,
+        &resolver_at(resolver),
+        &format!("upstreams:\n  app:\n    backends: [{backend}]\nroutes:\n{GUARDED_ROUTES}{extra}"),
+    )
+}
+
+/// The status code of a raw exchange, 0 when the connection closed without an answer.
+fn status(answer: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(answer);
+    text.strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = raw_peer(ok_and_close).await;
+    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
+    let attacks: &[&[u8]] = &[
+        // 1. absolute-form without Host, HTTP/1.1 and HTTP/1.0, and with a matching Host.
+        b"GET http://secure.example/x HTTP/1.1\r\n\r\n",
+        b"GET http://secure.example/x HTTP/1.0\r\n\r\n",
+        b"GET HTTP://SECURE.EXAMPLE./x HTTP/1.0\r\n\r\n",
+        b"GET http://secure.example/x HTTP/1.1\r\nHost: secure.example\r\n\r\n",
+        b"GET http://secure.example HTTP/1.0\r\n\r\n",
+        // 2. targets that do not start with `/`.
+        b"GET private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET x:/private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET a/../private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET ./private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET ftp://a/private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a/../private HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: secure.example\r\n\r\n",
+        // 3. method spellings and overrides.
+        b"delete /items HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"Delete /items HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /items HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n",
+        b"POST /items?_method=delete HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"HEAD /reports HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"get /reports HTTP/1.1\r\nHost: a\r\n\r\n",
+        // Hosts a backend would read as secure.example.
+        b"GET / HTTP/1.1\r\nHost: SECURE.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: secure.example.:80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: secure.example\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: secure.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: secure%2eexample\r\n\r\n",
+    ];
+    for attack in attacks {
+        let before = backend.heads().len();
+        let answer = raw(proxy.addr, attack, b"\r\n\r\n").await;
+        let code = status(&answer);
+        let text = String::from_utf8_lossy(attack);
+        assert!(code != 0, "no answer to {text:?}");
+        for head in &backend.heads()[before..] {
+            let reading = lenient_reading(head);
+            assert!(
+                !protected(&reading),
+                "{text:?} reached the backend as {reading:?} without a session (status {code}):\n{head}"
+            );
+        }
+        if code < 400 {
+            assert!(
+                !protected(&lenient_reading(&text)),
+                "{text:?} answered {code}"
+            );
+        }
+    }
+    // The guarded resources are reachable with a session, in their plain spelling.
+    let ok = raw(
+        proxy.addr,
+        b"GET http://secure.example/x HTTP/1.0\r\nCookie: session=sess-alice\r\n\r\n",
+        b"\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(&ok));
+    let last = backend.heads().pop().unwrap_or_default();
+    assert!(last.starts_with("GET /x HTTP/1.1"), "{last}");
+    assert!(
+        last.to_ascii_lowercase().contains("host: secure.example"),
+        "{last}"
+    );
+    assert!(last.contains("user-alice"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_gets_one_canonical_request() {
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = raw_peer(ok_and_close).await;
+    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
+    let answer = raw(
+        proxy.addr,
+        b"POST /x HTTP/1.1\r\nHost: A.Example.\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    let head = backend.heads().pop().unwrap_or_default();
+    let lower = head.to_ascii_lowercase();
+    assert_eq!(lower.matches("content-length:").count(), 1, "{head}");
+    assert!(lower.contains("host: a.example\r\n"), "{head}");
+}
+
+/// A resolver that reads cookie names in any case and splits on `,` as well as `;` (as
+/// nginx's `$cookie_` does): `Session=valid-mallory` is mallory's session to it.
+fn loose_resolver(head: &str) -> String {
+    let cookie = head
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v.trim().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mallory = cookie.split([';', ',']).any(|p| {
+        p.trim()
+            .split_once('=')
+            .is_some_and(|(n, v)| n.eq_ignore_ascii_case("session") && v == "valid-mallory")
+    });
+    if mallory {
+        "HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: mallory\r\nContent-Length: 0\r\n\r\n".into()
+    } else {
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loosely_read_cookie_never_lends_its_identity_to_a_shared_key() {
+    let resolver = raw_peer(loose_resolver).await;
+    let backend = start_echo().await;
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
+    let send = |auth: &'static str, cookie: Option<&'static str>| {
+        let mut r = client().get(proxy.url("/")).header("authorization", auth);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        send_echo(r)
+    };
+    for cookie in ["Session=valid-mallory", "x=1, session=valid-mallory"] {
+        let e = send("Bearer undefined", Some(cookie)).await;
+        assert_eq!(
+            e.header_values("x-authgear-user-id"),
+            ["mallory"],
+            "{cookie}"
+        );
+        for victim in ["Bearer undefined"] {
+            let e = send(victim, None).await;
+            assert!(
+                e.header_values("x-authgear-user-id").is_empty(),
+                "{victim} was served mallory's answer stored under {cookie:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_answer_with_two_user_ids_is_refused_and_flags_are_canonical() {
+    fn two_ids(_: &str) -> String {
+        "HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: alice\r\nX-Authgear-User-Id: admin\r\nContent-Length: 0\r\n\r\n".into()
+    }
+    fn shouting(_: &str) -> String {
+        "HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: TRUE\r\nX-Authgear-User-Id: alice\r\nContent-Length: 0\r\n\r\n".into()
+    }
+    let backend = start_echo().await;
+    let resolver = raw_peer(two_ids).await;
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
+    let r = client()
+        .get(proxy.url("/"))
+        .header("cookie", "session=x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 502);
+    let resolver = raw_peer(shouting).await;
+    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
+    let e = get_as(&proxy, "/", "session=x").await;
+    assert_eq!(e.header_values("x-authgear-session-valid"), ["true"]);
+}
+
+/// Reads until the server closes the connection (or resets it); `None` if it is still open
+/// after `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    let closed = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, closed)
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}
+
+async fn limited_proxy(extra: &str) -> (Proxy, SocketAddr) {
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let extra = extra.to_string();
+    let proxy = start_proxy_with(move |l| {
+        config(
+            l,
+            &resolver_at(resolver),
+            &[backend],
+            &format!("    auth: public\n{extra}"),
+        )
+    });
+    (proxy, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed() {
+    let (proxy, _) =
+        limited_proxy("client:\n  header_timeout: 1s\n  keepalive_timeout: 1s\n").await;
+
+    // Idle keep-alive: closed about a second after its answer.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while find(&got, b"}").is_none() {
+        let n = s.read(&mut chunk).await.expect("answer");
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let idle = closed_within(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        idle.is_some_and(|d| d >= Duration::from_millis(900)),
+        "idle keep-alive connection: {idle:?}"
+    );
+
+    // A header sent one byte at a time, each well within any per-read timeout.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    let started = Instant::now();
+    let header = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for b in header.iter() {
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("answered a header that never completed in time"),
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a slow header was held until it completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "held {:?}",
+        started.elapsed()
+    );
+
+    // A connection that sends nothing at all.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    let silent = closed_within(&mut s, Duration::from_secs(10)).await;
+    assert!(silent.is_some(), "a silent connection was held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused_and_the_cap_frees_up() {
+    let (proxy, _) = limited_proxy("client:\n  max_connections: 4\n").await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        // Each one answered once, so authgate has surely counted it.
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while find(&got, b"}").is_none() {
+            let n = s.read(&mut chunk).await.expect("answer");
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        held.push(s);
+    }
+    let over = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"\r\n\r\n",
+    )
+    .await;
+    assert!(over.is_empty(), "a fifth connection was served");
+    held.pop();
+    // The closed connection's place comes back once authgate has seen it close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"\r\n\r\n",
+        )
+        .await;
+        if status(&again) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cap never freed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_drops_reused_connections_costs_no_request() {
+    // Every connection answers one request, then closes on the next without answering:
+    // each reuse fails before any response byte, as when a backend's idle timeout fires
+    // while authgate sends.
+    let (backend, calls) = start_canned_with(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::ZERO,
+        false,
+    )
+    .await;
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let proxy =
+        start_proxy_with(|l| config(l, &resolver_at(resolver), &[backend], "    auth: public\n"));
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(proxy.url("/")).send().await.expect("request");
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    // Not replayed: a POST on a stale connection is refused, not sent twice.
+    let r = c
+        .post(proxy.url("/"))
+        .body("x")
+        .send()
+        .await
+        .expect("request");
+    assert!(r.status() == 200 || r.status() == 502, "{}", r.status());
+}
+
+/// A backend with a short keep-alive timeout under steady load: no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_with_a_short_keepalive_timeout_under_load_costs_no_request() {
+    let (l, backend) = listener().await;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Idle for 30 ms: closed, as Node's or gunicorn's keep-alive timeouts do.
+                    let n =
+                        match tokio::time::timeout(Duration::from_millis(30), s.read(&mut chunk))
+                            .await
+                        {
+                            Ok(Ok(n)) if n > 0 => n,
+                            _ => return,
+                        };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = find(&buf, b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let reply: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let proxy =
+        start_proxy_with(|l| config(l, &resolver_at(resolver), &[backend], "    auth: public\n"));
+    let failures = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let (url, failures, done) = (proxy.url("/"), failures.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut i = 0u64;
+            while Instant::now() < until {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                // Pauses around the backend's idle timeout, so reuse races its close.
+                i += 1;
+                let pause = (i * 7 + t * 13) % 45;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    assert!(done.load(Ordering::SeqCst) > 50);
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "of {} requests",
+        done.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (extra, field) in [
+        (
+            "cache:\n  capacity: 18446744073709551615\n",
+            "cache.capacity",
+        ),
+        ("client:\n  max_connections: 0\n", "client.max_connections"),
+    ] {
+        let conf = dir.path().join("bad.yaml");
+        let yaml = fill(
+            &config(closed_port(), &resolver_at(resolver), &[backend], extra),
+            dir.path(),
+        );
+        std::fs::write(&conf, yaml).expect("write");
+        let out = std::process::Command::new(binary())
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("run -t");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(field) && err.contains("out of range"), "{err}");
+    }
+
+    // A running server keeps serving after a reload with such a number.
+    let stack = admin_stack(|_| String::new()).await;
+    let before = metric(
+        &scrape(stack.admin).await,
+        "authgate_reloads_total{result=\"failed\"}",
+    );
+    let good = std::fs::read_to_string(stack.proxy.conf()).expect("conf");
+    stack.proxy.rewrite(&good.replace(
+        "routes:",
+        "cache:\n  capacity: 18446744073709551615\nroutes:",
+    ));
+    stack.proxy.signal("HUP");
+    metric_reaches(
+        stack.admin,
+        "authgate_reloads_total{result=\"failed\"}",
+        before + 1.0,
+    )
+    .await;
+    let e = get_as(&stack.proxy, "/", "session=sess-alice").await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+}
