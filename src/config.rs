@@ -943,18 +943,25 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// overflows the clock.
 fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, String)> {
     fn num(field: &str, v: usize, min: usize, max: usize) -> Result<(), (String, String)> {
-        if (min..=max).contains(&v) {
-            Ok(())
-        } else {
+        if v < min {
+            Err((
+                field.into(),
+                format!("{v} is out of range: must be at least {min}"),
+            ))
+        } else if v > max {
             Err((
                 field.into(),
                 format!("{v} is out of range (allowed: {min} to {max})"),
             ))
+        } else {
+            Ok(())
         }
     }
     fn dur(field: &str, v: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
         if (min..=max).contains(&v) {
             Ok(())
+        } else if v.is_zero() {
+            Err((field.into(), "must be greater than zero".into()))
         } else {
             let h = humantime::format_duration;
             Err((
@@ -1143,6 +1150,9 @@ fn health_bounds(at: &str, h: &HealthFile) -> Result<(), (String, String)> {
         ("interval", h.interval, Duration::from_millis(100)),
         ("timeout", h.timeout, Duration::ZERO),
     ] {
+        if v.is_zero() && !min.is_zero() {
+            return Err((field(k), "must be greater than zero".into()));
+        }
         if !(min..=HOUR).contains(&v) {
             return Err((
                 field(k),

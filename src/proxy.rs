@@ -226,7 +226,11 @@ impl ProxyHttp for AuthGate {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let rt = self.runtime.load_full();
         connections::header_received();
-        session.set_keepalive(rt.client.keepalive_secs());
+        // Only where keep-alive is still on: Pingora turns it off for a client that asked to
+        // close and for a listener that is shutting down.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(rt.client.keepalive_secs());
+        }
         if let Some(why) = header_too_large(session.req_header(), &rt.client) {
             ctx.outcome = "bad_request";
             return respond(session, 431, why, &[]).await;

@@ -21,6 +21,8 @@ pub struct Fixed {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// The `pingora:` section as loaded (Pingora reads it once, at start).
     pub pingora: serde_yaml::Value,
+    /// `client.*` settings handed to Pingora's server options at start.
+    pub client_at_start: (Option<u32>, Duration),
 }
 
 impl Fixed {
@@ -29,8 +31,14 @@ impl Fixed {
             listen: settings.listen.clone(),
             admin_listen: settings.admin_listen,
             pingora: pingora_value(settings),
+            client_at_start: client_at_start(settings),
         }
     }
+}
+
+fn client_at_start(settings: &config::Settings) -> (Option<u32>, Duration) {
+    let c = &settings.runtime.client;
+    (c.max_requests, c.keepalive_timeout)
 }
 
 fn pingora_value(settings: &config::Settings) -> serde_yaml::Value {
@@ -69,6 +77,13 @@ impl Reloader {
         }
         if settings.admin_listen != self.fixed.admin_listen {
             pending.push("admin.listen".to_string());
+        }
+        let (requests, keepalive) = client_at_start(&settings);
+        if requests != self.fixed.client_at_start.0 {
+            pending.push("client.max_requests_per_connection".to_string());
+        }
+        if keepalive != self.fixed.client_at_start.1 {
+            pending.push("client.keepalive_timeout (for HTTP/2)".to_string());
         }
         let pingora = pingora_value(&settings);
         if let (Some(was), Some(now)) = (self.fixed.pingora.as_mapping(), pingora.as_mapping()) {

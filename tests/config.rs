@@ -350,7 +350,7 @@ fn route_and_upstream_errors() {
     );
     assert_error(
         &up("    health_check:\n      interval: 0s\n"),
-        "upstreams.app.health_check",
+        "upstreams.app.health_check.interval",
         "greater than zero",
     );
     assert_error(

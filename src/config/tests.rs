@@ -133,7 +133,7 @@ fn numbers_beyond_their_bounds_name_the_field() {
             "client.max_header_bytes",
         ),
         (
-            format!("{GOOD}client:\n  header_timeout: 0s\n"),
+            format!("{GOOD}client:\n  header_timeout: 10ms\n"),
             "client.header_timeout",
         ),
         (
