@@ -324,12 +324,21 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // A plain `Body` task carries the upgrade request's own body, read before
+                    // the downstream sent the 101. Its end is not the end of the upgraded
+                    // stream, even when the 101 was already read here (cloudflare/pingora#946).
+                    let plain_body = matches!(body, Some(HttpTask::Body(..)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                response_done = true;
+                                if plain_body {
+                                    // keep receiving the upgraded body from downstream
+                                    request_done = false;
+                                } else {
+                                    response_done = true;
+                                }
                             }
                         },
                         Err(e) => {
