@@ -1277,4 +1277,81 @@ mod tests {
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
     }
+
+    /// cloudflare/pingora#946: the upstream's 101 is read before the end of the upgrade
+    /// request's own (empty) body, which the downstream half queued before the 101. That end
+    /// must not end the tunnel: bytes still flow both ways until the upgraded stream ends.
+    #[tokio::test]
+    async fn upgrade_survives_request_body_end_read_after_101() {
+        use tokio::io::AsyncReadExt;
+        use tokio::time::timeout;
+
+        let proxy = HttpProxy::new(ResponseFilter101, Arc::new(ServerConf::default()));
+        let (upstream_io, mut backend) = tokio::io::duplex(4096);
+        let mut client_session = HttpSessionV1::new(Box::new(upstream_io));
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "example.com").unwrap();
+        req.insert_header("Upgrade", "websocket").unwrap();
+        req.insert_header("Connection", "Upgrade").unwrap();
+        client_session
+            .write_request_header(Box::new(req))
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(backend.read_u8().await.unwrap());
+        }
+        // The 101 is readable before the upstream half first polls its pipe.
+        backend
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+
+        let (tx_upstream, mut rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
+        let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
+        let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
+
+        let downstream = async move {
+            match rx_upstream.recv().await {
+                Some(HttpTask::Header(h, _)) if h.status == 101 => {}
+                t => panic!("expected the 101, got {t:?}"),
+            }
+            // Only now the end of the upgrade request's own body.
+            tx_downstream
+                .send(HttpTask::Body(None, true))
+                .await
+                .unwrap();
+            tx_downstream
+                .send(HttpTask::UpgradedBody(
+                    Some(Bytes::from_static(b"ping")),
+                    false,
+                ))
+                .await
+                .expect("tunnel closed after the request body end");
+            let mut ping = [0u8; 4];
+            timeout(Duration::from_secs(5), backend.read_exact(&mut ping))
+                .await
+                .expect("upgraded bytes never reached the upstream")
+                .unwrap();
+            assert_eq!(&ping, b"ping");
+            backend.write_all(b"pong").await.unwrap();
+            match timeout(Duration::from_secs(5), rx_upstream.recv()).await {
+                Ok(Some(HttpTask::UpgradedBody(Some(b), false))) => assert_eq!(&b[..], b"pong"),
+                t => panic!("expected upgraded bytes from the upstream, got {t:?}"),
+            }
+            // The upgraded stream's own end ends the tunnel.
+            tx_downstream
+                .send(HttpTask::UpgradedBody(None, true))
+                .await
+                .unwrap();
+        };
+        let upstream = proxy.proxy_handle_upstream(
+            &mut client_session,
+            tx_upstream,
+            rx_downstream,
+            pipe_state,
+        );
+        let (result, ()) = tokio::join!(upstream, downstream);
+        result.unwrap();
+    }
 }
