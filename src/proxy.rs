@@ -261,9 +261,20 @@ impl ProxyHttp for AuthGate {
             .clone()
             .or_else(|| req.headers.get(HOST).cloned());
         let forwarded = rt.trusted.derive(req, own_host, ctx.client_ip, tls);
-        let Some(route) = rt.routes.find(&canon.host, canon.route_path(), &req.method) else {
-            ctx.outcome = "no_route";
-            return respond(session, 404, "no route for this request", &[]).await;
+        let route = match rt
+            .routes
+            .find_checked(&canon.host, canon.route_path(), &req.method)
+        {
+            Ok(Some(route)) => route,
+            Ok(None) => {
+                ctx.outcome = "no_route";
+                return respond(session, 404, "no route for this request", &[]).await;
+            }
+            Err(e) => {
+                ctx.outcome = "bad_path";
+                log::debug!("{}: {e}, under {}", canon.path, e.prefix);
+                return respond(session, 400, &e.to_string(), &[]).await;
+            }
         };
         // A method a framework would take from an override header or `_method` must lead to
         // the same route, or the backend would act under a policy that was not checked.

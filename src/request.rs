@@ -11,7 +11,7 @@
 //!   authority is the host, RFC 9112 3.2.2), or `*` for `OPTIONS` only; anything else is
 //!   refused. The backend always gets the origin-form target built from the normalised path.
 //! - Host: `Host`, else the target's or HTTP/2's authority; an HTTP/1.1 request without `Host`
-//!   is refused (RFC 9112 3.2). Lower case, no trailing dot, port kept apart; the backend gets
+//!   is refused (RFC 9112 3.2), even with an absolute-form target. Lower case, no trailing dot, port kept apart; the backend gets
 //!   the canonical form.
 
 use std::borrow::Cow;
@@ -192,14 +192,16 @@ pub fn settle(req: &RequestHeader) -> Result<Canonical<'_>, RequestError> {
         }
         first
     };
+    if host_header.is_none() && req.version == Version::HTTP_11 {
+        // Even with an absolute-form target (RFC 9112 3.2): such a request comes from no
+        // real client, and a backend may read its host from either place.
+        return Err(RequestError::MissingHost);
+    }
     let sent: Option<&[u8]> = host_header
         .map(HeaderValue::as_bytes)
         .or(authority)
         .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
     let Some(sent) = sent else {
-        if req.version == Version::HTTP_11 {
-            return Err(RequestError::MissingHost);
-        }
         return Ok(Canonical {
             host: Cow::Borrowed(""),
             path,

@@ -165,6 +165,18 @@ impl Route {
         }
     }
 
+    /// Whether passing this route asks more of the caller than passing `other`.
+    fn stronger_than(&self, other: &Route) -> bool {
+        let rank = |r: &Route| match r.policy {
+            Policy::Public => 0,
+            Policy::Identify => 1,
+            Policy::Require if r.roles.is_empty() => 2,
+            Policy::Require => 3,
+        };
+        rank(self) > rank(other)
+            || (rank(self) == 3 && rank(other) == 3 && self.roles != other.roles)
+    }
+
     fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
         self.host.matches(host) && self.matches_path(path) && self.matches_method(method)
     }
@@ -201,9 +213,121 @@ impl Routes {
         self.routes.iter().find(|r| r.matches(host, path, method))
     }
 
+    /// Like `find`, but refuses a path that a lenient backend could read as one under a
+    /// stronger guard: case folded (Express routes and IIS ignore case), trailing dots and
+    /// spaces of a segment dropped (IIS, Windows), or a `.ext` suffix dropped (Spring's
+    /// suffix patterns). `/PRIVATE` must not pass the public route when `/private` needs a
+    /// session; where both readings lead to the same guard, nothing changes.
+    pub fn find_checked(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+    ) -> Result<Option<&Route>, Ambiguous> {
+        let route = self.find(host, path, method);
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        for reading in lenient_readings(path) {
+            if let Some(other) = self.find(host, &reading, method) {
+                if other.stronger_than(route) {
+                    return Err(Ambiguous {
+                        prefix: other.prefix.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Some(route))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
     }
+}
+
+/// A path that a lenient backend could read as one under a stronger route (see
+/// `Routes::find_checked`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguous {
+    /// The prefix of the stronger route.
+    pub prefix: String,
+}
+
+impl std::fmt::Display for Ambiguous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client is not told which route: that would map the configuration out.
+        f.write_str("ambiguous path (a backend could read it as a guarded one)")
+    }
+}
+
+/// Other readings of a normalised path that some backends make: ASCII case folded (outside
+/// percent-escapes), trailing `.` and space of each segment dropped, a `.ext` suffix of the
+/// last segment dropped, and all three together. Only readings that differ from `path`.
+fn lenient_readings(path: &str) -> Vec<String> {
+    let b = path.as_bytes();
+    let upper = b.iter().enumerate().any(|(i, c)| {
+        c.is_ascii_uppercase() && !(i >= 1 && b[i - 1] == b'%') && !(i >= 2 && b[i - 2] == b'%')
+    });
+    if !upper && !path.contains('.') && !path.contains("%20") {
+        // The usual case: nothing to read another way.
+        return Vec::new();
+    }
+    let fold = |p: &str| -> String {
+        let mut out = String::with_capacity(p.len());
+        let mut escape = 0;
+        for c in p.chars() {
+            if escape > 0 {
+                escape -= 1;
+                out.push(c);
+            } else if c == '%' {
+                escape = 2;
+                out.push(c);
+            } else {
+                out.push(c.to_ascii_lowercase());
+            }
+        }
+        out
+    };
+    let trim = |p: &str| -> String {
+        p.split('/')
+            .map(|seg| {
+                let mut s = seg;
+                loop {
+                    let t = s.trim_end_matches('.');
+                    let t = t.strip_suffix("%20").unwrap_or(t);
+                    if t.len() == s.len() {
+                        break;
+                    }
+                    s = t;
+                }
+                if s.is_empty() {
+                    seg
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let unsuffix = |p: &str| -> String {
+        let start = p.rfind('/').map_or(0, |i| i + 1);
+        match p[start..].find('.') {
+            Some(dot) if dot > 0 => p[..start + dot].to_string(),
+            _ => p.to_string(),
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for reading in [
+        fold(path),
+        trim(path),
+        unsuffix(path),
+        unsuffix(&trim(&fold(path))),
+    ] {
+        if reading != path && !out.contains(&reading) {
+            out.push(reading);
+        }
+    }
+    out
 }
 
 /// Why a request path is refused outright (400).

@@ -108,7 +108,17 @@ fn lenient_reading(head: &str) -> (String, String, String) {
             s => segs.push(s),
         }
     }
-    (method, host, format!("/{}", segs.join("/")))
+    // Case-insensitive, trailing-dot-dropping, suffix-matching: the loosest reading.
+    let path = format!("/{}", segs.join("/")).to_ascii_lowercase();
+    let path = path.replace("%20", "");
+    let path = match path.rsplit_once('/') {
+        Some((dir, last)) => match last.find('.') {
+            Some(0) | None => path.clone(),
+            Some(dot) => format!("{dir}/{}", &last[..dot]),
+        },
+        None => path.clone(),
+    };
+    (method, host, path)
 }
 
 /// Whether a lenient reading lands on a resource only a valid session may reach.
@@ -174,6 +184,13 @@ async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
         b"POST /items?_method=delete HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         b"HEAD /reports HTTP/1.1\r\nHost: a\r\n\r\n",
         b"get /reports HTTP/1.1\r\nHost: a\r\n\r\n",
+        // Paths a case-insensitive (Express, IIS) or suffix-matching (Spring) backend
+        // would serve as /private.
+        b"GET /PRIVATE HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /Private/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /private. HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /private%20 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /private.json HTTP/1.1\r\nHost: a\r\n\r\n",
         // Hosts a backend would read as secure.example.
         b"GET / HTTP/1.1\r\nHost: SECURE.example\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: secure.example.:80\r\n\r\n",

@@ -202,3 +202,66 @@ fn a_get_route_takes_head_too() {
         Some("root")
     );
 }
+
+fn guarded(path: &str, policy: Policy, roles: &[&str], index: usize) -> Route {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    Route::new(RouteSpec {
+        host: None,
+        path,
+        methods: &[],
+        pool: pool(path),
+        policy,
+        roles: &roles,
+        index,
+        logout: false,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_path_a_lenient_backend_reads_as_a_guarded_one_is_refused() {
+    let routes = Routes::new(vec![
+        guarded("/", Policy::Public, &[], 0),
+        guarded("/private", Policy::Require, &[], 1),
+        guarded("/admin", Policy::Require, &["admin"], 2),
+    ]);
+    let checked = |p: &str| {
+        routes
+            .find_checked("h", p, &Method::GET)
+            .map(|r| r.map(|r| r.prefix().to_string()))
+    };
+    for p in [
+        "/PRIVATE",
+        "/Private/x",
+        "/private.",
+        "/private%20",
+        "/private.json",
+        "/private..%20./x",
+        "/ADMIN.json",
+    ] {
+        assert!(checked(p).is_err(), "{p}");
+    }
+    for (p, want) in [
+        ("/private", "/private"),
+        ("/private/x.json", "/private"),
+        ("/PRIVATE-not", "/"),
+        ("/public.html", "/"),
+        ("/Docs/Intro", "/"),
+        ("/a%C3%A9", "/"),
+        ("/.well-known/x", "/"),
+    ] {
+        assert_eq!(checked(p), Ok(Some(want.to_string())), "{p}");
+    }
+    // A lenient reading that leads to a weaker guard is no way around a stronger one.
+    let routes = Routes::new(vec![
+        guarded("/", Policy::Require, &[], 0),
+        guarded("/public", Policy::Public, &[], 1),
+    ]);
+    assert!(routes.find_checked("h", "/PUBLIC", &Method::GET).is_ok());
+}
+
+#[test]
+fn the_usual_path_has_no_other_reading() {
+    assert!(lenient_readings("/api/v1/orders").is_empty());
+    assert_eq!(lenient_readings("/A.b"), ["/a.b", "/A", "/a"]);
+}
