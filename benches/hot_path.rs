@@ -1,4 +1,5 @@
-//! Per-request work authgate adds: stripping the identity namespace, reading credentials,
+//! Per-request work authgate adds: settling the canonical request, stripping the identity
+//! namespace, reading credentials,
 //! deriving the cache key, a cache hit, and injecting an answer. Each is measured next to a
 //! baseline from the same run (cloning the request header, which Pingora itself does for
 //! every proxied request), so results can be read as ratios on a noisy machine.
@@ -12,6 +13,7 @@ use pingora::http::RequestHeader;
 use authgate::cache::{Cache, CacheSettings};
 use authgate::credentials::{Credentials, KeyRules};
 use authgate::identity::{Answer, Identity, Namespace};
+use authgate::request;
 
 // The allocator the authgate binary runs with (src/main.rs), so the figures are its figures.
 #[global_allocator]
@@ -73,6 +75,14 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("hot_path");
     g.bench_function("baseline_request_header_clone", |b| {
         b.iter(|| black_box(req.clone()))
+    });
+    g.bench_function("canonical_request", |b| {
+        b.iter(|| {
+            let r = black_box(&req);
+            let c = request::settle(r).expect("canonical");
+            black_box(request::method_overrides(r, c.query).count());
+            black_box(c)
+        })
     });
     g.bench_function("strip_identity", |b| {
         b.iter_batched_ref(

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 use pingora::http::RequestHeader;
@@ -85,11 +85,11 @@ impl Canonical<'_> {
 }
 
 /// Headers through which frameworks let a client replace the method (Rails, Express, Symfony,
-/// Spring's `HiddenHttpMethodFilter` equivalents).
-const OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// Laravel).
+static OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// Every method a backend may act on instead of the request's own: the method-override
@@ -101,8 +101,15 @@ pub fn method_overrides<'a>(
 ) -> impl Iterator<Item = Result<Method, RequestError>> + 'a {
     let headers = OVERRIDE_HEADERS
         .iter()
-        .flat_map(move |name| req.headers.get_all(*name).iter())
+        .flat_map(move |name| req.headers.get_all(name).iter())
         .map(|v| v.as_bytes());
+    // Most queries name no `_method`, even escaped: skip the decoding then.
+    let query = query.filter(|q| {
+        q.contains('%')
+            || q.as_bytes()
+                .windows(7)
+                .any(|w| w.eq_ignore_ascii_case(b"_method"))
+    });
     let params = query
         .into_iter()
         .flat_map(|q| q.split('&'))
