@@ -990,6 +990,24 @@ fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, Stri
         0,
         65_536,
     )?;
+    // Pingora sizes each connection pool as this product, and allocates for it at start.
+    num(
+        "pingora.upstream_keepalive_pool_size",
+        server.upstream_keepalive_pool_size * server.threads,
+        0,
+        1 << 20,
+    )
+    .map_err(|(f, _)| {
+        (
+            f,
+            format!(
+                "{} x pingora.threads {} is more than {} pooled connections",
+                server.upstream_keepalive_pool_size,
+                server.threads,
+                1 << 20
+            ),
+        )
+    })?;
     num("pingora.max_retries", server.max_retries, 1, 100)?;
     for (k, v) in [
         ("grace_period_seconds", server.grace_period_seconds),
@@ -1086,7 +1104,8 @@ fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, Stri
     }
 
     let c = &f.cache;
-    num("cache.capacity", c.capacity, 0, 50_000_000)?;
+    // About 30 bytes an entry are allocated at start, about 450 once full.
+    num("cache.capacity", c.capacity, 0, 10_000_000)?;
     dur("cache.ttl", c.ttl, zero, 7 * DAY)?;
     dur("cache.negative_ttl", c.negative_ttl, zero, 7 * DAY)?;
     dur("cache.stale_if_error", c.stale_if_error, zero, 7 * DAY)?;
@@ -1097,6 +1116,7 @@ fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, Stri
         dur("cache.refresh_after", d, zero, 7 * DAY)?;
     }
 
+    num("upstreams", f.upstreams.len(), 0, 1024)?;
     for (name, up) in &f.upstreams {
         let at = |k: &str| format!("upstreams.{name}.{k}");
         num(&at("backends"), up.backends.len(), 0, 1024)?;

@@ -194,7 +194,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             );
             return None;
         };
-        if is_h2(&mut stream, self.h2c).await {
+        // On an h2c listener this waits for the client's first bytes: bounded like a header.
+        let Ok(h2) =
+            tokio::time::timeout(limits.header_timeout, is_h2(&mut stream, self.h2c)).await
+        else {
+            METRICS
+                .connections_closed
+                .with_label_values(&["header_timeout"])
+                .inc();
+            return None;
+        };
+        if h2 {
             // HTTP/2 multiplexes requests on one connection; its idle timeout is Pingora's
             // `h2_idle_timeout`, set from the same keep-alive setting.
             return self.app.process_new(stream, shutdown).await;
