@@ -160,6 +160,16 @@ fn login_location(login: &Login, fwd: &Forwarded, target: &str) -> Option<Header
     HeaderValue::from_str(&location).ok()
 }
 
+/// A failed connect or exchange with a backend of the request's pool.
+fn count_upstream_error(ctx: &Ctx) {
+    if let Some(pool) = &ctx.pool {
+        metrics::METRICS
+            .upstream_errors
+            .with_label_values(&[pool.name()])
+            .inc();
+    }
+}
+
 /// Why a request header is over the configured limits, if it is. Pingora itself reads up to
 /// 1 MiB and 256 fields; the operator's limits are usually far lower.
 fn header_too_large(req: &RequestHeader, limits: &ClientLimits) -> Option<&'static str> {
@@ -464,6 +474,7 @@ impl ProxyHttp for AuthGate {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        count_upstream_error(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
@@ -494,6 +505,7 @@ impl ProxyHttp for AuthGate {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        count_upstream_error(ctx);
         let retries = ctx.pool.as_ref().map_or(0, |p| p.settings().retries);
         // `tried` counts the first attempt too.
         if ctx.tried.len() <= retries {

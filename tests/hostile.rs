@@ -610,3 +610,25 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
     let e = get_as(&stack.proxy, "/", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_backend_exchanges_are_counted_by_upstream() {
+    let (_standin, resolver) = start_standin(Duration::ZERO).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin_yaml, admin) = admin_section(dir.path());
+    let dead = closed_port();
+    let proxy = start_proxy_with(|l| {
+        config(
+            l,
+            &resolver_at(resolver),
+            &[dead],
+            &format!("    auth: public\n{admin_yaml}"),
+        )
+    });
+    wait_for(admin);
+    let series = "authgate_upstream_errors_total{upstream=\"app\"}";
+    let before = metric(&scrape(admin).await, series);
+    let r = client().get(proxy.url("/")).send().await.expect("request");
+    assert_eq!(r.status(), 502);
+    metric_reaches(admin, series, before + 1.0).await;
+}
