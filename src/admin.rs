@@ -14,9 +14,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::cache::PurgeCause;
-use crate::config::Runtime;
 use crate::credentials::Credentials;
 use crate::metrics::METRICS;
+use crate::runtime::Runtime;
 use crate::webhook::{Accepted, Receiver};
 
 /// Purge and flush bodies are small JSON documents.

@@ -19,6 +19,7 @@ use authgate::connections::Guarded;
 use authgate::devserver::{self, echo, standin};
 use authgate::drain::{self, Draining};
 use authgate::reload::{Fixed, Reloader};
+use authgate::runtime::Runtime;
 use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
@@ -127,6 +128,13 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         println!("authgate: {}: configuration ok", cli.conf.display());
         return ExitCode::SUCCESS;
     }
+    let runtime = match Runtime::build(&settings, None) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -135,7 +143,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let fixed = Fixed::of(&settings);
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
-    let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     for l in &settings.listen {
         let name = format!("authgate {}", l.addr);
         let mut proxy = http_proxy(&server.configuration, AuthGate::new(runtime.clone()));

@@ -9,7 +9,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::config::Runtime;
+use crate::runtime::Runtime;
 
 pub struct Metrics {
     registry: Registry,

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
     SET_COOKIE, WWW_AUTHENTICATE,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -19,15 +19,16 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{ms, Entry};
 use crate::cache::{Lookup, PurgeCause};
-use crate::config::{Login, Runtime};
 use crate::connections::{self, ClientLimits, LimitsSource};
 use crate::credentials::{CacheKey, Credentials};
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity, SessionState};
 use crate::metrics::{self, InFlight};
+use crate::policy::{login_location, wants_html};
 use crate::request::{self, RequestError};
 use crate::resolver::ResolveError;
 use crate::routes::Policy;
+use crate::runtime::Runtime;
 use crate::upstreams::{hash_input, Pool};
 
 /// Group keys for peers that must not reuse a pooled connection (see `upstream_peer`).
@@ -127,37 +128,6 @@ async fn respond_json(
 ) -> pingora::Result<bool> {
     let body = Bytes::from(format!("{{\"error\":\"{error}\"}}\n"));
     respond_with(session, status, "application/json", body, extra).await
-}
-
-/// Whether the client reads HTML (a browser), which gets a login redirect instead of a 401.
-fn wants_html(req: &RequestHeader) -> bool {
-    req.headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
-        })
-}
-
-/// `login.url` with the original URL as its return-to parameter.
-fn login_location(login: &Login, fwd: &Forwarded, target: &str) -> Option<HeaderValue> {
-    let host = fwd.host.as_ref().and_then(|h| h.to_str().ok())?;
-    let proto = fwd.proto.to_str().ok()?;
-    let original = format!("{proto}://{host}{target}");
-    let sep = if login.url.contains('?') { '&' } else { '?' };
-    let mut location = format!("{}{sep}{}=", login.url, login.return_to_param);
-    for b in original.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            location.push(b as char);
-        } else {
-            location.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&location).ok()
 }
 
 /// A failed connect or exchange with a backend of the request's pool.

@@ -11,8 +11,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{self, ConfigError, Listener, Runtime};
+use crate::config::{self, ConfigError, Listener};
 use crate::metrics::METRICS;
+use crate::runtime::Runtime;
 
 /// What cannot change without a graceful upgrade, as the process started with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl Fixed {
 }
 
 fn client_at_start(settings: &config::Settings) -> (Option<u32>, Duration) {
-    let c = &settings.runtime.client;
+    let c = &settings.client;
     (c.max_requests, c.keepalive_timeout)
 }
 
@@ -70,7 +71,8 @@ impl Reloader {
     /// Reads the file and swaps the runtime; returns what needs a graceful upgrade to apply.
     pub fn reload(&self) -> Result<Vec<String>, ConfigError> {
         let old = self.runtime.load_full();
-        let settings = config::load_over(&self.path, Some(&old))?;
+        let settings = config::load(&self.path)?;
+        let runtime = Runtime::build(&settings, Some(&old))?;
         let mut pending = Vec::new();
         if settings.listen != self.fixed.listen {
             pending.push("listen".to_string());
@@ -94,12 +96,12 @@ impl Reloader {
                 }
             }
         }
-        if !Arc::ptr_eq(&old.cache, &settings.runtime.cache) {
+        if !Arc::ptr_eq(&old.cache, &runtime.cache) {
             log::info!(
                 "reload: the resolver or the cache key changed; the answer cache starts empty"
             );
         }
-        self.runtime.store(Arc::new(settings.runtime));
+        self.runtime.store(Arc::new(runtime));
         Ok(pending)
     }
 

@@ -23,6 +23,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Attempts on reused connections that turn out closed, before giving up.
 const MAX_ATTEMPTS: usize = 2;
 
+/// The name the resolver's own pool goes by in `/upstreams` and the health metrics; no
+/// upstream may take it.
+pub const POOL_NAME: &str = "resolver";
+
 /// Where and how to reach the resolver, validated by `config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverSettings {
@@ -111,7 +115,7 @@ impl Resolver {
             opts.ca_file = Some(ca.display().to_string());
         }
         let pool = Pool::new(PoolSettings {
-            name: "resolver".into(),
+            name: POOL_NAME.into(),
             backends: settings.addrs.iter().map(|a| (*a, 1)).collect(),
             lb: LbKind::RoundRobin,
             hash_key: None,

@@ -102,9 +102,36 @@ pub struct RouteSpec<'a> {
     pub logout: bool,
 }
 
-impl Route {
-    /// Builds a route; errors name the field (`host`, `path`, `methods`, `roles`) and why.
-    pub fn new(spec: RouteSpec<'_>) -> Result<Route, (&'static str, String)> {
+/// What a route rule is made from: a route of the file, naming its upstream.
+pub struct RuleSpec<'a> {
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub methods: &'a [String],
+    pub upstream: &'a str,
+    pub policy: Policy,
+    pub roles: &'a [String],
+    pub index: usize,
+    pub logout: bool,
+}
+
+/// A checked route of the file, not yet bound to its pool (plain settings data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    host: HostMatch,
+    prefix: String,
+    methods: Option<Box<[Method]>>,
+    /// The upstream pool's name.
+    pub upstream: String,
+    pub policy: Policy,
+    pub roles: Box<[String]>,
+    pub index: usize,
+    pub logout: bool,
+    pub label: Arc<str>,
+}
+
+impl RouteRule {
+    /// Checks a route; errors name the field (`host`, `path`, `methods`, `roles`) and why.
+    pub fn new(spec: RuleSpec<'_>) -> Result<RouteRule, (&'static str, String)> {
         let host = HostMatch::parse(spec.host).map_err(|e| ("host", e))?;
         if !spec.path.starts_with('/') {
             return Err(("path", format!("`{}` must start with `/`", spec.path)));
@@ -136,17 +163,49 @@ impl Route {
         if spec.roles.iter().any(|r| r.is_empty() || r.contains(',')) {
             return Err(("roles", "a role is a non-empty name without commas".into()));
         }
-        Ok(Route {
+        Ok(RouteRule {
             host,
-            prefix: prefix.clone(),
+            label: Arc::from(format!("{}{}", spec.host.unwrap_or("*"), prefix)),
+            prefix,
             methods,
-            pool: spec.pool,
+            upstream: spec.upstream.to_string(),
             policy: spec.policy,
             roles: spec.roles.to_vec().into_boxed_slice(),
             index: spec.index,
             logout: spec.logout,
-            label: Arc::from(format!("{}{}", spec.host.unwrap_or("*"), prefix)),
         })
+    }
+}
+
+impl Route {
+    /// Builds and checks a route; errors name the field (`host`, `path`, `methods`, `roles`).
+    pub fn new(spec: RouteSpec<'_>) -> Result<Route, (&'static str, String)> {
+        let rule = RouteRule::new(RuleSpec {
+            host: spec.host,
+            path: spec.path,
+            methods: spec.methods,
+            upstream: spec.pool.name(),
+            policy: spec.policy,
+            roles: spec.roles,
+            index: spec.index,
+            logout: spec.logout,
+        })?;
+        Ok(Route::bind(&rule, spec.pool))
+    }
+
+    /// A checked rule served by `pool`.
+    pub fn bind(rule: &RouteRule, pool: Arc<Pool>) -> Route {
+        Route {
+            host: rule.host.clone(),
+            prefix: rule.prefix.clone(),
+            methods: rule.methods.clone(),
+            pool,
+            policy: rule.policy,
+            roles: rule.roles.clone(),
+            index: rule.index,
+            logout: rule.logout,
+            label: rule.label.clone(),
+        }
     }
 
     pub fn prefix(&self) -> &str {

@@ -18,7 +18,7 @@ fn good_config_parses_with_defaults() {
     assert_eq!(s.listen[0].addr, "127.0.0.1:8080".parse().unwrap());
     assert!(s.listen[0].tls.is_none() && s.listen[0].h2 && !s.listen[0].h2c);
     assert_eq!(s.server.pid_file, DEFAULT_PID_FILE);
-    assert_eq!(s.runtime.namespace.prefix(), "x-authgear-");
+    assert_eq!(s.namespace.prefix(), "x-authgear-");
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn refresh_after_defaults_below_the_ttl() {
     let refresh = |cache: &str| {
         let text = format!("{GOOD}cache:\n{cache}");
         let s = parse("t.yaml", &text, None).unwrap();
-        s.runtime.cache.settings().refresh_after
+        s.cache.refresh_after
     };
     assert_eq!(refresh("  capacity: 10\n"), Duration::from_secs(60));
     assert_eq!(refresh("  ttl: 30s\n"), Duration::from_secs(15));
@@ -150,15 +150,40 @@ fn numbers_beyond_their_bounds_name_the_field() {
 #[test]
 fn client_limits_have_defaults_and_can_be_set() {
     let s = parse("t.yaml", GOOD, None).unwrap();
-    assert_eq!(s.runtime.client, ClientLimits::default());
+    assert_eq!(s.client, ClientLimits::default());
     let s = parse(
         "t.yaml",
         &format!("{GOOD}client:\n  max_connections: 5\n  header_timeout: 2s\n  keepalive_timeout: 0s\n  max_requests_per_connection: 0\n"),
         None,
     )
     .unwrap();
-    assert_eq!(s.runtime.client.max_connections, 5);
-    assert_eq!(s.runtime.client.header_timeout, Duration::from_secs(2));
-    assert_eq!(s.runtime.client.keepalive_secs(), None);
-    assert_eq!(s.runtime.client.max_requests, None);
+    assert_eq!(s.client.max_connections, 5);
+    assert_eq!(s.client.header_timeout, Duration::from_secs(2));
+    assert_eq!(s.client.keepalive_secs(), None);
+    assert_eq!(s.client.max_requests, None);
+}
+
+#[test]
+fn an_upstream_cannot_take_the_resolver_pool_name() {
+    let e = error(
+        &GOOD
+            .replace("  app:\n", "  resolver:\n")
+            .replace("upstream: app", "upstream: resolver"),
+    );
+    assert_eq!(e.field, "upstreams.resolver");
+    assert!(e.reason.contains("resolver's pool"), "{e}");
+}
+
+#[test]
+fn checking_builds_nothing_live() {
+    // The access log's folder must exist, but checking opens no file in it.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text = format!("{GOOD}access_log:\n  path: {}\n", log.display());
+    parse("t.yaml", &text, None).unwrap();
+    assert!(!log.exists(), "checking opened the access log");
+    let e = error(&format!(
+        "{GOOD}access_log:\n  path: /nonexistent-dir/access.log\n"
+    ));
+    assert_eq!(e.field, "access_log.path");
 }

@@ -18,7 +18,9 @@ fn reloader(text: &str) -> (Reloader, tempfile::TempDir) {
     std::fs::write(&path, text).unwrap();
     let settings = config::load(&path).unwrap();
     let fixed = Fixed::of(&settings);
-    let runtime = Arc::new(ArcSwap::from_pointee(settings.runtime));
+    let runtime = Arc::new(ArcSwap::from_pointee(
+        Runtime::build(&settings, None).unwrap(),
+    ));
     (Reloader::new(path, runtime, fixed, None), dir)
 }
 

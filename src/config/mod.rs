@@ -1,31 +1,37 @@
-//! The YAML file: its schema and defaults, validation with field paths, and building a `Runtime`.
+//! The configuration file turned into checked settings: plain data, errors with the file, the
+//! field path and the reason.
 //!
-//! The file is read into a file form (`FileConfig`, serde, unknown keys rejected), then turned
-//! into the internal form the proxy uses (`Runtime`), so every check happens before a socket
-//! is opened.
+//! The file is read into its file form (`file`: serde, defaults, unknown keys rejected), its
+//! numbers are held to their bounds (`bounds`), and every value is checked and turned into
+//! the settings each part of authgate is built from (`Settings`). Nothing here opens a socket,
+//! starts a thread or opens a file other than the ones the configuration names for reading:
+//! `authgate -t` is exactly this. `runtime` builds the live objects.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
 use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
-use serde::Deserialize;
 
-use crate::access_log::{AccessLog, AccessLogSettings, Format};
-use crate::cache::{Cache, CacheSettings};
+mod bounds;
+mod file;
+
+use bounds::check_bounds;
+pub use file::*;
+
+use crate::access_log::AccessLogSettings;
+use crate::cache::CacheSettings;
 use crate::connections::ClientLimits;
 use crate::credentials::KeyRules;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
-use crate::resolver::{Resolver, ResolverSettings};
-use crate::routes::{Policy, Route, RouteSpec, Routes};
-use crate::upstreams::{
-    HashKey, HealthKind, HealthSettings, LbKind, Pool, PoolSettings, TlsSettings,
-};
+use crate::policy::Login;
+use crate::resolver::{ResolverSettings, POOL_NAME as RESOLVER_POOL};
+use crate::routes::{Policy, RouteRule, RuleSpec};
+use crate::upstreams::{HashKey, HealthKind, HealthSettings, LbKind, PoolSettings, TlsSettings};
 use crate::webhook::WebhookSettings;
 
 /// A configuration problem: which file, which field, and what is wrong with it.
@@ -49,152 +55,6 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The file form, as written by the operator.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Pingora's own `ServerConf`, passed through (its keys are checked separately).
-    #[serde(default)]
-    pub pingora: ServerConf,
-    pub listen: Vec<ListenFile>,
-    pub resolver: ResolverFile,
-    /// Peers (IPs or CIDRs) whose `X-Forwarded-*` headers are believed.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    pub upstreams: BTreeMap<String, UpstreamFile>,
-    pub routes: Vec<RouteFile>,
-    #[serde(default)]
-    pub cache: CacheFile,
-    #[serde(default)]
-    pub login: Option<LoginFile>,
-    #[serde(default)]
-    pub access_log: AccessLogFile,
-    #[serde(default)]
-    pub reload: ReloadFile,
-    /// The operator's endpoint; off when absent.
-    #[serde(default)]
-    pub admin: Option<AdminFile>,
-    /// Limits on client connections and request headers.
-    #[serde(default)]
-    pub client: ClientFile,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientFile {
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
-    pub header_timeout: Duration,
-    /// `0s`: no keep-alive.
-    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-    /// `0`: no limit.
-    #[serde(default = "defaults::max_requests_per_connection")]
-    pub max_requests_per_connection: u32,
-    #[serde(default = "defaults::max_header_bytes")]
-    pub max_header_bytes: usize,
-    #[serde(default = "defaults::max_headers")]
-    pub max_headers: usize,
-}
-
-impl Default for ClientFile {
-    fn default() -> Self {
-        ClientFile {
-            max_connections: defaults::max_connections(),
-            header_timeout: defaults::header_timeout(),
-            keepalive_timeout: defaults::keepalive_timeout(),
-            max_requests_per_connection: defaults::max_requests_per_connection(),
-            max_header_bytes: defaults::max_header_bytes(),
-            max_headers: defaults::max_headers(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheFile {
-    #[serde(default = "defaults::capacity")]
-    pub capacity: usize,
-    #[serde(default = "defaults::ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    /// Default: the resolver's `timeout` plus one second.
-    #[serde(default, with = "humantime_serde")]
-    pub lock_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub stale_if_error: Duration,
-    /// Default: 60 s, or half the TTL when that is shorter; `0s`: off.
-    #[serde(default, with = "humantime_serde")]
-    pub refresh_after: Option<Duration>,
-}
-
-impl Default for CacheFile {
-    fn default() -> Self {
-        CacheFile {
-            capacity: defaults::capacity(),
-            ttl: defaults::ttl(),
-            negative_ttl: defaults::negative_ttl(),
-            lock_timeout: None,
-            stale_if_error: Duration::ZERO,
-            refresh_after: None,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminFile {
-    pub listen: String,
-    /// A file holding the bearer token (surrounding white space ignored).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// An environment variable holding the bearer token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// Authgear's webhook events at `POST /hooks/authgear`; off when absent.
-    #[serde(default)]
-    pub webhook: Option<WebhookFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookFile {
-    /// A file holding Authgear's webhook secret (surrounding white space ignored).
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// An environment variable holding it.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// Events stamped further than this from now are refused.
-    #[serde(default = "defaults::webhook_max_age", with = "humantime_serde")]
-    pub max_age: Duration,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenFile {
-    pub addr: String,
-    /// TLS termination (HTTP/2 offered by ALPN unless `h2: false`).
-    #[serde(default)]
-    pub tls: Option<ListenTlsFile>,
-    #[serde(default = "defaults::yes")]
-    pub h2: bool,
-    /// HTTP/2 without TLS (prior knowledge), on a plain listener.
-    #[serde(default)]
-    pub h2c: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenTlsFile {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
-
 /// One listening socket, as Pingora will open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -205,363 +65,55 @@ pub struct Listener {
     pub h2c: bool,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolverFile {
-    pub url: String,
-    /// `Host` sent to the resolver; the URL's host when absent.
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
-    pub read_timeout: Duration,
-    #[serde(default = "defaults::timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default = "defaults::header_prefix")]
-    pub header_prefix: String,
-    #[serde(default)]
-    pub forward_set_cookie: bool,
-    /// Cookies the resolver reads a session from, without the prefix.
-    #[serde(default = "defaults::credential_cookies")]
-    pub credential_cookies: Vec<String>,
-    /// Authgear's cookie name prefix (empty by default).
-    #[serde(default)]
-    pub cookie_prefix: String,
-    /// Resolver instances (`host:port`) to use instead of the URL's address; the URL still
-    /// gives the scheme, path, `Host` and SNI.
-    #[serde(default)]
-    pub backends: Vec<String>,
-    #[serde(default)]
-    pub health_check: Option<HealthFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
-    pub backends: Vec<BackendFile>,
-    #[serde(default)]
-    pub lb: LbKind,
-    /// For `lb: consistent`: client_ip, user_id, header:NAME or cookie:NAME.
-    #[serde(default)]
-    pub hash_key: Option<String>,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
-    pub read_timeout: Duration,
-    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
-    pub write_timeout: Duration,
-    #[serde(default)]
-    pub tls: Option<UpstreamTlsFile>,
-    /// Other backends tried after a failed connect.
-    #[serde(default = "defaults::retries")]
-    pub retries: usize,
-    #[serde(default)]
-    pub health_check: Option<HealthFile>,
-}
-
-/// `127.0.0.1:3000`, or `{ addr: 127.0.0.1:3000, weight: 3 }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum BackendFile {
-    Addr(String),
-    Weighted(WeightedBackendFile),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightedBackendFile {
-    pub addr: String,
-    #[serde(default = "defaults::weight")]
-    pub weight: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsFile {
-    /// Server name sent and verified; default: the host of the first backend.
-    #[serde(default)]
-    pub sni: Option<String>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// `false` turns certificate verification off (a lab only; logged at every start).
-    #[serde(default = "defaults::yes")]
-    pub verify: bool,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthKindFile {
-    #[default]
-    Http,
-    Tcp,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthFile {
-    #[serde(default)]
-    pub kind: HealthKindFile,
-    /// Default: `/` for upstreams, the resolve path for the resolver.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// `Host` of the check request; default: the backend's SNI or `localhost`.
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default = "defaults::expected_status")]
-    pub expected_status: u16,
-    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Consecutive successes to mark a backend up.
-    #[serde(default = "defaults::one")]
-    pub rise: usize,
-    /// Consecutive failures to mark a backend down.
-    #[serde(default = "defaults::one")]
-    pub fall: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    /// Exact host or `*.domain`; any host when absent.
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default = "defaults::route_path")]
-    pub path: String,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    pub upstream: String,
-    #[serde(default)]
-    pub auth: Policy,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// The app's logout: a 2xx answer from the backend drops the cached answer for the
-    /// request's credentials, so the next request is resolved afresh.
-    #[serde(default)]
-    pub logout: bool,
-}
-
-/// Reloading on `SIGHUP` is always on; watching the file is optional.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReloadFile {
-    #[serde(default)]
-    pub watch: bool,
-    #[serde(default = "defaults::watch_interval", with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-impl Default for ReloadFile {
-    fn default() -> Self {
-        ReloadFile {
-            watch: false,
-            interval: defaults::watch_interval(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessLogFile {
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub format: Format,
-    /// A file to append to; standard error when absent.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Log the query string too (it may carry tokens: off by default).
-    #[serde(default)]
-    pub include_query: bool,
-}
-
-impl Default for AccessLogFile {
-    fn default() -> Self {
-        AccessLogFile {
-            enabled: true,
-            format: Format::Json,
-            path: None,
-            include_query: false,
-        }
-    }
-}
-
-/// Where `auth: require` sends a browser without a session.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginFile {
-    pub url: String,
-    #[serde(default = "defaults::return_to_param")]
-    pub return_to_param: String,
-}
-
-mod defaults {
-    use std::time::Duration;
-
-    use crate::connections::ClientLimits;
-    pub fn max_connections() -> usize {
-        ClientLimits::default().max_connections
-    }
-    pub fn header_timeout() -> Duration {
-        ClientLimits::default().header_timeout
-    }
-    pub fn keepalive_timeout() -> Duration {
-        ClientLimits::default().keepalive_timeout
-    }
-    pub fn max_requests_per_connection() -> u32 {
-        ClientLimits::default().max_requests.unwrap_or(0)
-    }
-    pub fn max_header_bytes() -> usize {
-        ClientLimits::default().max_header_bytes
-    }
-    pub fn max_headers() -> usize {
-        ClientLimits::default().max_headers
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(1)
-    }
-    pub fn read_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn timeout() -> Duration {
-        Duration::from_secs(3)
-    }
-    pub fn idle_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn header_prefix() -> String {
-        "x-authgear-".into()
-    }
-    pub fn route_path() -> String {
-        "/".into()
-    }
-    pub fn capacity() -> usize {
-        100_000
-    }
-    pub fn ttl() -> Duration {
-        Duration::from_secs(600)
-    }
-    pub fn negative_ttl() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn refresh_after() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn webhook_max_age() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn upstream_io_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn retries() -> usize {
-        2
-    }
-    pub fn weight() -> usize {
-        1
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn one() -> usize {
-        1
-    }
-    pub fn expected_status() -> u16 {
-        200
-    }
-    pub fn health_interval() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn watch_interval() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn return_to_param() -> String {
-        "return_to".into()
-    }
-    pub fn credential_cookies() -> Vec<String> {
-        ["session", "app_session", "app_access_token"]
-            .map(String::from)
-            .to_vec()
-    }
-}
-
 /// Admin tokens shorter than this are refused: the endpoint can flush every session.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
 pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
 
-/// Everything the request path reads, immutable once built; swapped whole on reload.
-pub struct Runtime {
-    pub namespace: Namespace,
-    pub resolver: Arc<Resolver>,
-    pub keys: KeyRules,
-    pub cache: Arc<Cache>,
-    /// The admin bearer token, when the admin listener is on.
-    pub admin_token: Option<Vec<u8>>,
-    /// Authgear's webhook receiver, when configured.
-    pub webhook: Option<WebhookSettings>,
-    pub trusted: TrustedProxies,
-    pub routes: Routes,
-    /// Every pool, for the health checks.
-    pub pools: Vec<Arc<Pool>>,
-    pub login: Option<Login>,
-    pub access_log: Option<Arc<AccessLog>>,
-    pub forward_set_cookie: bool,
-    pub client: ClientLimits,
-}
-
-/// Where `auth: require` redirects a browser, and the parameter that carries the way back.
-pub struct Login {
-    pub url: String,
-    pub return_to_param: String,
-}
-
-/// A validated configuration: what Pingora needs to start, and the first `Runtime`.
+/// A checked configuration, as plain data: what Pingora needs to start, and what
+/// `runtime::Runtime::build` makes the request path's snapshot from. Nothing in it holds a
+/// socket, a thread or an open file.
+#[derive(Debug)]
 pub struct Settings {
+    /// The file's name, for errors found while building the runtime.
+    pub file: String,
     pub server: ServerConf,
     pub listen: Vec<Listener>,
     pub admin_listen: Option<SocketAddr>,
     /// How often to look at the file for changes, when watching is on.
     pub watch: Option<Duration>,
-    pub runtime: Runtime,
+    pub namespace: Namespace,
+    pub resolver: ResolverSettings,
+    pub keys: KeyRules,
+    pub cache: CacheSettings,
+    /// The admin bearer token, when the admin listener is on.
+    pub admin_token: Option<Vec<u8>>,
+    pub webhook: Option<WebhookSettings>,
+    pub trusted: TrustedProxies,
+    /// Pools by name.
+    pub pools: BTreeMap<String, PoolSettings>,
+    pub routes: Vec<RouteRule>,
+    pub login: Option<Login>,
+    pub access_log: Option<AccessLogSettings>,
+    pub forward_set_cookie: bool,
+    pub client: ClientLimits,
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and checks a configuration file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    load_over(path, None)
-}
-
-/// Like `load`, keeping from `previous` what did not change: pools (with their health state),
-/// the resolver (with its connections), the cache (with its answers, unless the resolver, the
-/// key rules or the capacity changed) and the access log writer.
-pub fn load_over(path: &Path, previous: Option<&Runtime>) -> Result<Settings, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         field: String::new(),
         reason: format!("cannot read file: {e}"),
     })?;
-    parse_over(&file, &text, path.parent(), previous)
+    parse(&file, &text, path.parent())
 }
 
-/// Parses and validates configuration text; `file` names it in errors, `base` anchors
-/// relative paths (CA files) at the configuration file's folder.
+/// Parses and checks configuration text; `file` names it in errors, `base` anchors relative
+/// paths (CA files) at the configuration file's folder.
 pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
-    parse_over(file, text, base, None)
-}
-
-fn parse_over(
-    file: &str,
-    text: &str,
-    base: Option<&Path>,
-    previous: Option<&Runtime>,
-) -> Result<Settings, ConfigError> {
     let err = |field: &str, reason: String| ConfigError {
         file: file.to_string(),
         field: field.to_string(),
@@ -678,22 +230,6 @@ fn parse_over(
             None => defaults::refresh_after().min(parsed.cache.ttl / 2),
         },
     };
-    let cache = match previous {
-        Some(p)
-            if *p.resolver.settings() == resolver_settings
-                && p.keys == keys
-                && p.cache.settings().capacity == cache_settings.capacity =>
-        {
-            p.cache.update_settings(cache_settings);
-            p.cache.clone()
-        }
-        _ => Cache::new(cache_settings),
-    };
-    let resolver = match previous {
-        Some(p) if *p.resolver.settings() == resolver_settings => p.resolver.clone(),
-        _ => Arc::new(Resolver::new(resolver_settings, &server).map_err(|r| err("resolver", r))?),
-    };
-    let resolver_pool = resolver.pool().clone();
     let (admin_listen, admin_token, webhook) = match &parsed.admin {
         None => (None, None, None),
         Some(a) => {
@@ -716,20 +252,16 @@ fn parse_over(
 
     let mut pools = BTreeMap::new();
     for (name, up) in &parsed.upstreams {
+        if name == RESOLVER_POOL {
+            // The resolver's own pool is listed under this name.
+            return Err(err(
+                &format!("upstreams.{name}"),
+                format!("`{RESOLVER_POOL}` is the resolver's pool; name this upstream otherwise"),
+            ));
+        }
         let settings = pool_settings(name, up, base)
             .map_err(|(k, r)| err(&format!("upstreams.{name}{k}"), r))?;
-        let kept = previous.and_then(|p| {
-            p.pools
-                .iter()
-                .find(|old| old.name() == name && *old.settings() == settings)
-        });
-        let pool = match kept {
-            Some(old) => old.clone(),
-            None => {
-                Arc::new(Pool::new(settings).map_err(|r| err(&format!("upstreams.{name}"), r))?)
-            }
-        };
-        pools.insert(name.clone(), pool);
+        pools.insert(name.clone(), settings);
     }
 
     if parsed.routes.is_empty() {
@@ -748,19 +280,18 @@ fn parse_over(
                 ),
             )
         })?;
-        let route = Route::new(RouteSpec {
+        let route = RouteRule::new(RuleSpec {
             host: r.host.as_deref(),
             path: &r.path,
             methods: &r.methods,
-            pool: pool.clone(),
+            upstream: &r.upstream,
             policy: r.auth,
             roles: &r.roles,
             index: i,
             logout: r.logout,
         })
         .map_err(|(k, why)| err(&format!("routes[{i}].{k}"), why))?;
-        if route.pool.settings().hash_key == Some(HashKey::UserId) && route.policy == Policy::Public
-        {
+        if pool.hash_key == Some(HashKey::UserId) && route.policy == Policy::Public {
             return Err(err(
                 &format!("routes[{i}].auth"),
                 format!(
@@ -808,20 +339,22 @@ fn parse_over(
     let access_log = match &parsed.access_log {
         AccessLogFile { enabled: false, .. } => None,
         a => {
-            let settings = AccessLogSettings {
-                format: a.format,
-                path: a.path.as_ref().map(|p| relative_to(base, p)),
-                include_query: a.include_query,
-            };
-            match previous
-                .and_then(|p| p.access_log.as_ref())
-                .filter(|l| *l.settings() == settings)
-            {
-                Some(kept) => Some(kept.clone()),
-                None => Some(Arc::new(
-                    AccessLog::open(settings).map_err(|why| err("access_log.path", why))?,
-                )),
+            let path = a.path.as_ref().map(|p| relative_to(base, p));
+            // Opened by the runtime; its folder is looked at here, so `-t` catches a typo.
+            if let Some(p) = &path {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    return Err(err(
+                        "access_log.path",
+                        format!("the folder of `{}` does not exist", p.display()),
+                    ));
+                }
             }
+            Some(AccessLogSettings {
+                format: a.format,
+                path,
+                include_query: a.include_query,
+            })
         }
     };
 
@@ -829,32 +362,31 @@ fn parse_over(
         return Err(err("reload.interval", "must be greater than zero".into()));
     }
     Ok(Settings {
+        file: file.to_string(),
         server,
         listen,
         admin_listen,
         watch: parsed.reload.watch.then_some(parsed.reload.interval),
-        runtime: Runtime {
-            namespace,
-            resolver,
-            keys,
-            cache,
-            admin_token,
-            webhook,
-            trusted: TrustedProxies::new(nets),
-            routes: Routes::new(routes),
-            pools: pools.into_values().chain([resolver_pool]).collect(),
-            login,
-            access_log,
-            forward_set_cookie: parsed.resolver.forward_set_cookie,
-            client: ClientLimits {
-                max_connections: parsed.client.max_connections,
-                header_timeout: parsed.client.header_timeout,
-                keepalive_timeout: parsed.client.keepalive_timeout,
-                max_requests: (parsed.client.max_requests_per_connection > 0)
-                    .then_some(parsed.client.max_requests_per_connection),
-                max_header_bytes: parsed.client.max_header_bytes,
-                max_headers: parsed.client.max_headers,
-            },
+        namespace,
+        resolver: resolver_settings,
+        keys,
+        cache: cache_settings,
+        admin_token,
+        webhook,
+        trusted: TrustedProxies::new(nets),
+        pools,
+        routes,
+        login,
+        access_log,
+        forward_set_cookie: parsed.resolver.forward_set_cookie,
+        client: ClientLimits {
+            max_connections: parsed.client.max_connections,
+            header_timeout: parsed.client.header_timeout,
+            keepalive_timeout: parsed.client.keepalive_timeout,
+            max_requests: (parsed.client.max_requests_per_connection > 0)
+                .then_some(parsed.client.max_requests_per_connection),
+            max_header_bytes: parsed.client.max_header_bytes,
+            max_headers: parsed.client.max_headers,
         },
     })
 }
@@ -929,264 +461,6 @@ fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
                     ))
                 }
             }
-        }
-    }
-    Ok(())
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// Every number in the file, against the range authgate accepts. The upper bounds are far
-/// beyond any sensible setting; they exist so that a typo (or `18446744073709551615`) is an
-/// error naming the field, never an allocation that aborts the process or a deadline that
-/// overflows the clock.
-fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, String)> {
-    fn num(field: &str, v: usize, min: usize, max: usize) -> Result<(), (String, String)> {
-        if v < min {
-            Err((
-                field.into(),
-                format!("{v} is out of range: must be at least {min}"),
-            ))
-        } else if v > max {
-            Err((
-                field.into(),
-                format!("{v} is out of range (allowed: {min} to {max})"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-    fn dur(field: &str, v: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
-        if (min..=max).contains(&v) {
-            Ok(())
-        } else if v.is_zero() {
-            Err((field.into(), "must be greater than zero".into()))
-        } else {
-            let h = humantime::format_duration;
-            Err((
-                field.into(),
-                format!(
-                    "{} is out of range (allowed: {} to {})",
-                    h(v),
-                    h(min),
-                    h(max)
-                ),
-            ))
-        }
-    }
-    let ms = Duration::from_millis;
-    let zero = Duration::ZERO;
-    num("pingora.threads", server.threads, 1, 1024)?;
-    num(
-        "pingora.listener_tasks_per_fd",
-        server.listener_tasks_per_fd,
-        1,
-        64,
-    )?;
-    num(
-        "pingora.upstream_keepalive_pool_size",
-        server.upstream_keepalive_pool_size,
-        0,
-        65_536,
-    )?;
-    // Pingora sizes each connection pool as this product, and allocates for it at start.
-    num(
-        "pingora.upstream_keepalive_pool_size",
-        server.upstream_keepalive_pool_size * server.threads,
-        0,
-        1 << 20,
-    )
-    .map_err(|(f, _)| {
-        (
-            f,
-            format!(
-                "{} x pingora.threads {} is more than {} pooled connections",
-                server.upstream_keepalive_pool_size,
-                server.threads,
-                1 << 20
-            ),
-        )
-    })?;
-    num("pingora.max_retries", server.max_retries, 1, 100)?;
-    for (k, v) in [
-        ("grace_period_seconds", server.grace_period_seconds),
-        (
-            "graceful_shutdown_timeout_seconds",
-            server.graceful_shutdown_timeout_seconds,
-        ),
-    ] {
-        if let Some(v) = v {
-            dur(&format!("pingora.{k}"), Duration::from_secs(v), zero, DAY)?;
-        }
-    }
-    for (k, v) in [
-        (
-            "upstream_connect_offload_threadpools",
-            server.upstream_connect_offload_threadpools,
-        ),
-        (
-            "upstream_connect_offload_thread_per_pool",
-            server.upstream_connect_offload_thread_per_pool,
-        ),
-        (
-            "downstream_tls_offload_threadpools",
-            server.downstream_tls_offload_threadpools,
-        ),
-        (
-            "downstream_tls_offload_thread_per_pool",
-            server.downstream_tls_offload_thread_per_pool,
-        ),
-        (
-            "upgrade_sock_connect_accept_max_retries",
-            server.upgrade_sock_connect_accept_max_retries,
-        ),
-        ("max_blocking_threads", server.max_blocking_threads),
-        (
-            "runtime_metrics_poll_time_histogram_buckets",
-            server.runtime_metrics_poll_time_histogram_buckets,
-        ),
-    ] {
-        if let Some(v) = v {
-            num(&format!("pingora.{k}"), v, 0, 1024)?;
-        }
-    }
-    for (k, v) in [
-        (
-            "blocking_threads_ttl_seconds",
-            server.blocking_threads_ttl_seconds,
-        ),
-        (
-            "fast_timeout_to_tokio_threshold_seconds",
-            server.fast_timeout_to_tokio_threshold_seconds,
-        ),
-        (
-            "daemon_ready_timeout_seconds",
-            server.daemon_ready_timeout_seconds.map(|n| n.get()),
-        ),
-        (
-            "daemon_notify_timeout_seconds",
-            server.daemon_notify_timeout_seconds.map(|n| n.get()),
-        ),
-    ] {
-        if let Some(v) = v {
-            dur(
-                &format!("pingora.{k}"),
-                Duration::from_secs(v.min(u64::MAX / 2)),
-                zero,
-                DAY,
-            )?;
-        }
-    }
-
-    if let Some(v) = server.runtime_metrics_poll_time_histogram_resolution_micros {
-        if v > 60_000_000 {
-            return Err((
-                "pingora.runtime_metrics_poll_time_histogram_resolution_micros".into(),
-                format!("{v} is out of range (allowed: 0 to 60000000)"),
-            ));
-        }
-    }
-    let r = &f.resolver;
-    dur("resolver.connect_timeout", r.connect_timeout, zero, HOUR)?;
-    dur("resolver.read_timeout", r.read_timeout, zero, HOUR)?;
-    dur("resolver.timeout", r.timeout, zero, HOUR)?;
-    dur("resolver.idle_timeout", r.idle_timeout, zero, DAY)?;
-    num("resolver.backends", r.backends.len(), 0, 1024)?;
-    num(
-        "resolver.credential_cookies",
-        r.credential_cookies.len(),
-        0,
-        64,
-    )?;
-    if let Some(h) = &r.health_check {
-        health_bounds("resolver.health_check", h)?;
-    }
-
-    let c = &f.cache;
-    // About 30 bytes an entry are allocated at start, about 450 once full.
-    num("cache.capacity", c.capacity, 0, 10_000_000)?;
-    dur("cache.ttl", c.ttl, zero, 7 * DAY)?;
-    dur("cache.negative_ttl", c.negative_ttl, zero, 7 * DAY)?;
-    dur("cache.stale_if_error", c.stale_if_error, zero, 7 * DAY)?;
-    if let Some(d) = c.lock_timeout {
-        dur("cache.lock_timeout", d, zero, HOUR)?;
-    }
-    if let Some(d) = c.refresh_after {
-        dur("cache.refresh_after", d, zero, 7 * DAY)?;
-    }
-
-    num("upstreams", f.upstreams.len(), 0, 1024)?;
-    for (name, up) in &f.upstreams {
-        let at = |k: &str| format!("upstreams.{name}.{k}");
-        num(&at("backends"), up.backends.len(), 0, 1024)?;
-        for (i, b) in up.backends.iter().enumerate() {
-            if let BackendFile::Weighted(w) = b {
-                // Pingora's balancers hold a backend once per unit of weight.
-                num(&at(&format!("backends[{i}].weight")), w.weight, 1, 256)?;
-            }
-        }
-        dur(&at("connect_timeout"), up.connect_timeout, zero, HOUR)?;
-        dur(&at("read_timeout"), up.read_timeout, zero, DAY)?;
-        dur(&at("write_timeout"), up.write_timeout, zero, DAY)?;
-        num(&at("retries"), up.retries, 0, 16)?;
-        if let Some(h) = &up.health_check {
-            health_bounds(&at("health_check"), h)?;
-        }
-    }
-    num("routes", f.routes.len(), 0, 100_000)?;
-
-    let l = &f.client;
-    num("client.max_connections", l.max_connections, 1, 1_000_000)?;
-    dur("client.header_timeout", l.header_timeout, ms(100), HOUR)?;
-    dur("client.keepalive_timeout", l.keepalive_timeout, zero, DAY)?;
-    // Pingora reads at most 1 MiB of header and 256 fields; beyond that it answers 400 itself.
-    num(
-        "client.max_header_bytes",
-        l.max_header_bytes,
-        1024,
-        1024 * 1024,
-    )?;
-    num("client.max_headers", l.max_headers, 8, 256)?;
-
-    dur("reload.interval", f.reload.interval, zero, DAY)?;
-    if let Some(a) = &f.admin {
-        if let Some(w) = &a.webhook {
-            dur("admin.webhook.max_age", w.max_age, zero, 7 * DAY)?;
-        }
-    }
-    Ok(())
-}
-
-fn health_bounds(at: &str, h: &HealthFile) -> Result<(), (String, String)> {
-    let field = |k: &str| format!("{at}.{k}");
-    if !(100..=599).contains(&h.expected_status) {
-        return Err((
-            field("expected_status"),
-            format!("{} is not an HTTP status", h.expected_status),
-        ));
-    }
-    for (k, v, min) in [
-        ("interval", h.interval, Duration::from_millis(100)),
-        ("timeout", h.timeout, Duration::ZERO),
-    ] {
-        if v.is_zero() && !min.is_zero() {
-            return Err((field(k), "must be greater than zero".into()));
-        }
-        if !(min..=HOUR).contains(&v) {
-            return Err((
-                field(k),
-                format!(
-                    "{} is out of range (allowed: {} to 1h)",
-                    humantime::format_duration(v),
-                    humantime::format_duration(min)
-                ),
-            ));
-        }
-    }
-    for (k, v) in [("rise", h.rise), ("fall", h.fall)] {
-        if !(1..=100).contains(&v) {
-            return Err((field(k), format!("{v} is out of range (allowed: 1 to 100)")));
         }
     }
     Ok(())
@@ -1634,5 +908,4 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 #[cfg(test)]
-#[path = "config/tests.rs"]
 mod tests;

@@ -1,0 +1,444 @@
+//! The configuration file as the operator writes it: serde's view, with defaults, unknown
+//! keys refused. Nothing here checks values; `config` turns this into settings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use serde::Deserialize;
+
+use crate::access_log::Format;
+use crate::routes::Policy;
+use crate::upstreams::LbKind;
+
+/// The file form, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Pingora's own `ServerConf`, passed through (its keys are checked separately).
+    #[serde(default)]
+    pub pingora: ServerConf,
+    pub listen: Vec<ListenFile>,
+    pub resolver: ResolverFile,
+    /// Peers (IPs or CIDRs) whose `X-Forwarded-*` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub cache: CacheFile,
+    #[serde(default)]
+    pub login: Option<LoginFile>,
+    #[serde(default)]
+    pub access_log: AccessLogFile,
+    #[serde(default)]
+    pub reload: ReloadFile,
+    /// The operator's endpoint; off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+    /// Limits on client connections and request headers.
+    #[serde(default)]
+    pub client: ClientFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// `0s`: no keep-alive.
+    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// `0`: no limit.
+    #[serde(default = "defaults::max_requests_per_connection")]
+    pub max_requests_per_connection: u32,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+}
+
+impl Default for ClientFile {
+    fn default() -> Self {
+        ClientFile {
+            max_connections: defaults::max_connections(),
+            header_timeout: defaults::header_timeout(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+            max_requests_per_connection: defaults::max_requests_per_connection(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    #[serde(default = "defaults::capacity")]
+    pub capacity: usize,
+    #[serde(default = "defaults::ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Default: the resolver's `timeout` plus one second.
+    #[serde(default, with = "humantime_serde")]
+    pub lock_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Default: 60 s, or half the TTL when that is shorter; `0s`: off.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_after: Option<Duration>,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        CacheFile {
+            capacity: defaults::capacity(),
+            ttl: defaults::ttl(),
+            negative_ttl: defaults::negative_ttl(),
+            lock_timeout: None,
+            stale_if_error: Duration::ZERO,
+            refresh_after: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: String,
+    /// A file holding the bearer token (surrounding white space ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Authgear's webhook events at `POST /hooks/authgear`; off when absent.
+    #[serde(default)]
+    pub webhook: Option<WebhookFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// A file holding Authgear's webhook secret (surrounding white space ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Events stamped further than this from now are refused.
+    #[serde(default = "defaults::webhook_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    pub addr: String,
+    /// TLS termination (HTTP/2 offered by ALPN unless `h2: false`).
+    #[serde(default)]
+    pub tls: Option<ListenTlsFile>,
+    #[serde(default = "defaults::yes")]
+    pub h2: bool,
+    /// HTTP/2 without TLS (prior knowledge), on a plain listener.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTlsFile {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    pub url: String,
+    /// `Host` sent to the resolver; the URL's host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::header_prefix")]
+    pub header_prefix: String,
+    #[serde(default)]
+    pub forward_set_cookie: bool,
+    /// Cookies the resolver reads a session from, without the prefix.
+    #[serde(default = "defaults::credential_cookies")]
+    pub credential_cookies: Vec<String>,
+    /// Authgear's cookie name prefix (empty by default).
+    #[serde(default)]
+    pub cookie_prefix: String,
+    /// Resolver instances (`host:port`) to use instead of the URL's address; the URL still
+    /// gives the scheme, path, `Host` and SNI.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub backends: Vec<BackendFile>,
+    #[serde(default)]
+    pub lb: LbKind,
+    /// For `lb: consistent`: client_ip, user_id, header:NAME or cookie:NAME.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::upstream_io_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsFile>,
+    /// Other backends tried after a failed connect.
+    #[serde(default = "defaults::retries")]
+    pub retries: usize,
+    #[serde(default)]
+    pub health_check: Option<HealthFile>,
+}
+
+/// `127.0.0.1:3000`, or `{ addr: 127.0.0.1:3000, weight: 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendFile {
+    Addr(String),
+    Weighted(WeightedBackendFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackendFile {
+    pub addr: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// Server name sent and verified; default: the host of the first backend.
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `false` turns certificate verification off (a lab only; logged at every start).
+    #[serde(default = "defaults::yes")]
+    pub verify: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthKindFile {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    #[serde(default)]
+    pub kind: HealthKindFile,
+    /// Default: `/` for upstreams, the resolve path for the resolver.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `Host` of the check request; default: the backend's SNI or `localhost`.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "defaults::expected_status")]
+    pub expected_status: u16,
+    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes to mark a backend up.
+    #[serde(default = "defaults::one")]
+    pub rise: usize,
+    /// Consecutive failures to mark a backend down.
+    #[serde(default = "defaults::one")]
+    pub fall: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Exact host or `*.domain`; any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "defaults::route_path")]
+    pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub auth: Policy,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The app's logout: a 2xx answer from the backend drops the cached answer for the
+    /// request's credentials, so the next request is resolved afresh.
+    #[serde(default)]
+    pub logout: bool,
+}
+
+/// Reloading on `SIGHUP` is always on; watching the file is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadFile {
+    #[serde(default)]
+    pub watch: bool,
+    #[serde(default = "defaults::watch_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadFile {
+    fn default() -> Self {
+        ReloadFile {
+            watch: false,
+            interval: defaults::watch_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub format: Format,
+    /// A file to append to; standard error when absent.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Log the query string too (it may carry tokens: off by default).
+    #[serde(default)]
+    pub include_query: bool,
+}
+
+impl Default for AccessLogFile {
+    fn default() -> Self {
+        AccessLogFile {
+            enabled: true,
+            format: Format::Json,
+            path: None,
+            include_query: false,
+        }
+    }
+}
+
+/// Where `auth: require` sends a browser without a session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    pub url: String,
+    #[serde(default = "defaults::return_to_param")]
+    pub return_to_param: String,
+}
+
+pub(super) mod defaults {
+    use std::time::Duration;
+
+    use crate::connections::ClientLimits;
+    pub fn max_connections() -> usize {
+        ClientLimits::default().max_connections
+    }
+    pub fn header_timeout() -> Duration {
+        ClientLimits::default().header_timeout
+    }
+    pub fn keepalive_timeout() -> Duration {
+        ClientLimits::default().keepalive_timeout
+    }
+    pub fn max_requests_per_connection() -> u32 {
+        ClientLimits::default().max_requests.unwrap_or(0)
+    }
+    pub fn max_header_bytes() -> usize {
+        ClientLimits::default().max_header_bytes
+    }
+    pub fn max_headers() -> usize {
+        ClientLimits::default().max_headers
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn header_prefix() -> String {
+        "x-authgear-".into()
+    }
+    pub fn route_path() -> String {
+        "/".into()
+    }
+    pub fn capacity() -> usize {
+        100_000
+    }
+    pub fn ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn negative_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn refresh_after() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn webhook_max_age() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn upstream_io_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn retries() -> usize {
+        2
+    }
+    pub fn weight() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn expected_status() -> u16 {
+        200
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn watch_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn return_to_param() -> String {
+        "return_to".into()
+    }
+    pub fn credential_cookies() -> Vec<String> {
+        ["session", "app_session", "app_access_token"]
+            .map(String::from)
+            .to_vec()
+    }
+}

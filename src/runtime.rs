@@ -1,0 +1,135 @@
+//! The request path's snapshot, `Runtime`, built from checked settings, and every rule of
+//! what survives a reload: what keeps its state when the file changes, and why.
+//!
+//! | part | kept across a reload when | because |
+//! |---|---|---|
+//! | resolver (its pooled connections) | its settings are unchanged | new settings need new connections |
+//! | answer cache (its answers) | resolver, key rules and capacity are unchanged; TTLs and timeouts are updated in place | answers from another resolver, or under other keys, are not answers for this one; TinyUFO's capacity is fixed at creation |
+//! | each upstream pool (health state, balancer) | same name, same settings | a backend marked down stays down until its checks say otherwise |
+//! | access log writer | its settings are unchanged | one writer thread, lines in order |
+//!
+//! Everything else (routes, namespace, trusted proxies, login, limits) is plain data, rebuilt.
+
+use std::sync::Arc;
+
+use crate::access_log::AccessLog;
+use crate::cache::Cache;
+use crate::config::{ConfigError, Settings};
+use crate::connections::ClientLimits;
+use crate::credentials::KeyRules;
+use crate::forwarded::TrustedProxies;
+use crate::identity::Namespace;
+use crate::policy::Login;
+use crate::resolver::{Resolver, POOL_NAME as RESOLVER_POOL};
+use crate::routes::{Route, Routes};
+use crate::upstreams::Pool;
+use crate::webhook::WebhookSettings;
+
+/// Everything the request path reads, immutable once built; swapped whole on reload.
+pub struct Runtime {
+    pub namespace: Namespace,
+    pub resolver: Arc<Resolver>,
+    pub keys: KeyRules,
+    pub cache: Arc<Cache>,
+    /// The admin bearer token, when the admin listener is on.
+    pub admin_token: Option<Vec<u8>>,
+    /// Authgear's webhook receiver, when configured.
+    pub webhook: Option<WebhookSettings>,
+    pub trusted: TrustedProxies,
+    pub routes: Routes,
+    /// Every pool, the resolver's last (named `resolver::POOL_NAME`), for the health checks.
+    pub pools: Vec<Arc<Pool>>,
+    pub login: Option<Login>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub forward_set_cookie: bool,
+    pub client: ClientLimits,
+}
+
+impl Runtime {
+    /// Builds the snapshot for `settings`, keeping from `previous` what the table above says.
+    pub fn build(settings: &Settings, previous: Option<&Runtime>) -> Result<Runtime, ConfigError> {
+        let err = |field: &str, reason: String| ConfigError {
+            file: settings.file.clone(),
+            field: field.to_string(),
+            reason,
+        };
+        let same_resolver = previous.filter(|p| *p.resolver.settings() == settings.resolver);
+        let cache = match same_resolver {
+            Some(p)
+                if p.keys == settings.keys
+                    && p.cache.settings().capacity == settings.cache.capacity =>
+            {
+                p.cache.update_settings(settings.cache.clone());
+                p.cache.clone()
+            }
+            _ => Cache::new(settings.cache.clone()),
+        };
+        let resolver = match same_resolver {
+            Some(p) => p.resolver.clone(),
+            None => Arc::new(
+                Resolver::new(settings.resolver.clone(), &settings.server)
+                    .map_err(|r| err("resolver", r))?,
+            ),
+        };
+
+        let mut pools = Vec::with_capacity(settings.pools.len() + 1);
+        for (name, pool_settings) in &settings.pools {
+            let kept = previous.and_then(|p| {
+                p.pools
+                    .iter()
+                    .find(|old| old.name() == name && old.settings() == pool_settings)
+            });
+            pools.push(match kept {
+                Some(old) => old.clone(),
+                None => Arc::new(
+                    Pool::new(pool_settings.clone())
+                        .map_err(|r| err(&format!("upstreams.{name}"), r))?,
+                ),
+            });
+        }
+        let mut routes = Vec::with_capacity(settings.routes.len());
+        for rule in &settings.routes {
+            // The checks made sure every route names a defined upstream.
+            let pool = pools
+                .iter()
+                .find(|p| p.name() == rule.upstream)
+                .ok_or_else(|| {
+                    err(
+                        &format!("routes[{}].upstream", rule.index),
+                        format!("no upstream named `{}`", rule.upstream),
+                    )
+                })?;
+            routes.push(Route::bind(rule, pool.clone()));
+        }
+        debug_assert_eq!(resolver.pool().name(), RESOLVER_POOL);
+        pools.push(resolver.pool().clone());
+
+        let access_log = match &settings.access_log {
+            None => None,
+            Some(log) => match previous
+                .and_then(|p| p.access_log.as_ref())
+                .filter(|l| l.settings() == log)
+            {
+                Some(kept) => Some(kept.clone()),
+                None => Some(Arc::new(
+                    AccessLog::open(log.clone()).map_err(|why| err("access_log.path", why))?,
+                )),
+            },
+        };
+        Ok(Runtime {
+            namespace: settings.namespace.clone(),
+            resolver,
+            keys: settings.keys.clone(),
+            cache,
+            admin_token: settings.admin_token.clone(),
+            webhook: settings.webhook.clone(),
+            trusted: settings.trusted.clone(),
+            routes: Routes::new(routes),
+            pools,
+            login: settings.login.clone(),
+            access_log,
+            forward_set_cookie: settings.forward_set_cookie,
+            client: settings.client,
+        })
+    }
+}
