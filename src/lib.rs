@@ -11,6 +11,7 @@ pub mod drain;
 pub mod forwarded;
 pub mod identity;
 pub mod metrics;
+pub mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -9,6 +9,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::outcome::Outcome;
 use crate::runtime::Runtime;
 
 pub struct Metrics {
@@ -127,8 +128,11 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-pub fn resolver_call(outcome: &'static str, took: Duration) {
-    METRICS.resolver_calls.with_label_values(&[outcome]).inc();
+pub fn resolver_call(outcome: Outcome, took: Duration) {
+    METRICS
+        .resolver_calls
+        .with_label_values(&[outcome.as_str()])
+        .inc();
     METRICS.resolver_latency.observe(took.as_secs_f64());
 }
 

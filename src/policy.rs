@@ -5,6 +5,56 @@ use http::header::{HeaderValue, ACCEPT};
 use pingora::http::RequestHeader;
 
 use crate::forwarded::Forwarded;
+use crate::identity::{Identity, SessionState};
+use crate::outcome::Outcome;
+use crate::routes::Policy;
+
+/// What a route's policy says of a resolved caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the backend, with the identity headers.
+    Forward,
+    /// `require` without a valid session, a browser and a login page: `302` there.
+    Redirect(HeaderValue),
+    /// `require` without a valid session: `401` for an API client.
+    Unauthenticated,
+    /// `require` with `roles`, and the session has none of them: `403`.
+    Forbidden,
+}
+
+impl Verdict {
+    pub fn outcome(&self, identity: &Identity) -> Outcome {
+        match self {
+            Verdict::Forward => Outcome::of_session(identity.session()),
+            Verdict::Redirect(_) | Verdict::Unauthenticated => Outcome::LoginRequired,
+            Verdict::Forbidden => Outcome::MissingRole,
+        }
+    }
+}
+
+/// The verdict for `identity` on a route with `policy` and `roles`. `login` gives the login
+/// redirect for this request when there is one (a browser, `login` configured); it is only
+/// asked for when a redirect is the answer.
+pub fn decide(
+    policy: Policy,
+    roles: &[String],
+    identity: &Identity,
+    login: impl FnOnce() -> Option<HeaderValue>,
+) -> Verdict {
+    if policy != Policy::Require {
+        return Verdict::Forward;
+    }
+    if identity.session() != SessionState::Valid {
+        return match login() {
+            Some(location) => Verdict::Redirect(location),
+            None => Verdict::Unauthenticated,
+        };
+    }
+    if !roles.is_empty() && !identity.roles().any(|r| roles.iter().any(|want| want == r)) {
+        return Verdict::Forbidden;
+    }
+    Verdict::Forward
+}
 
 /// Where `auth: require` redirects a browser, and the parameter that carries the way back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,3 +93,7 @@ pub fn login_location(login: &Login, fwd: &Forwarded, target: &str) -> Option<He
     }
     HeaderValue::from_str(&location).ok()
 }
+
+#[cfg(test)]
+#[path = "policy/tests.rs"]
+mod tests;

@@ -1,5 +1,8 @@
-//! The `ProxyHttp` implementation: calls the other modules in order for each request.
+//! The `ProxyHttp` implementation: the phases of one request, each handing its decision to
+//! the module that owns it (`request`, `routes`, `credentials`, `cache`, `policy`,
+//! `upstreams`), and the answers authgate gives itself.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,12 +25,12 @@ use crate::cache::{Lookup, PurgeCause};
 use crate::connections::{self, ClientLimits, LimitsSource};
 use crate::credentials::{CacheKey, Credentials};
 use crate::forwarded::Forwarded;
-use crate::identity::{Answer, Identity, SessionState};
+use crate::identity::{Answer, Identity};
 use crate::metrics::{self, InFlight};
-use crate::policy::{login_location, wants_html};
+use crate::outcome::Outcome;
+use crate::policy::{self, login_location, wants_html, Verdict};
 use crate::request::{self, RequestError};
-use crate::resolver::ResolveError;
-use crate::routes::Policy;
+use crate::routes::{Policy, Route};
 use crate::runtime::Runtime;
 use crate::upstreams::{hash_input, Pool};
 
@@ -51,40 +54,111 @@ impl LimitsSource for ArcSwap<Runtime> {
     }
 }
 
-/// Per-request state, filled by `request_filter` and read by the later phases.
-pub struct Ctx {
-    started: Instant,
-    _inflight: InFlight,
-    route: Option<Arc<str>>,
-    resolver_time: Option<Duration>,
+/// What `request_filter` settled for a request it routed; the later phases read only this.
+struct Routed {
     /// The snapshot this request started with; a reload does not change it midway.
-    runtime: Option<Arc<Runtime>>,
-    pool: Option<Arc<Pool>>,
-    identity: Option<Arc<Identity>>,
-    forwarded: Option<Forwarded>,
-    client_ip: Option<IpAddr>,
+    runtime: Arc<Runtime>,
+    /// `host/prefix` of the route, for logs and metrics.
+    label: Arc<str>,
+    pool: Arc<Pool>,
+    forwarded: Forwarded,
     /// The normalised origin-form target, when it differs from what the client sent.
     rewrite: Option<String>,
     /// The canonical `Host`, when it differs from the client's (or the client sent none).
     set_host: Option<HeaderValue>,
+}
+
+/// Per-request state, filled by `request_filter` and read by the later phases.
+pub struct Ctx {
+    started: Instant,
+    _inflight: InFlight,
+    client_ip: Option<IpAddr>,
+    /// Set once the request has a route; `None` for a request refused before that.
+    routed: Option<Routed>,
+    identity: Option<Arc<Identity>>,
+    resolver_time: Option<Duration>,
+    /// Where the answer came from (hit, miss, coalesced, stale).
+    lookup: Option<Lookup>,
     /// Backends this request has been sent to (a failed connect tries another).
     tried: Vec<SocketAddr>,
     /// The last attempt failed on a reused backend connection before any response byte:
     /// the next goes to a new connection, and may go to the same backend.
     fresh_connection: bool,
-    /// What happened at the resolver, for the log line.
-    outcome: &'static str,
-    /// Where the answer came from (hit, miss, coalesced, stale).
-    lookup: Option<Lookup>,
+    /// What happened, for the log line.
+    outcome: Outcome,
     /// On a logout route: the cache key to drop once the backend answers 2xx.
     logout: Option<CacheKey>,
 }
 
-fn outcome_of(session: SessionState) -> &'static str {
-    match session {
-        SessionState::Valid => "valid",
-        SessionState::Invalid => "invalid",
-        SessionState::Anonymous => "anonymous",
+/// An answer authgate gives itself instead of the backend's.
+struct Refusal {
+    status: u16,
+    body: RefusalBody,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    outcome: Outcome,
+}
+
+enum RefusalBody {
+    /// `authgate: <reason>`, for people and logs.
+    Text(Cow<'static, str>),
+    /// `{"error":"<code>"}`, for API clients refused by a route's policy.
+    Json(&'static str),
+}
+
+impl Refusal {
+    fn text(status: u16, reason: impl Into<Cow<'static, str>>, outcome: Outcome) -> Refusal {
+        Refusal {
+            status,
+            body: RefusalBody::Text(reason.into()),
+            headers: Vec::new(),
+            outcome,
+        }
+    }
+
+    fn json(status: u16, error: &'static str, outcome: Outcome) -> Refusal {
+        Refusal {
+            status,
+            body: RefusalBody::Json(error),
+            headers: Vec::new(),
+            outcome,
+        }
+    }
+
+    fn with(mut self, name: HeaderName, value: HeaderValue) -> Refusal {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// What a route's policy refuses, as the client gets it.
+    fn of_verdict(verdict: Verdict, outcome: Outcome) -> Option<Refusal> {
+        match verdict {
+            Verdict::Forward => None,
+            Verdict::Redirect(location) => {
+                Some(Refusal::text(302, "login required", outcome).with(LOCATION, location))
+            }
+            Verdict::Unauthenticated => {
+                Some(Refusal::json(401, "authentication_required", outcome).with(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authgate\""),
+                ))
+            }
+            Verdict::Forbidden => Some(Refusal::json(403, "forbidden", outcome)),
+        }
+    }
+
+    async fn send(self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.outcome = self.outcome;
+        let (content_type, body) = match self.body {
+            RefusalBody::Text(reason) => (
+                "text/plain; charset=utf-8",
+                Bytes::from(format!("authgate: {reason}\n")),
+            ),
+            RefusalBody::Json(error) => (
+                "application/json",
+                Bytes::from(format!("{{\"error\":\"{error}\"}}\n")),
+            ),
+        };
+        respond_with(session, self.status, content_type, body, &self.headers).await
     }
 }
 
@@ -108,43 +182,22 @@ async fn respond_with(
     Ok(true)
 }
 
-/// A plain-text reason, for resolver and backend failures.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    reason: &str,
-    extra: &[(HeaderName, HeaderValue)],
-) -> pingora::Result<bool> {
-    let body = Bytes::from(format!("authgate: {reason}\n"));
-    respond_with(session, status, "text/plain; charset=utf-8", body, extra).await
-}
-
-/// A small JSON error, for API clients refused by a route's policy.
-async fn respond_json(
-    session: &mut Session,
-    status: u16,
-    error: &'static str,
-    extra: &[(HeaderName, HeaderValue)],
-) -> pingora::Result<bool> {
-    let body = Bytes::from(format!("{{\"error\":\"{error}\"}}\n"));
-    respond_with(session, status, "application/json", body, extra).await
-}
-
 /// A failed connect or exchange with a backend of the request's pool.
 fn count_upstream_error(ctx: &Ctx) {
-    if let Some(pool) = &ctx.pool {
+    if let Some(r) = &ctx.routed {
         metrics::METRICS
             .upstream_errors
-            .with_label_values(&[pool.name()])
+            .with_label_values(&[r.pool.name()])
             .inc();
     }
 }
 
-/// Why a request header is over the configured limits, if it is. Pingora itself reads up to
+/// Phase 1: the request header within the operator's limits. Pingora itself reads up to
 /// 1 MiB and 256 fields; the operator's limits are usually far lower.
-fn header_too_large(req: &RequestHeader, limits: &ClientLimits) -> Option<&'static str> {
+fn admit(req: &RequestHeader, limits: &ClientLimits) -> Result<(), Refusal> {
+    let refuse = |why: &'static str| Err(Refusal::text(431, why, Outcome::BadRequest));
     if req.headers.len() > limits.max_headers {
-        return Some("too many header fields");
+        return refuse("too many header fields");
     }
     // Each field counted as `name: value\r\n`, plus the request line.
     let size = req.raw_path().len()
@@ -154,7 +207,134 @@ fn header_too_large(req: &RequestHeader, limits: &ClientLimits) -> Option<&'stat
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    (size > limits.max_header_bytes).then_some("request header too large")
+    if size > limits.max_header_bytes {
+        return refuse("request header too large");
+    }
+    Ok(())
+}
+
+/// Phase 2: the canonical request and its route. Returns the route, what later phases need,
+/// and the origin-form target (for a login redirect).
+fn route<'r>(
+    rt: &'r Arc<Runtime>,
+    req: &RequestHeader,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+) -> Result<(&'r Route, Routed, String), Refusal> {
+    // One reading of the request line and host, used by everything below.
+    let canon = request::settle(req).map_err(|e| {
+        let outcome = match e {
+            RequestError::Path(_) => Outcome::BadPath,
+            _ => Outcome::BadRequest,
+        };
+        Refusal::text(400, e.to_string(), outcome)
+    })?;
+    let own_host = canon
+        .set_host
+        .clone()
+        .or_else(|| req.headers.get(HOST).cloned());
+    let forwarded = rt.trusted.derive(req, own_host, client_ip, tls);
+    let route = match rt
+        .routes
+        .find_checked(&canon.host, canon.route_path(), &req.method)
+    {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            return Err(Refusal::text(
+                404,
+                "no route for this request",
+                Outcome::NoRoute,
+            ))
+        }
+        Err(e) => {
+            log::debug!("{}: {e}, under {}", canon.path, e.prefix);
+            return Err(Refusal::text(400, e.to_string(), Outcome::BadPath));
+        }
+    };
+    // A method a framework would take from an override header or `_method` must lead to the
+    // same route, or the backend would act under a policy that was not checked.
+    let elsewhere = request::method_overrides(req, canon.query).any(|m| {
+        !m.is_ok_and(|m| {
+            rt.routes
+                .find(&canon.host, canon.route_path(), &m)
+                .is_some_and(|r| std::ptr::eq(r, route))
+        })
+    });
+    if elsewhere {
+        return Err(Refusal::text(
+            400,
+            "method override routes elsewhere",
+            Outcome::BadRequest,
+        ));
+    }
+    let target = canon.target().into_owned();
+    let routed = Routed {
+        runtime: rt.clone(),
+        label: route.label.clone(),
+        pool: route.pool.clone(),
+        forwarded,
+        rewrite: canon.rewrite,
+        set_host: canon.set_host,
+    };
+    Ok((route, routed, target))
+}
+
+/// Phase 3: who is calling: the credentials, looked up in the cache or resolved.
+async fn identify(
+    rt: &Arc<Runtime>,
+    req: &RequestHeader,
+    forwarded: &Forwarded,
+    logout: bool,
+    ctx: &mut Ctx,
+) -> Result<Arc<Identity>, Refusal> {
+    let creds = Credentials::from_request(req)
+        .map_err(|e| Refusal::text(400, e.to_string(), Outcome::BadCredentials))?;
+    let key = rt.keys.key(&creds);
+    if logout {
+        ctx.logout = Some(key);
+    }
+    let fetch = {
+        let (rt, forwarded) = (rt.clone(), forwarded.clone());
+        move || async move { rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await }
+    };
+    let started = Instant::now();
+    let (answer, lookup) = rt.cache.resolve(&key, fetch).await;
+    ctx.resolver_time = Some(started.elapsed());
+    ctx.lookup = Some(lookup);
+    match answer {
+        Ok(Answer::Identity(identity)) => Ok(identity),
+        Ok(Answer::Denied { status, headers }) => {
+            let reason = if status == 401 {
+                "not authenticated"
+            } else {
+                "forbidden"
+            };
+            let mut refusal = Refusal::text(status, reason, Outcome::Denied);
+            refusal.headers = headers;
+            Err(refusal)
+        }
+        Err(e) => {
+            // Waiters share the caller's failure: one warning per resolver call, not per waiter.
+            let level = if lookup == Lookup::Miss {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "{} {}: {e}; answering {} (cache: {})",
+                req.method,
+                req.uri.path(),
+                e.status(),
+                lookup.as_str()
+            );
+            Err(Refusal::text(
+                e.status(),
+                e.client_reason(),
+                Outcome::of_error(&e),
+            ))
+        }
+    }
 }
 
 /// Identical `Content-Length` values, repeated or comma-joined (Pingora accepts both and has
@@ -186,19 +366,14 @@ impl ProxyHttp for AuthGate {
         Ctx {
             started: Instant::now(),
             _inflight: InFlight::start(),
-            route: None,
-            resolver_time: None,
-            runtime: None,
-            pool: None,
-            identity: None,
-            forwarded: None,
             client_ip: None,
-            rewrite: None,
-            set_host: None,
+            routed: None,
+            identity: None,
+            resolver_time: None,
+            lookup: None,
             tried: Vec::new(),
             fresh_connection: false,
-            outcome: "-",
-            lookup: None,
+            outcome: Outcome::Undecided,
             logout: None,
         }
     }
@@ -211,178 +386,54 @@ impl ProxyHttp for AuthGate {
         if session.get_keepalive().is_some() {
             session.set_keepalive(rt.client.keepalive_secs());
         }
-        if let Some(why) = header_too_large(session.req_header(), &rt.client) {
-            ctx.outcome = "bad_request";
-            return respond(session, 431, why, &[]).await;
+        if let Err(refusal) = admit(session.req_header(), &rt.client) {
+            return refusal.send(session, ctx).await;
         }
         // Before anything reads the request: no client copy of the identity namespace survives.
         rt.namespace.strip(session.req_header_mut());
-
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
-        // One reading of the request line and host, used by everything below.
-        let req = session.req_header();
-        let canon = match request::settle(req) {
-            Ok(c) => c,
-            Err(e) => {
-                ctx.outcome = match e {
-                    RequestError::Path(_) => "bad_path",
-                    _ => "bad_request",
-                };
-                return respond(session, 400, &e.to_string(), &[]).await;
-            }
+        let (route, routed, target) = match route(&rt, session.req_header(), ctx.client_ip, tls) {
+            Ok(r) => r,
+            Err(refusal) => return refusal.send(session, ctx).await,
         };
-        let own_host = canon
-            .set_host
-            .clone()
-            .or_else(|| req.headers.get(HOST).cloned());
-        let forwarded = rt.trusted.derive(req, own_host, ctx.client_ip, tls);
-        let route = match rt
-            .routes
-            .find_checked(&canon.host, canon.route_path(), &req.method)
-        {
-            Ok(Some(route)) => route,
-            Ok(None) => {
-                ctx.outcome = "no_route";
-                return respond(session, 404, "no route for this request", &[]).await;
-            }
-            Err(e) => {
-                ctx.outcome = "bad_path";
-                log::debug!("{}: {e}, under {}", canon.path, e.prefix);
-                return respond(session, 400, &e.to_string(), &[]).await;
-            }
-        };
-        // A method a framework would take from an override header or `_method` must lead to
-        // the same route, or the backend would act under a policy that was not checked.
-        let elsewhere = request::method_overrides(req, canon.query).any(|m| {
-            !m.is_ok_and(|m| {
-                rt.routes
-                    .find(&canon.host, canon.route_path(), &m)
-                    .is_some_and(|r| std::ptr::eq(r, route))
-            })
-        });
-        if elsewhere {
-            ctx.outcome = "bad_request";
-            return respond(session, 400, "method override routes elsewhere", &[]).await;
-        }
-        let login_target = canon.target().into_owned();
-        ctx.rewrite = canon.rewrite;
-        ctx.set_host = canon.set_host;
-        let (policy, pool, logout) = (route.policy, route.pool.clone(), route.logout);
-        ctx.route = Some(route.label.clone());
-        ctx.pool = Some(pool);
-        ctx.forwarded = Some(forwarded.clone());
-        ctx.runtime = Some(rt.clone());
-        if policy == Policy::Public {
-            if logout {
+        let forwarded = routed.forwarded.clone();
+        ctx.routed = Some(routed);
+        if route.policy == Policy::Public {
+            if route.logout {
                 if let Ok(creds) = Credentials::from_request(session.req_header()) {
                     ctx.logout = Some(rt.keys.key(&creds));
                 }
             }
-            ctx.outcome = "public";
+            ctx.outcome = Outcome::Public;
             return Ok(false);
         }
-        let creds = match Credentials::from_request(session.req_header()) {
-            Ok(c) => c,
-            Err(e) => {
-                ctx.outcome = "bad_credentials";
-                return respond(session, 400, &e.to_string(), &[]).await;
-            }
-        };
-        let key = rt.keys.key(&creds);
-        if logout {
-            ctx.logout = Some(key);
-        }
-        let fetch = {
-            let rt = rt.clone();
-            move || async move {
-                let started = Instant::now();
-                let result = rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await;
-                let outcome = match &result {
-                    Ok(Answer::Identity(i)) => outcome_of(i.session()),
-                    Ok(Answer::Denied { .. }) => "denied",
-                    Err(ResolveError::Timeout(_)) => "timeout",
-                    Err(_) => "error",
-                };
-                metrics::resolver_call(outcome, started.elapsed());
-                result
-            }
-        };
-        let resolve_started = Instant::now();
-        let (outcome, lookup) = rt.cache.resolve(&key, fetch).await;
-        ctx.resolver_time = Some(resolve_started.elapsed());
-        ctx.lookup = Some(lookup);
-        let identity = match outcome {
-            Ok(Answer::Identity(identity)) => identity,
-            Ok(Answer::Denied { status, headers }) => {
-                ctx.outcome = "denied";
-                let reason = if status == 401 {
-                    "not authenticated"
-                } else {
-                    "forbidden"
-                };
-                return respond(session, status, reason, &headers).await;
-            }
-            Err(e) => {
-                ctx.outcome = e.kind();
-                let req = session.req_header();
-                // Waiters share the caller's failure: one warning per resolver call, not per waiter.
-                let level = if lookup == Lookup::Miss {
-                    log::Level::Warn
-                } else {
-                    log::Level::Debug
-                };
-                log::log!(
-                    level,
-                    "{} {}: {e}; answering {} (cache: {})",
-                    req.method,
-                    req.uri.path(),
-                    e.status(),
-                    lookup.as_str()
-                );
-                return respond(session, e.status(), e.client_reason(), &[]).await;
-            }
-        };
-        ctx.outcome = outcome_of(identity.session());
 
-        if policy == Policy::Require {
-            if identity.session() != SessionState::Valid {
-                ctx.outcome = "login_required";
-                let req = session.req_header();
-                let redirect = match (&rt.login, ctx.forwarded.as_ref()) {
-                    (Some(login), Some(fwd)) if wants_html(req) => {
-                        login_location(login, fwd, &login_target)
-                    }
-                    _ => None,
-                };
-                return match redirect {
-                    Some(location) => {
-                        respond(session, 302, "login required", &[(LOCATION, location)]).await
-                    }
-                    None => {
-                        let challenge = (
-                            WWW_AUTHENTICATE,
-                            HeaderValue::from_static("Bearer realm=\"authgate\""),
-                        );
-                        respond_json(session, 401, "authentication_required", &[challenge]).await
-                    }
-                };
-            }
-            if !route.roles.is_empty()
-                && !identity
-                    .roles()
-                    .any(|r| route.roles.iter().any(|want| want == r))
-            {
-                ctx.outcome = "missing_role";
-                return respond_json(session, 403, "forbidden", &[]).await;
+        let identity =
+            match identify(&rt, session.req_header(), &forwarded, route.logout, ctx).await {
+                Ok(i) => i,
+                Err(refusal) => return refusal.send(session, ctx).await,
+            };
+        let req = session.req_header();
+        let verdict = policy::decide(route.policy, &route.roles, &identity, || {
+            let login = rt.login.as_ref()?;
+            wants_html(req)
+                .then(|| login_location(login, &forwarded, &target))
+                .flatten()
+        });
+        let outcome = verdict.outcome(&identity);
+        ctx.outcome = outcome;
+        match Refusal::of_verdict(verdict, outcome) {
+            Some(refusal) => refusal.send(session, ctx).await,
+            None => {
+                ctx.identity = Some(identity);
+                Ok(false)
             }
         }
-        ctx.identity = Some(identity);
-        Ok(false)
     }
 
     async fn upstream_peer(
@@ -390,7 +441,7 @@ impl ProxyHttp for AuthGate {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let pool = ctx.pool.clone().ok_or_else(|| {
+        let pool = ctx.routed.as_ref().map(|r| r.pool.clone()).ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "no pool chosen for request")
         })?;
         let key = hash_input(
@@ -476,7 +527,7 @@ impl ProxyHttp for AuthGate {
         mut e: Box<Error>,
     ) -> Box<Error> {
         count_upstream_error(ctx);
-        let retries = ctx.pool.as_ref().map_or(0, |p| p.settings().retries);
+        let retries = ctx.routed.as_ref().map_or(0, |r| r.pool.settings().retries);
         // `tried` counts the first attempt too.
         if ctx.tried.len() <= retries {
             log::info!(
@@ -494,32 +545,30 @@ impl ProxyHttp for AuthGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let Some(rt) = ctx.runtime.as_ref() else {
+        let Some(routed) = ctx.routed.as_ref() else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "request reached upstream without a route",
             );
         };
-        if let Some(uri) = &ctx.rewrite {
+        if let Some(uri) = &routed.rewrite {
             let uri = uri.parse().map_err(|_| {
                 Error::explain(ErrorType::InternalError, "normalised path is not a URI")
             })?;
             upstream_request.set_uri(uri);
         }
-        if let Some(host) = &ctx.set_host {
+        if let Some(host) = &routed.set_host {
             upstream_request.insert_header(HOST, host.clone())?;
         }
         single_content_length(upstream_request)?;
         // Again on the copy that goes upstream, after Pingora's own header handling.
-        rt.namespace.strip(upstream_request);
+        routed.runtime.namespace.strip(upstream_request);
         if let Some(identity) = &ctx.identity {
             for (name, value) in identity.wire_headers() {
                 upstream_request.append_header(name, value)?;
             }
         }
-        if let Some(fwd) = &ctx.forwarded {
-            fwd.apply(upstream_request)?;
-        }
+        routed.forwarded.apply(upstream_request)?;
         Ok(())
     }
 
@@ -529,13 +578,16 @@ impl ProxyHttp for AuthGate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let (Some(key), Some(rt)) = (&ctx.logout, &ctx.runtime) {
+        if let (Some(key), Some(routed)) = (&ctx.logout, &ctx.routed) {
             // Dropped before the client sees the answer: its next request is resolved afresh.
             if upstream_response.status.is_success() {
-                rt.cache.purge(key, PurgeCause::Logout);
+                routed.runtime.cache.purge(key, PurgeCause::Logout);
             }
         }
-        let forward = ctx.runtime.as_ref().is_some_and(|rt| rt.forward_set_cookie);
+        let forward = ctx
+            .routed
+            .as_ref()
+            .is_some_and(|r| r.runtime.forward_set_cookie);
         if let (true, Some(identity)) = (forward, &ctx.identity) {
             for v in identity.set_cookie() {
                 upstream_response.append_header(SET_COOKIE, v.clone())?;
@@ -544,7 +596,7 @@ impl ProxyHttp for AuthGate {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let timeout = matches!(
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -564,7 +616,8 @@ impl ProxyHttp for AuthGate {
         };
         if code > 0 && session.response_written().is_none() {
             let reason = reason.unwrap_or_else(|| "error".into());
-            if let Err(we) = respond(session, code, &reason, &[]).await {
+            let refusal = Refusal::text(code, reason, ctx.outcome);
+            if let Err(we) = refusal.send(session, ctx).await {
                 log::debug!("could not send the error answer: {we}");
             }
         }
@@ -577,7 +630,7 @@ impl ProxyHttp for AuthGate {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         connections::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route.as_deref();
+        let route = ctx.routed.as_ref().map(|r| &*r.label);
         metrics::METRICS
             .requests
             .with_label_values(&[route.unwrap_or("none"), metrics::status_class(status)])
@@ -591,9 +644,9 @@ impl ProxyHttp for AuthGate {
             );
         }
         let Some(log) = ctx
-            .runtime
+            .routed
             .as_ref()
-            .and_then(|rt| rt.access_log.clone())
+            .and_then(|r| r.runtime.access_log.clone())
             .or_else(|| self.runtime.load().access_log.clone())
         else {
             return;
@@ -604,15 +657,16 @@ impl ProxyHttp for AuthGate {
             client_ip: ctx.client_ip,
             method: req.method.as_str(),
             path: ctx
-                .rewrite
-                .as_deref()
+                .routed
+                .as_ref()
+                .and_then(|r| r.rewrite.as_deref())
                 .map_or(req.uri.path(), |t| t.split_once('?').map_or(t, |(p, _)| p)),
             query: req.uri.query(),
             status,
             route,
             backend: ctx.tried.last().copied(),
             user_id: ctx.identity.as_ref().and_then(|i| i.user_id()),
-            resolver: ctx.outcome,
+            resolver: ctx.outcome.as_str(),
             cache,
             bytes: session.body_bytes_sent(),
             total_ms: ms(ctx.started.elapsed()),

@@ -16,6 +16,8 @@ use pingora::{Error, ErrorType};
 use crate::credentials::Credentials;
 use crate::forwarded::{Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::identity::{Answer, AnswerError, Namespace};
+use crate::metrics;
+use crate::outcome::Outcome;
 use crate::upstreams::{HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
 
 /// A resolver reply body larger than this is not drained: the connection is dropped instead.
@@ -149,6 +151,18 @@ impl Resolver {
 
     /// Asks the resolver who sent a request with these credentials.
     pub async fn resolve(
+        &self,
+        creds: &Credentials,
+        fwd: &Forwarded,
+        ns: &Namespace,
+    ) -> Result<Answer, ResolveError> {
+        let started = std::time::Instant::now();
+        let result = self.call(creds, fwd, ns).await;
+        metrics::resolver_call(Outcome::of_resolve(&result), started.elapsed());
+        result
+    }
+
+    async fn call(
         &self,
         creds: &Credentials,
         fwd: &Forwarded,
