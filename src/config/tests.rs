@@ -187,3 +187,300 @@ fn checking_builds_nothing_live() {
     ));
     assert_eq!(e.field, "access_log.path");
 }
+
+/// The configuration matrix, in process: each broken file names its field and says why.
+fn assert_error(yaml: &str, field: &str, reason: &str) {
+    assert!(!reason.is_empty(), "every case names its reason");
+    let e = match parse("t.yaml", yaml, None) {
+        Ok(_) => panic!("expected `{field}: {reason}` for\n{yaml}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.field, field, "{e}");
+    assert!(e.reason.contains(reason), "want `{reason}` in {e}");
+    assert_eq!(e.file, "t.yaml");
+}
+
+#[test]
+fn matrix_unknown_keys() {
+    assert_error(
+        &GOOD.replace("  timeout: 2s\n", "  timeout: 2s\n  retries: 3\n"),
+        "resolver.retries",
+        "unknown field `retries`",
+    );
+    assert_error(
+        &format!("pingora:\n  thread: 4\n{GOOD}"),
+        "pingora.thread",
+        "unknown Pingora server setting",
+    );
+    assert_error(
+        &format!("{GOOD}caches: {{}}\n"),
+        "caches",
+        "unknown field `caches`",
+    );
+}
+
+#[test]
+fn matrix_bad_durations() {
+    assert_error(
+        &GOOD.replace("timeout: 2s", "timeout: two seconds"),
+        "resolver.timeout",
+        "expected a duration",
+    );
+    assert_error(
+        &GOOD.replace("timeout: 2s", "timeout: 0s"),
+        "resolver.timeout",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn matrix_field_errors() {
+    assert_error(
+        &GOOD.replace("127.0.0.1:8080", "localhost"),
+        "listen[0].addr",
+        "not an IP:port",
+    );
+    assert_error(
+        &GOOD.replace("http://127.0.0.1:3001", "gopher://127.0.0.1:2"),
+        "resolver.url",
+        "http:// or https://",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3000]", "[]"),
+        "upstreams.app.backends",
+        "at least one backend",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3000]", "[no-port]"),
+        "upstreams.app.backends[0]",
+        "cannot resolve",
+    );
+    assert_error(
+        &format!("{GOOD}trusted_proxies: [10.0.0.0/99]\n"),
+        "trusted_proxies[0]",
+        "neither an IP",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  header_prefix: \"bad prefix\"\n",
+        ),
+        "resolver.header_prefix",
+        "not a valid",
+    );
+}
+
+#[test]
+fn matrix_cache_and_admin_errors() {
+    assert_error(
+        &format!("{GOOD}cache:\n  ttl: forever\n"),
+        "cache.ttl",
+        "expected a duration",
+    );
+    assert_error(
+        &format!("{GOOD}cache:\n  lock_timeout: 0s\n"),
+        "cache.lock_timeout",
+        "greater than zero",
+    );
+    assert_error(
+        &format!("{GOOD}cache:\n  capacity: -1\n"),
+        "cache.capacity",
+        "integer `-1`, expected usize",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  credential_cookies: []\n",
+        ),
+        "resolver.credential_cookies",
+        "at least one",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  credential_cookies: [\"a b\"]\n",
+        ),
+        "resolver.credential_cookies[0]",
+        "not a valid cookie name",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n"),
+        "admin.token_file",
+        "needs a token",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_env: AUTHGATE_TEST_SURELY_UNSET\n"),
+        "admin.token_env",
+        "is not set",
+    );
+    assert_error(
+        &format!("{GOOD}admin:\n  listen: 127.0.0.1:9\n  token: secret\n"),
+        "admin.token",
+        "unknown field",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    assert_error(
+        &format!(
+            "{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_file: {}\n",
+            short.display()
+        ),
+        "admin.token_file",
+        "at least 16",
+    );
+    assert_error(
+        &format!("{GOOD}cache:\n  ttl: 1m\n  refresh_after: 1m\n"),
+        "cache.refresh_after",
+        "not below cache.ttl",
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let admin = |webhook: &str| {
+        format!(
+            "{GOOD}admin:\n  listen: 127.0.0.1:9\n  token_file: {}\n  webhook:\n{webhook}",
+            token.display()
+        )
+    };
+    assert_error(
+        &admin("    max_age: 5m\n"),
+        "admin.webhook.secret_file",
+        "needs Authgear's secret",
+    );
+    assert_error(
+        &admin("    secret_env: AUTHGATE_TEST_SURELY_UNSET\n"),
+        "admin.webhook.secret_env",
+        "is not set",
+    );
+    assert_error(
+        &admin(&format!("    secret_file: {}\n", empty.display())),
+        "admin.webhook.secret_file",
+        "empty",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    secret_env: HOME\n",
+            token.display()
+        )),
+        "admin.webhook.secret_file",
+        "not both",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    max_age: 0s\n",
+            token.display()
+        )),
+        "admin.webhook.max_age",
+        "greater than zero",
+    );
+    assert_error(
+        &admin(&format!(
+            "    secret_file: {}\n    secret: x\n",
+            token.display()
+        )),
+        "admin.webhook.secret",
+        "unknown field",
+    );
+}
+
+#[test]
+fn matrix_route_and_upstream_errors() {
+    let route = |extra: &str| {
+        GOOD.replace(
+            "    upstream: app\n",
+            &format!("    upstream: app\n{extra}"),
+        )
+    };
+    assert_error(
+        &route("    host: \"a.*.com\"\n"),
+        "routes[0].host",
+        "wildcard",
+    );
+    assert_error(&route("    roles: [admin]\n"), "routes[0].roles", "require");
+    assert_error(
+        &route("    methods: [\"GE T\"]\n"),
+        "routes[0].methods",
+        "not an HTTP method",
+    );
+    assert_error(
+        &route("    auth: maybe\n"),
+        "routes[0].auth",
+        "unknown variant",
+    );
+    assert_error(
+        &GOOD.replace("path: /\n", "path: /a%2Fb\n"),
+        "routes[0].path",
+        "encoded slash",
+    );
+    let up = |extra: &str| {
+        GOOD.replace(
+            "    backends: [127.0.0.1:3000]\n",
+            &format!("    backends: [127.0.0.1:3000]\n{extra}"),
+        )
+    };
+    assert_error(
+        &up("    lb: consistent\n"),
+        "upstreams.app.hash_key",
+        "needs a hash_key",
+    );
+    assert_error(
+        &up("    hash_key: client_ip\n"),
+        "upstreams.app.hash_key",
+        "only applies",
+    );
+    assert_error(
+        &up("    lb: consistent\n    hash_key: ip\n"),
+        "upstreams.app.hash_key",
+        "expected client_ip",
+    );
+    assert_error(
+        &up("    tls:\n      sni: \"\"\n"),
+        "upstreams.app.tls.sni",
+        "server name",
+    );
+    assert_error(
+        &up("    tls:\n      sni: x\n      ca_file: /nonexistent.pem\n"),
+        "upstreams.app.tls.ca_file",
+        "cannot read",
+    );
+    assert_error(
+        &up("    health_check:\n      path: nope\n"),
+        "upstreams.app.health_check.path",
+        "not a request path",
+    );
+    assert_error(
+        &up("    health_check:\n      interval: 0s\n"),
+        "upstreams.app.health_check.interval",
+        "greater than zero",
+    );
+    assert_error(
+        &up("    read_timeout: 0s\n"),
+        "upstreams.app.read_timeout",
+        "greater than zero",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3000]", "[{addr: 127.0.0.1:3000, weight: 0}]"),
+        "upstreams.app.backends[0].weight",
+        "at least 1",
+    );
+    assert_error(
+        &GOOD.replace("[127.0.0.1:3000]", "[127.0.0.1:3000, 127.0.0.1:3000]"),
+        "upstreams.app.backends[1]",
+        "twice",
+    );
+    assert_error(
+        &format!("{GOOD}login:\n  url: \"not a url\"\n"),
+        "login.url",
+        "is not a URL",
+    );
+    assert_error(
+        &GOOD.replace(
+            "  timeout: 2s\n",
+            "  timeout: 2s\n  backends: [127.0.0.1:5, 127.0.0.1:5]\n",
+        ),
+        "resolver.backends[1]",
+        "twice",
+    );
+}
