@@ -257,6 +257,11 @@ async fn resolver_faults_map_to_502_503_504() {
     let resp = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("unreachable"));
+    proxy.log_line(&[
+        "resolver unreachable",
+        "Connection refused",
+        "answering 503",
+    ]);
 
     // Slow: answers after the configured timeout.
     let (slow, _) = start_canned(
@@ -363,7 +368,8 @@ async fn https_resolver_with_a_private_ca() {
         Some(format!("localhost:{port}").as_str())
     );
 
-    // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded.
+    // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded, and
+    // the log says why (not a resolver that is down).
     let proxy = start_proxy_with(|l| config(l, &url, &[backend], ""));
     let resp = client()
         .get(proxy.url("/"))
@@ -372,6 +378,12 @@ async fn https_resolver_with_a_private_ca() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
+    let line = proxy.log_line(&["resolver unreachable", "answering 503"]);
+    assert!(
+        line.contains("certificate") || line.contains("TLS") || line.contains("Tls"),
+        "{line}"
+    );
+    assert!(!line.contains("Connection refused"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

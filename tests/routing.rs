@@ -389,13 +389,21 @@ async fn health_checks_mark_backends_down_and_up() {
 
     flaky.kill();
     until("down", f).await;
-    // While it is down, every request goes to the healthy backend without trying the dead one.
+    // While it is down, every request goes to the healthy backend without trying the dead one:
+    // a try would count as an upstream error.
+    let errors = "authgate_upstream_errors_total{upstream=\"app\"}";
+    let before = metric(&scrape(admin).await, errors);
     for _ in 0..6 {
         assert_eq!(
             served_by(client().get(proxy.url("/")).send().await.unwrap()).await,
             st.to_string()
         );
     }
+    assert_eq!(
+        metric(&scrape(admin).await, errors),
+        before,
+        "the dead one was tried"
+    );
     let _back = EchoProcess::start(port);
     until("up", f).await;
     let mut seen = BTreeSet::new();
@@ -430,6 +438,10 @@ async fn all_backends_down_is_502_with_a_reason() {
         text.starts_with("authgate: ") && text.contains("`app`"),
         "{text}"
     );
+    // Both were tried, and refused the connection (not a TLS or a timeout failure).
+    for b in [x, y] {
+        proxy.log_line(&["ConnectRefused", &b.to_string()]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +516,8 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
     assert_eq!(e.served_by, "tls-backend");
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
 
-    // The system roots do not know the test CA: refused, 502.
+    // The system roots do not know the test CA: refused, 502, and the log says it was the
+    // certificate (not a backend that is down).
     let untrusted = start("    tls:\n      sni: backend.internal\n".into());
     assert_eq!(
         client()
@@ -515,6 +528,11 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
             .status(),
         502
     );
+    untrusted.log_line(&[
+        "TLSHandshakeFailure",
+        "UnknownIssuer",
+        "SNI: backend.internal",
+    ]);
     // A name the certificate does not carry: refused.
     let wrong_name = start(format!(
         "    tls:\n      sni: other.internal\n      ca_file: {}\n",
@@ -529,6 +547,11 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
             .status(),
         502
     );
+    wrong_name.log_line(&[
+        "TLSHandshakeFailure",
+        "not valid for name",
+        "SNI: other.internal",
+    ]);
     // Verification off (a lab): accepted.
     let lab = start("    tls:\n      sni: backend.internal\n      verify: false\n".into());
     assert_eq!(

@@ -174,6 +174,10 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The process's log, for the failing test's output.
+            eprintln!("--- authgate log ---\n{}", self.log());
+        }
     }
 }
 
@@ -184,6 +188,27 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the process logged so far (standard error, `RUST_LOG=warn`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("authgate.log")).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until the log has a line containing every one of `parts`; the line.
+    pub fn log_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?} in:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The configuration file this process was started with.
@@ -385,11 +410,13 @@ pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
         );
     let conf = dir.path().join("authgate.yaml");
     std::fs::write(&conf, yaml).expect("write config");
+    let log = std::fs::File::create(dir.path().join("authgate.log")).expect("log file");
     let child = Command::new(binary())
         .arg("-c")
         .arg(&conf)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn authgate");
     let mut proxy = Proxy { addr, child, dir };
