@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock is the system's, except in tests that pause it to step through TTLs.
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, FutureExt, Shared};

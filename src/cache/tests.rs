@@ -274,7 +274,10 @@ async fn evictions_leave_the_user_index() {
     }
     let indexed: usize = cache.users.lock().unwrap().values().map(|k| k.len()).sum();
     let size = cache.stats().size.load(Ordering::SeqCst) as usize;
-    assert!(size <= 20, "the store is bounded: {size}");
+    assert!(
+        (1..=10).contains(&size),
+        "the store holds at most its capacity: {size}"
+    );
     assert_eq!(
         indexed, size,
         "the index holds exactly what the store holds"
@@ -369,7 +372,9 @@ fn session_of(outcome: &Outcome) -> Option<SessionState> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The clock is paused: "not due yet" and "within the next period" hold however slow
+// the machine is.
+#[tokio::test(start_paused = true)]
 async fn refresh_ahead_serves_at_once_and_replaces_in_the_background() {
     let cache = refreshing(Duration::from_millis(30));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -422,7 +427,9 @@ async fn refresh_ahead_serves_at_once_and_replaces_in_the_background() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The clock is paused: "not due yet" and "within the next period" hold however slow
+// the machine is.
+#[tokio::test(start_paused = true)]
 async fn a_failed_refresh_keeps_the_answer_and_waits_a_period() {
     let cache = refreshing(Duration::from_millis(30));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -563,7 +570,10 @@ async fn the_user_index_stays_bounded_under_churn() {
     }
     let indexed: usize = cache.users.lock().unwrap().values().map(|k| k.len()).sum();
     let size = cache.stats().size.load(Ordering::SeqCst) as usize;
-    assert!(size <= 100, "the store is bounded: {size}");
+    assert!(
+        (1..=50).contains(&size),
+        "the store holds at most its capacity: {size}"
+    );
     assert_eq!(
         indexed, size,
         "the index holds exactly what the store holds"

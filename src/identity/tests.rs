@@ -140,11 +140,25 @@ fn denial_keeps_only_challenge_headers() {
         ("WWW-Authenticate", "Bearer error=\"invalid_token\""),
         ("X-Authgear-User-Id", "u1"),
         ("Location", "/login"),
+        ("Set-Cookie", "session=; Max-Age=0"),
+        ("Cache-Control", "max-age=600"),
+        ("Content-Type", "text/html"),
     ]);
     match Answer::from_reply(401, &h, &ns()).unwrap() {
         Answer::Denied { status, headers } => {
             assert_eq!(status, 401);
-            assert_eq!(headers.len(), 2);
+            let kept: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(
+                kept,
+                [
+                    ("www-authenticate", "Bearer error=\"invalid_token\""),
+                    ("location", "/login"),
+                    ("set-cookie", "session=; Max-Age=0"),
+                ]
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
