@@ -152,6 +152,8 @@ async fn a_broken_file_changes_nothing() {
         std::net::TcpStream::connect(elsewhere).is_err(),
         "a new listener needs a graceful upgrade"
     );
+    // ... and reported as such.
+    proxy.log_line(&["reload: listen changed", "needs a graceful upgrade"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
