@@ -56,7 +56,7 @@ fn answer(i: usize, valid: bool) -> Answer {
     Answer::Identity(Arc::new(Identity::from_headers(&h, &ns).expect("identity")))
 }
 
-fn fill(n: usize, valid: bool) -> (f64, Duration, Arc<Cache>) {
+fn fill(n: usize, valid: bool) -> (f64, Duration, i64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,18 +93,19 @@ fn fill(n: usize, valid: bool) -> (f64, Duration, Arc<Cache>) {
     });
     let took = started.elapsed();
     let grown = rss_bytes().saturating_sub(before);
-    (grown as f64 / n as f64, took, cache)
-}
-
-/// One fill in this process: prints `bytes_per_entry held seconds`.
-fn child(kind: &str, n: usize) {
-    let (per_entry, took, cache) = fill(n, kind == "valid");
     let held = cache
         .stats()
         .snapshot()
         .iter()
         .find(|(k, _)| *k == "size")
         .map_or(0, |(_, v)| *v);
+    // Per entry held, not per entry inserted: evicted or refused entries cost nothing.
+    (grown as f64 / held.max(1) as f64, took, held)
+}
+
+/// One fill in this process: prints `bytes_per_entry held seconds`.
+fn child(kind: &str, n: usize) {
+    let (per_entry, took, held) = fill(n, kind == "valid");
     println!("{per_entry:.1} {held} {:.3}", took.as_secs_f64());
 }
 
@@ -144,9 +145,15 @@ fn main() {
     println!("cache_memory: {n} entries per fill, each fill in a fresh process");
     println!("  baseline (anonymous answers): {anon:.0} bytes/entry RSS, {held_anon} held, filled in {t_anon:.2}s");
     println!("  valid answers (8 headers):    {valid:.0} bytes/entry RSS, {held_valid} held, filled in {t_valid:.2}s");
+    // The figure counts only if the cache held every entry it was given.
+    let all_held = held_valid == n as i64 && held_anon == n as i64;
     println!(
         "  ratio valid/baseline: {:.2}; target <= 512 bytes/entry: {}",
         valid / anon.max(1.0),
-        if valid <= 512.0 { "met" } else { "NOT met" }
+        match (all_held, valid <= 512.0) {
+            (false, _) => "NOT met (not every entry was held)",
+            (true, true) => "met",
+            (true, false) => "NOT met",
+        }
     );
 }
