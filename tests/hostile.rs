@@ -36,23 +36,14 @@ async fn raw_peer(reply: fn(&str) -> String) -> RawPeer {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let n = match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        seen.lock().expect("heads").push(head.clone());
-                        let answer = reply(&head);
-                        if s.write_all(answer.as_bytes()).await.is_err()
-                            || answer.contains("Connection: close")
-                        {
-                            return;
-                        }
+                while let Some(head) = read_head(&mut s, &mut buf).await {
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    seen.lock().expect("heads").push(head.clone());
+                    let answer = reply(&head);
+                    if s.write_all(answer.as_bytes()).await.is_err()
+                        || answer.contains("Connection: close")
+                    {
+                        return;
                     }
                 }
             });
@@ -147,6 +138,21 @@ fn guarded(listen: SocketAddr, resolver: SocketAddr, backend: SocketAddr, extra:
     )
 }
 
+/// The stand-in, a recording backend, and authgate with the guarded routes in front of it.
+async fn guarded_stack() -> (Arc<authgate::devserver::standin::Standin>, RawPeer, Proxy) {
+    let (standin, resolver) = start_standin(Duration::ZERO).await;
+    let backend = raw_peer(ok_and_close).await;
+    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
+    (standin, backend, proxy)
+}
+
+/// Sends `request` raw, expects the backend's 200, and returns the head the backend read.
+async fn forwarded_head(proxy: &Proxy, backend: &RawPeer, request: &[u8]) -> String {
+    let answer = raw(proxy.addr, request, b"\r\n\r\n").await;
+    assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    backend.heads().pop().unwrap_or_default()
+}
+
 /// The status code of a raw exchange, 0 when the connection closed without an answer.
 fn status(answer: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(answer);
@@ -159,9 +165,7 @@ fn status(answer: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let backend = raw_peer(ok_and_close).await;
-    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
+    let (_standin, backend, proxy) = guarded_stack().await;
     let attacks: &[&[u8]] = &[
         // 1. absolute-form without Host, HTTP/1.1 and HTTP/1.0, and with a matching Host.
         b"GET http://secure.example/x HTTP/1.1\r\n\r\n",
@@ -219,14 +223,12 @@ async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
         }
     }
     // The guarded resources are reachable with a session, in their plain spelling.
-    let ok = raw(
-        proxy.addr,
+    let last = forwarded_head(
+        &proxy,
+        &backend,
         b"GET http://secure.example/x HTTP/1.0\r\nCookie: session=sess-alice\r\n\r\n",
-        b"\r\n\r\n",
     )
     .await;
-    assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(&ok));
-    let last = backend.heads().pop().unwrap_or_default();
     assert!(last.starts_with("GET /x HTTP/1.1"), "{last}");
     assert!(
         last.to_ascii_lowercase().contains("host: secure.example"),
@@ -237,17 +239,13 @@ async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_gets_one_canonical_request() {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let backend = raw_peer(ok_and_close).await;
-    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
-    let answer = raw(
-        proxy.addr,
+    let (_standin, backend, proxy) = guarded_stack().await;
+    let head = forwarded_head(
+        &proxy,
+        &backend,
         b"POST /x HTTP/1.1\r\nHost: A.Example.\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
-        b"\r\n\r\n",
     )
     .await;
-    assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
-    let head = backend.heads().pop().unwrap_or_default();
     let lower = head.to_ascii_lowercase();
     assert_eq!(lower.matches("content-length:").count(), 1, "{head}");
     assert!(lower.contains("host: a.example\r\n"), "{head}");
@@ -362,13 +360,9 @@ async fn limited_proxy(extra: &str) -> (Proxy, SocketAddr) {
     (proxy, backend)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_and_slow_connections_are_closed() {
-    let (proxy, _) =
-        limited_proxy("client:\n  header_timeout: 1s\n  keepalive_timeout: 1s\n").await;
-
-    // Idle keep-alive: closed about a second after its answer.
-    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+/// A connection that has had one request answered (the echo's JSON) and is kept alive.
+async fn kept_alive(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .expect("write");
@@ -379,6 +373,16 @@ async fn idle_and_slow_connections_are_closed() {
         assert!(n > 0, "closed before the answer");
         got.extend_from_slice(&chunk[..n]);
     }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed() {
+    let (proxy, _) =
+        limited_proxy("client:\n  header_timeout: 1s\n  keepalive_timeout: 1s\n").await;
+
+    // Idle keep-alive: closed about a second after its answer.
+    let mut s = kept_alive(proxy.addr).await;
     let idle = closed_within(&mut s, Duration::from_secs(10)).await;
     assert!(
         idle.is_some_and(|d| d >= Duration::from_millis(900)),
@@ -424,18 +428,7 @@ async fn connections_beyond_the_cap_are_refused_and_the_cap_frees_up() {
     let mut held = Vec::new();
     for _ in 0..4 {
         // Each one answered once, so authgate has surely counted it.
-        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .expect("write");
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while find(&got, b"}").is_none() {
-            let n = s.read(&mut chunk).await.expect("answer");
-            assert!(n > 0);
-            got.extend_from_slice(&chunk[..n]);
-        }
-        held.push(s);
+        held.push(kept_alive(proxy.addr).await);
     }
     let over = raw(
         proxy.addr,
@@ -500,23 +493,14 @@ async fn a_backend_with_a_short_keepalive_timeout_under_load_costs_no_request() 
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // Idle for 30 ms: closed, as Node's or gunicorn's keep-alive timeouts do.
-                    let n =
-                        match tokio::time::timeout(Duration::from_millis(30), s.read(&mut chunk))
-                            .await
-                        {
-                            Ok(Ok(n)) if n > 0 => n,
-                            _ => return,
-                        };
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let reply: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
+                // Idle for 30 ms: closed, as Node's or gunicorn's keep-alive timeouts do.
+                let idle = Duration::from_millis(30);
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(idle, read_head(&mut s, &mut buf)).await
+                {
+                    let reply: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(reply).await.is_err() {
+                        return;
                     }
                 }
             });

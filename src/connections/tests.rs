@@ -14,15 +14,21 @@ fn keepalive_is_whole_seconds_rounded_up() {
     assert_eq!(with(1500).keepalive_secs(), Some(2));
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_deadline_moves_with_the_requests() {
-    let conn = Arc::new(Conn {
+/// A connection just accepted: a 10 s header timeout running, 60 s of keep-alive.
+fn accepted() -> Conn {
+    let conn = Conn {
         start: Instant::now(),
         deadline_ms: AtomicU64::new(0),
         header_timeout: Duration::from_secs(10),
         keepalive_timeout: Duration::from_secs(60),
-    });
+    };
     conn.arm(conn.header_timeout);
+    conn
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_moves_with_the_requests() {
+    let conn = Arc::new(accepted());
     let started = tokio::time::Instant::now();
     let c = conn.clone();
     // A header arrives after 5 s: nothing expires while the request is served (30 s).
@@ -43,13 +49,7 @@ async fn the_deadline_moves_with_the_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn a_header_that_never_completes_expires() {
-    let conn = Conn {
-        start: Instant::now(),
-        deadline_ms: AtomicU64::new(0),
-        header_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-    };
-    conn.arm(conn.header_timeout);
+    let conn = accepted();
     let started = tokio::time::Instant::now();
     conn.expired().await;
     assert_eq!(started.elapsed().as_secs(), 10);

@@ -124,33 +124,41 @@ pub async fn serve_canned(reply: &'static [u8], delay: Duration, keep_open: bool
             let (c, r, d) = (c.clone(), r.clone(), d.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 let mut answered = 0;
-                loop {
-                    let n = match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        if !keep_open && answered == 1 {
-                            return;
-                        }
-                        answered += 1;
-                        c.fetch_add(1, Ordering::SeqCst);
-                        let delay = Duration::from_millis(d.load(Ordering::SeqCst));
-                        tokio::time::sleep(delay).await;
-                        let reply: &'static [u8] = *r.lock().expect("reply lock");
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
+                while read_head(&mut s, &mut buf).await.is_some() {
+                    if !keep_open && answered == 1 {
+                        return;
+                    }
+                    answered += 1;
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let delay = Duration::from_millis(d.load(Ordering::SeqCst));
+                    tokio::time::sleep(delay).await;
+                    let reply: &'static [u8] = *r.lock().expect("reply lock");
+                    if s.write_all(reply).await.is_err() {
+                        return;
                     }
                 }
             });
         }
     });
     canned
+}
+
+/// Reads from `s` until `buf` holds a whole request head (bodies are not read); returns it,
+/// taken out of `buf`, or `None` once the peer has closed.
+pub async fn read_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = buf[..end].to_vec();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
