@@ -183,6 +183,13 @@ pub struct TransportConnector {
 
 const DEFAULT_POOL_SIZE: usize = 128;
 
+/// How many times `reused_stream` waits for the idle poll to drop its reference to a stream
+/// it has already unlocked, before giving up on it: first by yielding (the reference goes
+/// within a few instructions), then 1 ms at a time (its thread was descheduled), at most
+/// about 10 ms in all, far less than a new connection to a remote peer.
+const REUSE_ACQUIRE_ATTEMPTS: usize = REUSE_ACQUIRE_YIELDS + 10;
+const REUSE_ACQUIRE_YIELDS: usize = 16;
+
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
@@ -250,12 +257,34 @@ impl TransportConnector {
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
         match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
+            Some(mut s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
+                // The idle poll, possibly on another thread, releases the lock before it drops
+                // its reference to the stream (an `OwnedMutexGuard` unlocks, then drops its
+                // `Arc`): in between, `try_unwrap` fails although the stream is free. Wait for
+                // that reference to go instead of giving up on a good connection.
+                let mut attempts = 0;
+                let acquired = loop {
+                    {
+                        let _ = s.lock().await;
+                    } // wait for the idle poll to release it
+                    match Arc::try_unwrap(s) {
+                        Ok(l) => break Ok(l),
+                        Err(still_shared) if attempts < REUSE_ACQUIRE_ATTEMPTS => {
+                            attempts += 1;
+                            s = still_shared;
+                            // Usually gone by the next poll; if the other thread was
+                            // descheduled in between, give it the CPU rather than spin.
+                            if attempts <= REUSE_ACQUIRE_YIELDS {
+                                tokio::task::yield_now().await;
+                            } else {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                        Err(still_shared) => break Err(still_shared),
+                    }
+                };
+                match acquired {
                     Ok(l) => {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
