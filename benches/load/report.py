@@ -108,6 +108,12 @@ def main():
             err = "none" if non2xx == 0 and sock == 0 else f"**{non2xx} non-2xx, {sock} socket**"
             if err != "none":
                 problems.append(f"{workers} worker(s), {scenario}, {proxy}: {non2xx} non-2xx, {sock} socket errors")
+            # Rounds that disagree by more than a quarter: the run was too noisy to conclude.
+            rates = [m[1] for m in ms]
+            if len(rates) > 1 and min(rates) > 0 and max(rates) / min(rates) > 1.25:
+                problems.append(
+                    f"{workers} worker(s), {scenario}, {proxy}: rounds differ by "
+                    f"{(max(rates) / min(rates) - 1) * 100:.0f}% (more than 25%): too noisy to conclude")
             reqs = sum(m[5] for m in ms)
             per_req = f"{sum(m[6] for m in ms) / reqs:.3f}" if reqs else "-"
             label = f"{scenario}" + (f" ({note})" if note else "")
@@ -166,7 +172,7 @@ def main():
                 w(f"| {proxy} | {r['resolver_calls']} | {ok} | {r['median_ms']} / {r['max_ms']} ms | {tl} | {mark} |")
     if problems:
         w("")
-        w("**Errors during the run** (wrk counted these; the figures above include them):")
+        w("**Errors and noise during the run** (the figures above include them):")
         for p in problems:
             w(f"- {p}")
     text = "\n".join(out) + "\n"
