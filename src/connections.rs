@@ -25,7 +25,8 @@ use crate::metrics::METRICS;
 /// The limits on client connections, from the `client:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
-    /// Open client connections per process; more are closed as soon as they are accepted.
+    /// Open client connections per process (all listeners together); more are closed as soon
+    /// as they are accepted.
     pub max_connections: usize,
     /// From accepting a connection, or from the end of the previous request plus the
     /// keep-alive timeout, to a complete request header.
@@ -133,11 +134,13 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// Open client connections of the whole process, every listener counted.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
 /// Wraps a server app with the connection cap and the header deadline.
 pub struct Guarded<A> {
     app: Arc<A>,
     limits: Arc<dyn LimitsSource>,
-    open: AtomicUsize,
     /// The listener offers HTTP/2 without TLS, whose connections carry many requests at once.
     h2c: bool,
 }
@@ -147,18 +150,17 @@ impl<A> Guarded<A> {
         Guarded {
             app: Arc::new(app),
             limits,
-            open: AtomicUsize::new(0),
             h2c,
         }
     }
 
-    fn enter(&self, max: usize) -> Option<Slot<'_>> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+    fn enter(&self, max: usize) -> Option<Slot<'static>> {
+        if OPEN.fetch_add(1, Ordering::Relaxed) >= max {
+            OPEN.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         METRICS.client_connections.inc();
-        Some(Slot(&self.open))
+        Some(Slot(&OPEN))
     }
 }
 
