@@ -7,40 +7,38 @@ use std::time::Duration;
 
 use common::*;
 
-fn calls(standin: &authgate::devserver::standin::Standin) -> u64 {
-    standin.stats.requests.load(Ordering::SeqCst)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_kept_for_their_ttl() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(raddr),
-            &[backend],
-            "cache:\n  ttl: 1500ms\n  negative_ttl: 10m\n  refresh_after: 0s\n",
+    let s = Stack::builder()
+        .yaml(
+            r#"
+            cache:
+              ttl: 1500ms
+              negative_ttl: 10m
+              refresh_after: 0s
+            "#,
         )
-    });
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+        .start()
+        .await;
+    let proxy = &s.proxy;
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
-        calls(&standin),
+        s.resolver_calls(),
         1,
         "the second request within the TTL is a hit"
     );
     // An unrelated cookie does not change the key.
     assert_eq!(
-        user_of(&proxy, "_ga=GA1.1; session=sess-alice; theme=dark").await,
+        user_of(proxy, "_ga=GA1.1; session=sess-alice; theme=dark").await,
         ["user-alice"]
     );
-    assert_eq!(calls(&standin), 1);
+    assert_eq!(s.resolver_calls(), 1);
     // Let the 1.5 s TTL pass.
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
-        calls(&standin),
+        s.resolver_calls(),
         2,
         "after the TTL the resolver is asked again"
     );
@@ -48,57 +46,60 @@ async fn answers_are_kept_for_their_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_answers_have_their_own_ttl() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(raddr),
-            &[backend],
-            "cache:\n  ttl: 10m\n  negative_ttl: 1500ms\n",
+    let s = Stack::builder()
+        .yaml(
+            r#"
+            cache:
+              ttl: 10m
+              negative_ttl: 1500ms
+            "#,
         )
-    });
+        .start()
+        .await;
+    let proxy = &s.proxy;
     for _ in 0..3 {
-        assert!(user_of(&proxy, "session=unknown").await.is_empty());
+        assert!(user_of(proxy, "session=unknown").await.is_empty());
         let e = send_echo(client().get(proxy.url("/"))).await;
         assert!(identity_headers(&e).is_empty());
     }
     assert_eq!(
-        calls(&standin),
+        s.resolver_calls(),
         2,
         "one call for the invalid session, one for no credentials"
     );
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert!(user_of(&proxy, "session=unknown").await.is_empty());
-    assert_eq!(calls(&standin), 3);
+    assert!(user_of(proxy, "session=unknown").await.is_empty());
+    assert_eq!(s.resolver_calls(), 3);
 }
 
 /// The seed's key ($cookie_session|$http_authorization) gives these two users one entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_session_users_never_share_an_answer() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     assert_eq!(
-        user_of(&proxy, "app_session=tok-alice").await,
+        user_of(proxy, "app_session=tok-alice").await,
         ["user-alice"]
     );
-    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "app_session=tok-bob").await, ["user-bob"]);
     assert_eq!(
-        user_of(&proxy, "app_access_token=tok-bob").await,
+        user_of(proxy, "app_access_token=tok-bob").await,
         ["user-bob"]
     );
     assert_eq!(
-        user_of(&proxy, "app_session=tok-alice").await,
+        user_of(proxy, "app_session=tok-alice").await,
         ["user-alice"]
     );
     let e = send_echo(client().get(proxy.url("/")).bearer_auth("tok-bob")).await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    assert_eq!(calls(&standin), 4);
+    assert_eq!(s.resolver_calls(), 4);
 }
 
 /// No client-controlled header makes authgate skip the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_cache_headers_do_not_bypass_the_cache() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     for h in [
         ("cache-control", "no-cache"),
         ("pragma", "no-cache"),
@@ -113,14 +114,16 @@ async fn client_cache_headers_do_not_bypass_the_cache() {
         .await;
         assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
     }
-    assert_eq!(calls(&standin), 1);
+    assert_eq!(s.resolver_calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_herd_for_one_new_session_makes_one_call() {
-    let (standin, raddr) = start_standin(Duration::from_millis(300)).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let s = Stack::builder()
+        .resolver_latency(Duration::from_millis(300))
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let c = client();
     let requests: Vec<_> = (0..100)
         .map(|_| {
@@ -137,13 +140,12 @@ async fn a_herd_for_one_new_session_makes_one_call() {
             ["user-alice"]
         );
     }
-    assert_eq!(calls(&standin), 1);
+    assert_eq!(s.resolver_calls(), 1);
 }
 
 /// A failing resolver is not hit by every waiter: they share the failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_herd_shares_the_resolver_failure() {
-    let backend = start_echo().await;
     let c = client();
     let herd = |proxy: &Proxy| -> Vec<tokio::task::JoinHandle<u16>> {
         (0..100)
@@ -163,8 +165,8 @@ async fn a_herd_shares_the_resolver_failure() {
         Duration::from_millis(300),
     )
     .await;
-    let proxy = start_proxy(raddr, backend);
-    for r in herd(&proxy) {
+    let s = Stack::builder().resolver(raddr).start().await;
+    for r in herd(&s.proxy) {
         assert_eq!(r.await.unwrap(), 502);
     }
     let n = count.load(Ordering::SeqCst);
@@ -174,8 +176,8 @@ async fn a_herd_shares_the_resolver_failure() {
     );
 
     // Down: every waiter gets 503.
-    let proxy = start_proxy(closed_port(), backend);
-    for r in herd(&proxy) {
+    let s = Stack::builder().resolver(closed_port()).start().await;
+    for r in herd(&s.proxy) {
         assert_eq!(r.await.unwrap(), 503);
     }
 
@@ -187,15 +189,17 @@ async fn a_herd_shares_the_resolver_failure() {
         Duration::from_secs(3),
     )
     .await;
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &format!("  url: http://{raddr}/\n  timeout: 500ms"),
-            &[backend],
-            "",
-        )
-    });
-    for r in herd(&proxy) {
+    let s = Stack::builder()
+        .resolver(raddr)
+        .resolver_body(&format!(
+            r#"
+            url: http://{raddr}/
+            timeout: 500ms
+            "#
+        ))
+        .start()
+        .await;
+    for r in herd(&s.proxy) {
         assert_eq!(r.await.unwrap(), 504);
     }
     let n = count.load(Ordering::SeqCst);
@@ -210,8 +214,8 @@ async fn errors_are_never_cached() {
     let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-7\r\nContent-Length: 0\r\n\r\n";
     let (raddr, count, reply) =
         start_switchable(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(raddr, backend);
+    let s = Stack::builder().resolver(raddr).start().await;
+    let proxy = &s.proxy;
     let c = client();
     for _ in 0..3 {
         let r = c
@@ -223,8 +227,8 @@ async fn errors_are_never_cached() {
         assert_eq!(r.status(), 502);
     }
     *reply.lock().unwrap() = ok;
-    assert_eq!(user_of(&proxy, "session=s").await, ["u-7"]);
-    assert_eq!(user_of(&proxy, "session=s").await, ["u-7"]);
+    assert_eq!(user_of(proxy, "session=s").await, ["u-7"]);
+    assert_eq!(user_of(proxy, "session=s").await, ["u-7"]);
     assert_eq!(
         count.load(Ordering::SeqCst),
         4,
@@ -238,16 +242,19 @@ async fn stale_if_error_on_and_off() {
     let failing: &'static [u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
     for (stale, expect) in [("1m", 200), ("0s", 502)] {
         let (raddr, _, reply) = start_switchable(ok).await;
-        let backend = start_echo().await;
-        let proxy = start_proxy_with(|l| {
-            config(
-                l,
-                &resolver_at(raddr),
-                &[backend],
-                &format!("cache:\n  ttl: 300ms\n  stale_if_error: {stale}\n"),
-            )
-        });
-        assert_eq!(user_of(&proxy, "session=s").await, ["u-9"]);
+        let s = Stack::builder()
+            .resolver(raddr)
+            .yaml(&format!(
+                r#"
+                cache:
+                  ttl: 300ms
+                  stale_if_error: {stale}
+                "#
+            ))
+            .start()
+            .await;
+        let proxy = &s.proxy;
+        assert_eq!(user_of(proxy, "session=s").await, ["u-9"]);
         *reply.lock().unwrap() = failing;
         // Let the 300 ms TTL pass; the resolver now fails.
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -266,24 +273,21 @@ async fn stale_if_error_on_and_off() {
 
 const TOKEN: &str = ADMIN_TOKEN;
 
-/// A proxy with the admin listener on; returns it and the admin base URL.
-async fn with_admin() -> (Stack, Proxy, String) {
-    let s = stack().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (section, admin) = admin_section(dir.path());
-    let (raddr, backend) = (s.resolver, s.backend);
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &section));
-    wait_for(admin);
-    (s, proxy, format!("http://{admin}"))
+/// A stack with the admin listener on; returns it and the admin base URL.
+async fn with_admin() -> (Stack, String) {
+    let s = Stack::builder().admin().start().await;
+    let admin = format!("http://{}", s.admin());
+    (s, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_on_logout() {
-    let (s, proxy, admin) = with_admin().await;
+    let (s, admin) = with_admin().await;
+    let proxy = &s.proxy;
     let c = client();
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
-    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
-    assert_eq!(calls(&s.standin), 2);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(s.resolver_calls(), 2);
 
     // Without the token, or with a wrong one: 401, nothing changes.
     for auth in [
@@ -299,9 +303,9 @@ async fn purge_on_logout() {
         }
         assert_eq!(req.send().await.unwrap().status(), 401);
     }
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
-        calls(&s.standin),
+        s.resolver_calls(),
         2,
         "an unauthorised purge changed nothing"
     );
@@ -316,14 +320,14 @@ async fn purge_on_logout() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":true}"#);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
-        calls(&s.standin),
+        s.resolver_calls(),
         3,
         "the purged session is resolved afresh"
     );
-    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
-    assert_eq!(calls(&s.standin), 3, "other sessions stay cached");
+    assert_eq!(user_of(proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(s.resolver_calls(), 3, "other sessions stay cached");
 
     let r = c
         .post(format!("{admin}/cache/purge"))
@@ -333,9 +337,9 @@ async fn purge_on_logout() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":true}"#);
-    let e = echoed(proxy_get(&proxy, "app_session=tok-bob").await).await;
+    let e = echoed(proxy_get(proxy, "app_session=tok-bob").await).await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    assert_eq!(calls(&s.standin), 4);
+    assert_eq!(s.resolver_calls(), 4);
 
     // A disabled account: every cached answer of that user goes, others stay.
     let r = c
@@ -346,11 +350,11 @@ async fn purge_on_logout() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":1}"#);
-    let before = calls(&s.standin);
-    assert_eq!(user_of(&proxy, "app_session=tok-bob").await, ["user-bob"]);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    let before = s.resolver_calls();
+    assert_eq!(user_of(proxy, "app_session=tok-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(
-        calls(&s.standin),
+        s.resolver_calls(),
         before + 1,
         "only bob's answer was dropped"
     );
@@ -363,8 +367,8 @@ async fn purge_on_logout() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
-    assert_eq!(calls(&s.standin), 6);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(s.resolver_calls(), 6);
 }
 
 async fn proxy_get(proxy: &Proxy, cookie: &str) -> reqwest::Response {
@@ -378,7 +382,7 @@ async fn proxy_get(proxy: &Proxy, cookie: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_refuses_bad_input() {
-    let (_s, _proxy, admin) = with_admin().await;
+    let (_s, admin) = with_admin().await;
     let c = client();
     let post = |path: &str, body: Vec<u8>| {
         c.post(format!("{admin}{path}"))
@@ -451,9 +455,10 @@ async fn admin_refuses_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_counters_follow_traffic() {
-    let (_s, proxy, admin) = with_admin().await;
+    let (s, admin) = with_admin().await;
+    let proxy = &s.proxy;
     for _ in 0..3 {
-        user_of(&proxy, "session=sess-alice").await;
+        user_of(proxy, "session=sess-alice").await;
     }
     let stats: serde_json::Value = client()
         .get(format!("{admin}/cache/stats"))
@@ -473,25 +478,32 @@ async fn cache_counters_follow_traffic() {
 /// a failed logout keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_route_drops_the_session_answer() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let ok_backend = start_echo().await;
     let (failing, _) = start_canned(
         b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
         Duration::ZERO,
     )
     .await;
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n  app:\n    backends: [{ok_backend}]\n  broken:\n    backends: [{failing}]\nroutes:\n  - path: /\n    upstream: app\n  - path: /logout\n    upstream: app\n    logout: true\n  - path: /logout-broken\n    upstream: broken\n    logout: true\n"
-            ),
+    let s = Stack::builder()
+        .pool("app", Pool::echoes(1))
+        .pool("broken", Pool::at(&[failing]))
+        .routes(
+            r#"
+            - path: /
+              upstream: app
+            - path: /logout
+              upstream: app
+              logout: true
+            - path: /logout-broken
+              upstream: broken
+              logout: true
+            "#,
         )
-    });
-    let calls = || standin.stats.requests.load(Ordering::SeqCst);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
-    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+        .start()
+        .await;
+    let proxy = &s.proxy;
+    let calls = || s.resolver_calls();
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 2);
     // A logout the backend refuses changes nothing.
     let r = client()
@@ -501,7 +513,7 @@ async fn a_logout_route_drops_the_session_answer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 2, "still cached after a failed logout");
     // The app's logout answers 200: alice's answer is dropped, bob's stays.
     let r = client()
@@ -511,8 +523,8 @@ async fn a_logout_route_drops_the_session_answer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 3, "resolved afresh after the logout");
-    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 3, "other sessions stay cached");
 }

@@ -97,7 +97,12 @@ fn missing_file() {
 
 #[test]
 fn bad_yaml() {
-    let (o, file) = check("listen: [\n  - addr: 1\nresolver: {");
+    let (o, file) = check(
+        r#"
+listen: [
+  - addr: 1
+resolver: {"#,
+    );
     assert_eq!(o.code, Some(2));
     assert!(
         o.stderr.contains(&file) && o.stderr.contains("line"),

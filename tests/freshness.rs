@@ -34,52 +34,37 @@ async fn stat_reaches(admin: std::net::SocketAddr, field: &str, want: u64) {
     }
 }
 
-/// A canned resolver answering `VALID`, and authgate in front of it with an admin listener and
-/// `refresh_after`; the temporary folder holds the admin token.
-struct Refreshing {
-    resolver: Canned,
-    proxy: Proxy,
-    admin: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-async fn refreshing(refresh_after: &str) -> Refreshing {
+/// A canned resolver answering `VALID`, and a stack in front of it with an admin listener and
+/// `refresh_after`.
+async fn refreshing(refresh_after: &str) -> (Canned, Stack) {
     let resolver = serve_canned(VALID, Duration::ZERO, true).await;
-    let backend = start_echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(resolver.addr),
-            &[backend],
-            &format!("{admin_yaml}cache:\n  ttl: 10m\n  refresh_after: {refresh_after}\n"),
-        )
-    });
-    Refreshing {
-        resolver,
-        proxy,
-        admin,
-        _dir: dir,
-    }
+    let stack = Stack::builder()
+        .resolver(resolver.addr)
+        .admin()
+        .yaml(&format!(
+            r#"
+            cache:
+              ttl: 10m
+              refresh_after: {refresh_after}
+            "#
+        ))
+        .start()
+        .await;
+    (resolver, stack)
 }
 
 /// A session revoked at the resolver is seen within `refresh_after` plus one request, while
 /// every request in between is a cache hit and the resolver sees one call per period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_ahead_sees_a_revocation_with_only_hits() {
-    let Refreshing {
-        resolver,
-        proxy,
-        admin,
-        _dir,
-    } = refreshing("1s").await;
+    let (resolver, s) = refreshing("1s").await;
+    let (proxy, admin) = (&s.proxy, s.admin());
     let calls = || resolver.calls.load(Ordering::SeqCst);
     let started = Instant::now();
-    assert_eq!(user_of(&proxy, "session=s1").await, ["u-r"]);
+    assert_eq!(user_of(proxy, "session=s1").await, ["u-r"]);
     // An active session for 2.5 s: served throughout, refreshed about once a second.
     while started.elapsed() < Duration::from_millis(2500) {
-        assert_eq!(user_of(&proxy, "session=s1").await, ["u-r"]);
+        assert_eq!(user_of(proxy, "session=s1").await, ["u-r"]);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let active = started.elapsed().as_secs_f64();
@@ -95,7 +80,7 @@ async fn refresh_ahead_sees_a_revocation_with_only_hits() {
     let mut requests = 0;
     loop {
         requests += 1;
-        let e = get_as(&proxy, "/", "session=s1").await;
+        let e = get_as(proxy, "/", "session=s1").await;
         if e.header_values("x-authgear-user-id").is_empty() {
             assert_eq!(e.header_values("x-authgear-session-valid"), ["false"]);
             break;
@@ -124,24 +109,20 @@ async fn refresh_ahead_sees_a_revocation_with_only_hits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_do_not_wait_for_a_slow_refresh() {
     // The resolver's timeout (2 s) ends a hanging refresh.
-    let Refreshing {
-        resolver,
-        proxy,
-        admin,
-        _dir,
-    } = refreshing("300ms").await;
+    let (resolver, s) = refreshing("300ms").await;
+    let (proxy, admin) = (&s.proxy, s.admin());
     let calls = || resolver.calls.load(Ordering::SeqCst);
-    assert_eq!(user_of(&proxy, "session=s2").await, ["u-r"]);
+    assert_eq!(user_of(proxy, "session=s2").await, ["u-r"]);
     resolver.delay_ms.store(30_000, Ordering::SeqCst);
     // Due for refresh once 300 ms have passed: the first hit after that starts it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while calls() < 2 {
-        assert_eq!(user_of(&proxy, "session=s2").await, ["u-r"]);
+        assert_eq!(user_of(proxy, "session=s2").await, ["u-r"]);
         assert!(Instant::now() < deadline, "no refresh started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..10 {
-        assert_eq!(user_of(&proxy, "session=s2").await, ["u-r"]);
+        assert_eq!(user_of(proxy, "session=s2").await, ["u-r"]);
     }
     let s = stats(admin).await;
     assert_eq!(
@@ -151,7 +132,7 @@ async fn hits_do_not_wait_for_a_slow_refresh() {
     );
     // The refresh times out; the cached answer stays.
     stat_reaches(admin, "refresh_failed", 1).await;
-    assert_eq!(user_of(&proxy, "session=s2").await, ["u-r"]);
+    assert_eq!(user_of(proxy, "session=s2").await, ["u-r"]);
     assert_eq!(stats(admin).await["misses"], 1);
 }
 
@@ -201,22 +182,21 @@ async fn deliver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
-    let AdminStack {
-        standin,
-        proxy,
-        admin,
-        dir: _dir,
-        ..
-    } = admin_stack(|dir| {
-        let secret_file = dir.join("webhook-secret");
-        std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-        format!(
-            "  webhook:\n    secret_file: {}\n    max_age: 5m\n",
+    let stack = Stack::builder();
+    let secret_file = stack.file("webhook-secret", &format!("{SECRET}\n"));
+    let s = stack
+        .admin_keys(&format!(
+            r#"
+            webhook:
+              secret_file: {}
+              max_age: 5m
+            "#,
             secret_file.display()
-        )
-    })
-    .await;
-    let calls = || standin.stats.requests.load(Ordering::SeqCst);
+        ))
+        .start()
+        .await;
+    let (proxy, admin) = (&s.proxy, s.admin());
+    let calls = || s.resolver_calls();
     let bearer_user = || async {
         send_echo(client().get(proxy.url("/")).bearer_auth("tok-alice"))
             .await
@@ -226,9 +206,9 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
             .collect::<Vec<_>>()
     };
     // Alice by cookie and by bearer token, and Bob: three cached answers.
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(bearer_user().await, ["user-alice"]);
-    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 3);
 
     let disable = event("ev-1", "user.disabled", "user-alice", now());
@@ -274,24 +254,24 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
     let other = event("ev-2", "user.profile.updated", "user-alice", now());
     let (status, body) = deliver(admin, other.clone(), Some(&sign(&other))).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(bearer_user().await, ["user-alice"]);
     assert_eq!(calls(), 3, "nothing was purged");
 
     // The real thing: both of Alice's answers go, Bob's stays.
     let (status, body) = deliver(admin, disable.clone(), Some(&good)).await;
     assert_eq!((status, body.trim()), (200, r#"{"purged":2,"users":1}"#));
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 4, "the cookie session was resolved afresh");
     assert_eq!(bearer_user().await, ["user-alice"]);
     assert_eq!(calls(), 5, "the bearer token was resolved afresh");
-    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 5, "Bob's answer stayed");
 
     // The same delivery replayed: ignored.
     let (status, body) = deliver(admin, disable, Some(&good)).await;
     assert_eq!((status, body.trim()), (200, r#"{"ignored":"replay"}"#));
-    assert_eq!(user_of(&proxy, "session=sess-alice").await, ["user-alice"]);
+    assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 5);
 
     let text = scrape(admin).await;
@@ -349,18 +329,14 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(user_of(&proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_the_webhook_is_off() {
-    let AdminStack {
-        admin,
-        proxy: _proxy,
-        dir: _dir,
-        ..
-    } = admin_stack(|_| String::new()).await;
+    let s = Stack::builder().admin().start().await;
+    let admin = s.admin();
     let body = event("ev-x", "user.deleted", "user-bob", now());
     let (status, text) = deliver(admin, body.clone(), Some(&sign(&body))).await;
     assert_eq!(status, 404, "{text}");

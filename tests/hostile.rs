@@ -121,29 +121,44 @@ fn protected(reading: &(String, String, String)) -> bool {
         || (matches!(method.as_str(), "GET" | "HEAD") && path.starts_with("/reports"))
 }
 
-const GUARDED_ROUTES: &str = concat!(
-    "  - path: /\n    upstream: app\n    auth: public\n",
-    "  - path: /private\n    upstream: app\n    auth: require\n",
-    "  - host: secure.example\n    path: /\n    upstream: app\n    auth: require\n",
-    "  - path: /items\n    methods: [DELETE]\n    upstream: app\n    auth: require\n",
-    "    roles: [admin]\n",
-    "  - path: /reports\n    methods: [GET]\n    upstream: app\n    auth: require\n",
-);
+const GUARDED_ROUTES: &str = r#"
+- path: /
+  upstream: app
+  auth: public
+- path: /private
+  upstream: app
+  auth: require
+- host: secure.example
+  path: /
+  upstream: app
+  auth: require
+- path: /items
+  methods: [DELETE]
+  upstream: app
+  auth: require
+  roles: [admin]
+- path: /reports
+  methods: [GET]
+  upstream: app
+  auth: require
+"#;
 
-fn guarded(listen: SocketAddr, resolver: SocketAddr, backend: SocketAddr, extra: &str) -> String {
-    config_with(
-        listen,
-        &resolver_at(resolver),
-        &format!("upstreams:\n  app:\n    backends: [{backend}]\nroutes:\n{GUARDED_ROUTES}{extra}"),
-    )
-}
+/// Everything routed to `app`, without asking the resolver.
+const PUBLIC: &str = r#"
+- path: /
+  upstream: app
+  auth: public
+"#;
 
-/// The stand-in, a recording backend, and authgate with the guarded routes in front of it.
-async fn guarded_stack() -> (Arc<authgate::devserver::standin::Standin>, RawPeer, Proxy) {
-    let (standin, resolver) = start_standin(Duration::ZERO).await;
+/// A recording backend, and a stack with the guarded routes in front of it.
+async fn guarded_stack() -> (RawPeer, Stack) {
     let backend = raw_peer(ok_and_close).await;
-    let proxy = start_proxy_with(|l| guarded(l, resolver, backend.addr, ""));
-    (standin, backend, proxy)
+    let stack = Stack::builder()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(GUARDED_ROUTES)
+        .start()
+        .await;
+    (backend, stack)
 }
 
 /// Sends `request` raw, expects the backend's 200, and returns the head the backend read.
@@ -165,7 +180,8 @@ fn status(answer: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
-    let (_standin, backend, proxy) = guarded_stack().await;
+    let (backend, s) = guarded_stack().await;
+    let proxy = &s.proxy;
     let attacks: &[&[u8]] = &[
         // 1. absolute-form without Host, HTTP/1.1 and HTTP/1.0, and with a matching Host.
         b"GET http://secure.example/x HTTP/1.1\r\n\r\n",
@@ -224,7 +240,7 @@ async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
     }
     // The guarded resources are reachable with a session, in their plain spelling.
     let last = forwarded_head(
-        &proxy,
+        proxy,
         &backend,
         b"GET http://secure.example/x HTTP/1.0\r\nCookie: session=sess-alice\r\n\r\n",
     )
@@ -239,9 +255,10 @@ async fn no_request_line_form_reaches_a_guarded_resource_without_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_gets_one_canonical_request() {
-    let (_standin, backend, proxy) = guarded_stack().await;
+    let (backend, s) = guarded_stack().await;
+    let proxy = &s.proxy;
     let head = forwarded_head(
-        &proxy,
+        proxy,
         &backend,
         b"POST /x HTTP/1.1\r\nHost: A.Example.\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
     )
@@ -276,8 +293,8 @@ fn loose_resolver(head: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loosely_read_cookie_never_lends_its_identity_to_a_shared_key() {
     let resolver = raw_peer(loose_resolver).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
+    let s = Stack::builder().resolver(resolver.addr).start().await;
+    let proxy = &s.proxy;
     let send = |auth: &'static str, cookie: Option<&'static str>| {
         let mut r = client().get(proxy.url("/")).header("authorization", auth);
         if let Some(c) = cookie {
@@ -310,19 +327,18 @@ async fn a_resolver_answer_with_two_user_ids_is_refused_and_flags_are_canonical(
     fn shouting(_: &str) -> String {
         "HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: TRUE\r\nX-Authgear-User-Id: alice\r\nContent-Length: 0\r\n\r\n".into()
     }
-    let backend = start_echo().await;
     let resolver = raw_peer(two_ids).await;
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
+    let s = Stack::builder().resolver(resolver.addr).start().await;
     let r = client()
-        .get(proxy.url("/"))
+        .get(s.proxy.url("/"))
         .header("cookie", "session=x")
         .send()
         .await
         .expect("request");
     assert_eq!(r.status(), 502);
     let resolver = raw_peer(shouting).await;
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(resolver.addr), &[backend], ""));
-    let e = get_as(&proxy, "/", "session=x").await;
+    let s = Stack::builder().resolver(resolver.addr).start().await;
+    let e = get_as(&s.proxy, "/", "session=x").await;
     assert_eq!(e.header_values("x-authgear-session-valid"), ["true"]);
 }
 
@@ -345,21 +361,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
         .map(|_| started.elapsed())
 }
 
-async fn limited_proxy(extra: &str) -> (Proxy, SocketAddr) {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let extra = extra.to_string();
-    let proxy = start_proxy_with(move |l| {
-        config(
-            l,
-            &resolver_at(resolver),
-            &[backend],
-            &format!("    auth: public\n{extra}"),
-        )
-    });
-    (proxy, backend)
-}
-
 /// A connection that has had one request answered (the echo's JSON) and is kept alive.
 async fn kept_alive(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -378,8 +379,18 @@ async fn kept_alive(addr: SocketAddr) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_closed() {
-    let (proxy, _) =
-        limited_proxy("client:\n  header_timeout: 1s\n  keepalive_timeout: 1s\n").await;
+    let s = Stack::builder()
+        .routes(PUBLIC)
+        .yaml(
+            r#"
+            client:
+              header_timeout: 1s
+              keepalive_timeout: 1s
+            "#,
+        )
+        .start()
+        .await;
+    let proxy = &s.proxy;
 
     // Idle keep-alive: closed about a second after its answer.
     let mut s = kept_alive(proxy.addr).await;
@@ -424,7 +435,17 @@ async fn idle_and_slow_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_refused_and_the_cap_frees_up() {
-    let (proxy, _) = limited_proxy("client:\n  max_connections: 4\n").await;
+    let s = Stack::builder()
+        .routes(PUBLIC)
+        .yaml(
+            r#"
+            client:
+              max_connections: 4
+            "#,
+        )
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let mut held = Vec::new();
     for _ in 0..4 {
         // Each one answered once, so authgate has surely counted it.
@@ -466,9 +487,12 @@ async fn a_backend_that_drops_reused_connections_costs_no_request() {
         false,
     )
     .await;
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let proxy =
-        start_proxy_with(|l| config(l, &resolver_at(resolver), &[backend], "    auth: public\n"));
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[backend]))
+        .routes(PUBLIC)
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let c = client();
     for i in 0..20 {
         let r = c.get(proxy.url("/")).send().await.expect("request");
@@ -506,9 +530,12 @@ async fn a_backend_with_a_short_keepalive_timeout_under_load_costs_no_request() 
             });
         }
     });
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let proxy =
-        start_proxy_with(|l| config(l, &resolver_at(resolver), &[backend], "    auth: public\n"));
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[backend]))
+        .routes(PUBLIC)
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let failures = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(3);
@@ -545,24 +572,30 @@ async fn a_backend_with_a_short_keepalive_timeout_under_load_costs_no_request() 
     );
 }
 
+/// A cache capacity beyond any bound.
+const HUGE_CAPACITY: &str = r#"
+cache:
+  capacity: 18446744073709551615
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
     let dir = tempfile::tempdir().expect("tempdir");
     for (extra, field) in [
+        (HUGE_CAPACITY, "cache.capacity"),
         (
-            "cache:\n  capacity: 18446744073709551615\n",
-            "cache.capacity",
+            r#"
+            client:
+              max_connections: 0
+            "#,
+            "client.max_connections",
         ),
-        ("client:\n  max_connections: 0\n", "client.max_connections"),
     ] {
         let conf = dir.path().join("bad.yaml");
-        let yaml = fill(
-            &config(closed_port(), &resolver_at(resolver), &[backend], extra),
-            dir.path(),
-        );
-        std::fs::write(&conf, yaml).expect("write");
+        // `-t` reads the file only: no peer needs to listen at these addresses.
+        let mut config = Config::new(closed_port(), closed_port(), &[closed_port()]);
+        config.extra = dedent(extra);
+        std::fs::write(&conf, fill(&config.render(), dir.path())).expect("write");
         let out = std::process::Command::new(binary())
             .args(["-t", "-c"])
             .arg(&conf)
@@ -574,19 +607,17 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
     }
 
     // A running server keeps serving after a reload with such a number.
-    let stack = admin_stack(|_| String::new()).await;
+    let stack = Stack::builder().admin().start().await;
     let before = metric(
-        &scrape(stack.admin).await,
+        &scrape(stack.admin()).await,
         "authgate_reloads_total{result=\"failed\"}",
     );
-    let good = std::fs::read_to_string(stack.proxy.conf()).expect("conf");
-    stack.proxy.rewrite(&good.replace(
-        "routes:",
-        "cache:\n  capacity: 18446744073709551615\nroutes:",
-    ));
+    let mut huge = stack.config.clone();
+    huge.extra.push_str(&dedent(HUGE_CAPACITY));
+    stack.rewrite(&huge);
     stack.proxy.signal("HUP");
     metric_reaches(
-        stack.admin,
+        stack.admin(),
         "authgate_reloads_total{result=\"failed\"}",
         before + 1.0,
     )
@@ -597,19 +628,13 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_backend_exchanges_are_counted_by_upstream() {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let dead = closed_port();
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(resolver),
-            &[dead],
-            &format!("    auth: public\n{admin_yaml}"),
-        )
-    });
-    wait_for(admin);
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[closed_port()]))
+        .routes(PUBLIC)
+        .admin()
+        .start()
+        .await;
+    let (proxy, admin) = (&s.proxy, s.admin());
     let series = "authgate_upstream_errors_total{upstream=\"app\"}";
     let before = metric(&scrape(admin).await, series);
     let r = client().get(proxy.url("/")).send().await.expect("request");

@@ -8,13 +8,8 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_requests_flow() {
-    let AdminStack {
-        proxy,
-        admin,
-        backend,
-        dir: _dir,
-        ..
-    } = admin_stack(|_| String::new()).await;
+    let s = Stack::builder().admin().start().await;
+    let (proxy, admin, backend) = (&s.proxy, s.admin(), s.backend());
     let before = scrape(admin).await;
     for series in [
         "authgate_inflight_requests",
@@ -25,7 +20,7 @@ async fn metrics_move_as_requests_flow() {
         assert!(before.contains(series), "{series} missing:\n{before}");
     }
     for _ in 0..3 {
-        get_as(&proxy, "/", "session=sess-alice").await;
+        get_as(proxy, "/", "session=sess-alice").await;
     }
     client()
         .get(proxy.url("/"))
@@ -72,21 +67,19 @@ async fn metrics_move_as_requests_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_names_the_user_never_the_credentials() {
-    let Stack {
-        resolver: raddr,
-        backend,
-        ..
-    } = stack().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("access.log");
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &resolver_at(raddr),
-            &[backend],
-            &format!("access_log:\n  path: {}\n", log_path.display()),
-        )
-    });
+    let stack = Stack::builder();
+    let log_path = stack.path("access.log");
+    let s = stack
+        .yaml(&format!(
+            r#"
+            access_log:
+              path: {}
+            "#,
+            log_path.display()
+        ))
+        .start()
+        .await;
+    let (proxy, backend) = (&s.proxy, s.backend());
     send_echo(
         client()
             .get(proxy.url("/orders?token=secret-in-query"))

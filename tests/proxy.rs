@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     let resp = client()
         .get(proxy.url("/hello?q=1"))
         .header("host", "app.example.test")
@@ -29,12 +30,12 @@ async fn valid_session_reaches_backend_with_identity_and_host_unchanged() {
         e.header_values("cookie"),
         ["theme=dark; session=sess-alice"]
     );
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(s.resolver_calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_and_app_cookies_and_invalid_sessions() {
-    let Stack { proxy, .. } = stack().await;
+    let Stack { proxy, .. } = Stack::start().await;
     let c = client();
     let e = send_echo(c.get(proxy.url("/")).bearer_auth("tok-bob")).await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
@@ -58,12 +59,8 @@ async fn bearer_and_app_cookies_and_invalid_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
-    let Stack {
-        standin,
-        resolver: raddr,
-        proxy,
-        ..
-    } = stack().await;
+    let s = Stack::start().await;
+    let (proxy, raddr) = (&s.proxy, s.resolver);
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let resp = client()
         .post(proxy.url("/upload"))
@@ -81,7 +78,7 @@ async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
     assert_eq!(e.body_len, body.len() as u64);
     assert_eq!(e.body_sha256, hex::encode(Sha256::digest(&body)));
 
-    let seen = standin.stats.recent();
+    let seen = s.standin().stats.recent();
     assert_eq!(seen.len(), 1);
     let r = &seen[0];
     assert_eq!(r.method, "GET");
@@ -115,7 +112,7 @@ async fn resolver_gets_a_bodyless_get_with_only_what_it_reads() {
 /// Every way a client might smuggle an identity header, with and without a valid session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identity_never_reaches_the_backend() {
-    let Stack { proxy, .. } = stack().await;
+    let Stack { proxy, .. } = Stack::start().await;
     let forged = [
         ("x-authgear-user-id", "forged-id"),
         ("X-AUTHGEAR-USER-ID", "forged-upper"),
@@ -161,7 +158,7 @@ async fn forged_identity_never_reaches_the_backend() {
 /// not carry identity either. Sent raw, as a hostile client would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_nominations_and_trailers_cannot_touch_identity() {
-    let Stack { proxy, .. } = stack().await;
+    let Stack { proxy, .. } = Stack::start().await;
     let req = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: session=sess-alice\r\n\
 Connection: keep-alive, x-authgear-user-id, X-Authgear-Session-Valid\r\nx-authgear-user-id: forged\r\n\r\n";
     let out = raw(proxy.addr, req, b"}").await;
@@ -193,14 +190,13 @@ Trailer: x-authgear-user-id\r\n\r\n5\r\nhello\r\n0\r\nx-authgear-user-id: forged
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_denials_pass_back_with_their_challenge() {
-    let backend = start_echo().await;
     let (r401, _) = start_canned(
         b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\"\r\nX-Authgear-User-Id: leak\r\nContent-Length: 5\r\n\r\nnope!",
         Duration::ZERO,
     )
     .await;
-    let proxy = start_proxy(r401, backend);
-    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    let s = Stack::builder().resolver(r401).start().await;
+    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.headers()["www-authenticate"],
@@ -217,8 +213,8 @@ async fn resolver_denials_pass_back_with_their_challenge() {
         Duration::ZERO,
     )
     .await;
-    let proxy = start_proxy(r403, backend);
-    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    let s = Stack::builder().resolver(r403).start().await;
+    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["location"], "https://login.example/");
 }
@@ -226,7 +222,6 @@ async fn resolver_denials_pass_back_with_their_challenge() {
 /// Resolver faults: never 401, never forwarded, a short reason for the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_faults_map_to_502_503_504() {
-    let backend = start_echo().await;
     let cases: [(&'static [u8], u16, &str); 6] = [
         (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 14\r\n\r\ninternal error", 502, "bad answer"),
         (b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\napp not found", 502, "bad answer"),
@@ -237,9 +232,9 @@ async fn resolver_faults_map_to_502_503_504() {
     ];
     for (reply, status, reason) in cases {
         let (raddr, _) = start_canned(reply, Duration::ZERO).await;
-        let proxy = start_proxy(raddr, backend);
+        let s = Stack::builder().resolver(raddr).start().await;
         let resp = client()
-            .get(proxy.url("/"))
+            .get(s.proxy.url("/"))
             .header("cookie", "session=x")
             .send()
             .await
@@ -253,11 +248,11 @@ async fn resolver_faults_map_to_502_503_504() {
     }
 
     // Down: nothing listens.
-    let proxy = start_proxy(closed_port(), backend);
-    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    let s = Stack::builder().resolver(closed_port()).start().await;
+    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("unreachable"));
-    proxy.log_line(&[
+    s.proxy.log_line(&[
         "resolver unreachable",
         "Connection refused",
         "answering 503",
@@ -269,18 +264,19 @@ async fn resolver_faults_map_to_502_503_504() {
         Duration::from_secs(3),
     )
     .await;
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &format!(
-                "  url: http://{slow}/_resolver/resolve\n  timeout: 300ms\n  read_timeout: 250ms"
-            ),
-            &[backend],
-            "",
-        )
-    });
+    let s = Stack::builder()
+        .resolver(slow)
+        .resolver_body(&format!(
+            r#"
+            url: http://{slow}/_resolver/resolve
+            timeout: 300ms
+            read_timeout: 250ms
+            "#
+        ))
+        .start()
+        .await;
     let started = std::time::Instant::now();
-    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -291,7 +287,8 @@ async fn resolver_faults_map_to_502_503_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_resolver_connection() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     let c = client();
     // Distinct sessions, so that every request is a cache miss and reaches the resolver.
     for i in 0..20 {
@@ -302,21 +299,20 @@ async fn sequential_requests_reuse_one_resolver_connection() {
         .await;
         assert_eq!(e.header_values("x-authgear-session-valid"), ["false"]);
     }
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 20);
-    assert_eq!(standin.stats.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(s.resolver_calls(), 20);
+    assert_eq!(s.standin().stats.connections.load(Ordering::SeqCst), 1);
 }
 
 /// A resolver that drops a reused connection when the next request arrives (an idle close racing
 /// with reuse): authgate retries on a fresh connection and no client request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_dropping_reused_connections_causes_no_errors() {
-    let backend = start_echo().await;
     let reply = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-1\r\nContent-Length: 0\r\n\r\n";
     let (raddr, count) = start_canned_with(reply, Duration::ZERO, false).await;
-    let proxy = start_proxy(raddr, backend);
+    let s = Stack::builder().resolver(raddr).start().await;
     let c = client();
     for _ in 0..10 {
-        let e = send_echo(c.get(proxy.url("/"))).await;
+        let e = send_echo(c.get(s.proxy.url("/"))).await;
         assert_eq!(e.header_values("x-authgear-user-id"), ["u-1"]);
     }
     // Every request was answered once: the dropped attempts were not counted as answers.
@@ -326,12 +322,11 @@ async fn resolver_dropping_reused_connections_causes_no_errors() {
 /// A denial with a huge body is not drained for ever: the answer is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_answer_with_an_oversized_body_is_refused() {
-    let backend = start_echo().await;
     let mut reply = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 1048576\r\n\r\n".to_vec();
     reply.extend(std::iter::repeat_n(b'x', 1 << 20));
     let (raddr, _) = start_canned(Box::leak(reply.into_boxed_slice()), Duration::ZERO).await;
-    let proxy = start_proxy(raddr, backend);
-    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    let s = Stack::builder().resolver(raddr).start().await;
+    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
 }
 
@@ -343,25 +338,26 @@ async fn https_resolver_with_a_private_ca() {
         .next()
         .unwrap();
     let l = tokio::net::TcpListener::bind(first).await.unwrap();
-    let port = l.local_addr().unwrap().port();
+    let resolver = l.local_addr().unwrap();
+    let port = resolver.port();
     let (ca, cert, key) = test_pki(&["localhost"]);
     let tls = authgate::devserver::tls_config(cert.as_bytes(), key.as_bytes()).unwrap();
     let standin = start_standin_on(l, Duration::ZERO, Some(tls));
-    let backend = start_echo().await;
+    let url = format!("url: https://localhost:{port}/_resolver/resolve");
 
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca).unwrap();
-    let url = format!("  url: https://localhost:{port}/_resolver/resolve");
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &format!("{url}\n  ca_file: {}", ca_path.display()),
-            &[backend],
-            "",
-        )
-    });
-    let e = get_as(&proxy, "/", "session=sess-alice").await;
+    let stack = Stack::builder().resolver(resolver);
+    let ca_path = stack.file("ca.pem", &ca);
+    let s = stack
+        .resolver_body(&format!(
+            r#"
+            {url}
+            ca_file: {}
+            "#,
+            ca_path.display()
+        ))
+        .start()
+        .await;
+    let e = get_as(&s.proxy, "/", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     assert_eq!(
         standin.stats.recent()[0].header("host"),
@@ -370,7 +366,12 @@ async fn https_resolver_with_a_private_ca() {
 
     // Without the CA the certificate is not trusted: fail closed, 503, nothing forwarded, and
     // the log says why (not a resolver that is down).
-    let proxy = start_proxy_with(|l| config(l, &url, &[backend], ""));
+    let s = Stack::builder()
+        .resolver(resolver)
+        .resolver_body(&url)
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let resp = client()
         .get(proxy.url("/"))
         .header("cookie", "session=sess-alice")
@@ -388,19 +389,14 @@ async fn https_resolver_with_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_override_and_trusted_proxies() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config(
-            l,
-            &format!("{}\n  host: myapp.authgearapps.com", resolver_at(raddr)),
-            &[backend],
-            "trusted_proxies: [127.0.0.0/8]\n",
-        )
-    });
+    let s = Stack::builder()
+        .resolver_keys("host: myapp.authgearapps.com")
+        .yaml("trusted_proxies: [127.0.0.0/8]")
+        .start()
+        .await;
     let e = send_echo(
         client()
-            .get(proxy.url("/"))
+            .get(s.proxy.url("/"))
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "public.example"),
@@ -412,7 +408,7 @@ async fn host_override_and_trusted_proxies() {
     );
     assert_eq!(e.header_values("x-forwarded-proto"), ["https"]);
     assert_eq!(e.header_values("x-forwarded-host"), ["public.example"]);
-    let r = &standin.stats.recent()[0];
+    let r = &s.standin().stats.recent()[0];
     let get = |n: &str| r.header(n);
     assert_eq!(get("host"), Some("myapp.authgearapps.com"));
     assert_eq!(get("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
@@ -420,7 +416,7 @@ async fn host_override_and_trusted_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_forwarding_headers_are_replaced() {
-    let Stack { proxy, .. } = stack().await;
+    let Stack { proxy, .. } = Stack::start().await;
     let e = send_echo(
         client()
             .get(proxy.url("/"))
@@ -438,26 +434,21 @@ async fn untrusted_forwarding_headers_are_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let off = start_proxy(raddr, backend);
+    let off = Stack::start().await;
     let resp = client()
-        .get(off.url("/"))
+        .get(off.proxy.url("/"))
         .header("cookie", "session=gone")
         .send()
         .await
         .unwrap();
     assert!(resp.headers().get("set-cookie").is_none());
-    let on = start_proxy_with(|l| {
-        config(
-            l,
-            &format!("{}\n  forward_set_cookie: true", resolver_at(raddr)),
-            &[backend],
-            "",
-        )
-    });
+    let on = Stack::builder()
+        .resolver(off.resolver)
+        .resolver_keys("forward_set_cookie: true")
+        .start()
+        .await;
     let resp = client()
-        .get(on.url("/"))
+        .get(on.proxy.url("/"))
         .header("cookie", "session=gone")
         .send()
         .await
@@ -468,7 +459,8 @@ async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_credentials_are_refused_before_the_resolver() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     let resp = client()
         .get(proxy.url("/"))
         .header("authorization", "Bearer tok-bob")
@@ -477,29 +469,35 @@ async fn ambiguous_credentials_are_refused_before_the_resolver() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(s.resolver_calls(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_paths_get_404_without_a_resolve() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config(l, &resolver_at(raddr), &[backend], "").replace("  - path: /\n", "  - path: /api\n")
-    });
+    let s = Stack::builder()
+        .routes(
+            r#"
+            - path: /api
+              upstream: app
+            "#,
+        )
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let c = client();
     assert_eq!(
         c.get(proxy.url("/apix")).send().await.unwrap().status(),
         404
     );
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(s.resolver_calls(), 0);
     let e = send_echo(c.get(proxy.url("/api/v1"))).await;
     assert_eq!(e.uri, "/api/v1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_intact_fixed_and_chunked() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     let size = 64 * 1024 * 1024;
     let body: Vec<u8> = (0..size)
         .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -533,7 +531,8 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
         (size as u64, digest.as_str())
     );
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
-    assert!(standin
+    assert!(s
+        .standin()
         .stats
         .recent()
         .iter()
@@ -542,7 +541,8 @@ async fn large_bodies_stream_intact_fixed_and_chunked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_after_the_resolve() {
-    let Stack { standin, proxy, .. } = stack().await;
+    let s = Stack::start().await;
+    let proxy = &s.proxy;
     // 200 upgrades, 4 at a time, each with messages echoed through the tunnel and a clean close.
     // None may fail. Unpatched, Pingora 0.9.1 cut about 5 of them (up to 13) in 59 runs of 60,
     // right after the 101 or after the first upgraded bytes (cloudflare/pingora#946, patched in
@@ -578,11 +578,7 @@ async fn websocket_upgrade_passes_after_the_resolve() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(
-        standin.stats.requests.load(Ordering::SeqCst),
-        1,
-        "resolved once, then cached"
-    );
+    assert_eq!(s.resolver_calls(), 1, "resolved once, then cached");
 }
 
 /// Upgrade number `n` through the proxy: the 101 and the backend's first line (what it received:
@@ -655,28 +651,30 @@ X-Authgear-User-Id: forged\r\n\r\n",
 /// the host taken from `:authority` where HTTP/2 sends no `Host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_http2_listeners() {
-    let Stack {
-        resolver: raddr,
-        backend,
-        ..
-    } = stack().await;
     let (ca, cert, key) = test_pki(&["authgate.test"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert).unwrap();
-    std::fs::write(&key_path, key).unwrap();
+    let stack = Stack::builder();
+    let cert_path = stack.file("cert.pem", &cert);
+    let key_path = stack.file("key.pem", &key);
     let plain = closed_port();
-    let proxy = start_proxy_with(|l| {
-        config(l, &resolver_at(raddr), &[backend], "")
-            .replace(
-                &format!("  - addr: {l}\n"),
-                &format!(
-                    "  - addr: {l}\n    tls:\n      cert: {}\n      key: {}\n  - addr: {plain}\n    h2c: true\n",
-                    cert_path.display(),
-                    key_path.display()
-                ),
-            )
-    });
+    let s = stack
+        .listener_keys(&format!(
+            r#"
+            tls:
+              cert: {}
+              key: {}
+            "#,
+            cert_path.display(),
+            key_path.display()
+        ))
+        .listener(&format!(
+            r#"
+            addr: {plain}
+            h2c: true
+            "#
+        ))
+        .start()
+        .await;
+    let proxy = &s.proxy;
     wait_for(plain);
     let tls_client = reqwest::Client::builder()
         .no_proxy()

@@ -9,52 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn two_pools(
-    listen: SocketAddr,
-    raddr: SocketAddr,
-    a: SocketAddr,
-    b: SocketAddr,
-    route_to: &str,
-    extra: &str,
-) -> String {
-    config_with(
-        listen,
-        &resolver_at(raddr),
-        &format!("upstreams:\n  a:\n    backends: [{a}]\n  b:\n    backends: [{b}]\nroutes:\n  - path: /\n    upstream: {route_to}\n{extra}"),
-    )
-}
-
-/// The stand-in, two echo backends (pools `a` and `b`), and authgate routing to `a`, with the
-/// admin endpoint and `extra` YAML (kept in `admin_yaml` for rewrites).
-struct Setup {
-    standin: std::sync::Arc<authgate::devserver::standin::Standin>,
-    raddr: SocketAddr,
-    a: SocketAddr,
-    b: SocketAddr,
-    admin: SocketAddr,
-    admin_yaml: String,
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup(extra: &str) -> Setup {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b) = (start_echo().await, start_echo().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let admin_yaml = format!("{admin_yaml}{extra}");
-    let proxy = start_proxy_with(|l| two_pools(l, raddr, a, b, "a", &admin_yaml));
-    wait_for(admin);
-    Setup {
-        standin,
-        raddr,
-        a,
-        b,
-        admin,
-        admin_yaml,
-        proxy,
-        _dir: dir,
-    }
+/// Two echo backends, in pools `a` and `b`, everything routed to `a`, and the admin listener.
+fn two_pools() -> StackBuilder {
+    Stack::builder()
+        .pool("a", Pool::echoes(1))
+        .pool("b", Pool::echoes(1))
+        .routes(&all_to("a"))
+        .admin()
 }
 
 async fn served_by(proxy: &Proxy) -> String {
@@ -63,17 +24,9 @@ async fn served_by(proxy: &Proxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_change_under_traffic_fails_no_request() {
-    let Setup {
-        standin: _s,
-        raddr,
-        a,
-        b,
-        admin,
-        admin_yaml,
-        proxy,
-        _dir,
-    } = setup("").await;
-    assert_eq!(served_by(&proxy).await, a.to_string());
+    let s = two_pools().start().await;
+    let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
+    assert_eq!(served_by(proxy).await, a.to_string());
 
     let stream = |url: String| async move {
         let c = client();
@@ -97,11 +50,13 @@ async fn a_route_change_under_traffic_fails_no_request() {
         .map(|_| tokio::spawn(stream(proxy.url("/"))))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.rewrite(&two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml));
+    let mut to_b = s.config.clone();
+    to_b.routes = all_to("b");
+    s.rewrite(&to_b);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
     assert_eq!(
-        served_by(&proxy).await,
+        served_by(proxy).await,
         b.to_string(),
         "the new route serves after the reload"
     );
@@ -117,37 +72,27 @@ async fn a_route_change_under_traffic_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_changes_nothing() {
-    let Setup {
-        standin: _s,
-        raddr,
-        a,
-        b,
-        admin,
-        admin_yaml,
-        proxy,
-        _dir,
-    } = setup("").await;
+    let s = two_pools().start().await;
+    let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
     // Route to b, but with a typo: the whole file is refused.
-    proxy.rewrite(
-        &two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace("routes:", "rootes:"),
-    );
+    let mut to_b = s.config.clone();
+    to_b.routes = all_to("b");
+    proxy.rewrite(&to_b.render().replace("routes:", "rootes:"));
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"failed\"}", 1.0).await;
     assert_eq!(
-        served_by(&proxy).await,
+        served_by(proxy).await,
         a.to_string(),
         "the old configuration keeps serving"
     );
     // A listener change is reported, not applied: the old listener keeps serving.
     let elsewhere = closed_port();
-    let moved = two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace(
-        &format!("addr: {}", proxy.addr),
-        &format!("addr: {elsewhere}"),
-    );
-    proxy.rewrite(&moved);
+    let mut moved = to_b;
+    moved.listen = dedent(&format!("- addr: {elsewhere}"));
+    s.rewrite(&moved);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
-    assert_eq!(served_by(&proxy).await, b.to_string());
+    assert_eq!(served_by(proxy).await, b.to_string());
     assert!(
         std::net::TcpStream::connect(elsewhere).is_err(),
         "a new listener needs a graceful upgrade"
@@ -158,23 +103,25 @@ async fn a_broken_file_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_pools_keep_their_health() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let live = start_echo().await;
     let dead = closed_port();
     let other = start_echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let yaml = |l: SocketAddr, extra_pool: &str| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n  app:\n    backends: [{live}, {dead}]\n    health_check:\n      kind: tcp\n      interval: 300ms\n      fall: 2\n{extra_pool}routes:\n  - path: /\n    upstream: app\n{admin_yaml}"
+    let s = Stack::builder()
+        .pool(
+            "app",
+            Pool::at(&[live, dead]).keys(
+                r#"
+                health_check:
+                  kind: tcp
+                  interval: 300ms
+                  fall: 2
+                "#,
             ),
         )
-    };
-    let proxy = start_proxy_with(|l| yaml(l, ""));
-    wait_for(admin);
+        .admin()
+        .start()
+        .await;
+    let (proxy, admin) = (&s.proxy, s.admin());
     let state = |v: &serde_json::Value, pool: &str, a: SocketAddr| {
         v[pool][a.to_string()].as_str().unwrap_or("?").to_string()
     };
@@ -187,10 +134,9 @@ async fn unchanged_pools_keep_their_health() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    proxy.rewrite(&yaml(
-        proxy.addr,
-        &format!("  other:\n    backends: [{other}]\n"),
-    ));
+    let mut more = s.config.clone();
+    more.upstreams.push_str(&upstream("other", &[other], ""));
+    s.rewrite(&more);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
     let v = admin_get(admin, "/upstreams").await;
@@ -209,54 +155,43 @@ async fn unchanged_pools_keep_their_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_survives_a_reload_unless_its_key_changes() {
-    let Setup {
-        standin,
-        raddr,
-        a,
-        b,
-        admin,
-        admin_yaml,
-        proxy,
-        _dir,
-    } = setup("").await;
-    let calls = || standin.stats.requests.load(Ordering::SeqCst);
-    served_by(&proxy).await;
+    let s = two_pools().start().await;
+    let (proxy, admin, b) = (&s.proxy, s.admin(), s.backends[1]);
+    let calls = || s.resolver_calls();
+    served_by(proxy).await;
     assert_eq!(calls(), 1);
     // A route change and new TTLs: the answers stay.
-    proxy.rewrite(&two_pools(
-        proxy.addr,
-        raddr,
-        a,
-        b,
-        "b",
-        &format!("{admin_yaml}cache:\n  ttl: 20m\n"),
+    let mut to_b = s.config.clone();
+    to_b.routes = all_to("b");
+    let mut new_ttls = to_b.clone();
+    new_ttls.extra.push_str(&dedent(
+        r#"
+        cache:
+          ttl: 20m
+        "#,
     ));
+    s.rewrite(&new_ttls);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
-    assert_eq!(served_by(&proxy).await, b.to_string());
+    assert_eq!(served_by(proxy).await, b.to_string());
     assert_eq!(calls(), 1, "a hit after the reload");
     // Another cookie list changes the key: the cache starts empty.
-    let keyed = two_pools(proxy.addr, raddr, a, b, "b", &admin_yaml).replace(
-        "  read_timeout: 2s",
-        "  read_timeout: 2s\n  credential_cookies: [session, app_session]",
-    );
-    proxy.rewrite(&keyed);
+    let mut keyed = to_b;
+    keyed
+        .resolver
+        .push_str(&dedent("credential_cookies: [session, app_session]"));
+    s.rewrite(&keyed);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 2.0).await;
-    served_by(&proxy).await;
+    served_by(proxy).await;
     assert_eq!(calls(), 2, "a miss after the key changed");
 }
 
-/// authgate before a stand-in and an echo backend, with a grace period: in-flight requests (and
-/// connections accepted last) get time to finish, since Pingora drops the runtime, and whatever
-/// still runs on it, once the grace period ends.
-async fn graceful_proxy() -> Proxy {
-    let (_, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    start_proxy_with(|l| {
-        config(l, &resolver_at(raddr), &[backend], "")
-            .replace("grace_period_seconds: 0", "grace_period_seconds: 3")
-    })
+/// The usual stack with a grace period: in-flight requests (and connections accepted last) get
+/// time to finish, since Pingora drops the runtime, and whatever still runs on it, once the
+/// grace period ends.
+async fn graceful_stack() -> Stack {
+    Stack::builder().grace_period_seconds(3).start().await
 }
 
 /// A connection accepted just before the listener stops, whose request has not arrived yet,
@@ -264,7 +199,8 @@ async fn graceful_proxy() -> Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_accepted_before_shutdown_is_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut proxy = graceful_proxy().await;
+    let mut s = graceful_stack().await;
+    let proxy = &mut s.proxy;
     // Accepted: it has answered a first request, then sits idle like a connection whose
     // client has not sent its request yet.
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -333,7 +269,8 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
 /// sockets when the old one gets `SIGQUIT`; a steady stream of new connections sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_upgrade_drops_no_request() {
-    let mut old = graceful_proxy().await;
+    let mut s = graceful_stack().await;
+    let old = &mut s.proxy;
     let url = old.url("/");
     // A new connection per request: every request needs a listening socket that accepts.
     let fresh = reqwest::Client::builder()
@@ -409,51 +346,45 @@ impl Drop for Killed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watching_the_file_reloads_without_a_signal() {
-    let Setup {
-        standin: _s,
-        raddr,
-        a,
-        b,
-        admin,
-        admin_yaml: watch,
-        proxy,
-        _dir,
-    } = setup("reload:\n  watch: true\n  interval: 100ms\n").await;
-    assert_eq!(served_by(&proxy).await, a.to_string());
-    proxy.rewrite(&two_pools(proxy.addr, raddr, a, b, "b", &watch));
+    let s = two_pools()
+        .yaml(
+            r#"
+            reload:
+              watch: true
+              interval: 100ms
+            "#,
+        )
+        .start()
+        .await;
+    let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
+    assert_eq!(served_by(proxy).await, a.to_string());
+    let mut to_b = s.config.clone();
+    to_b.routes = all_to("b");
+    s.rewrite(&to_b);
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
-    assert_eq!(served_by(&proxy).await, b.to_string());
+    assert_eq!(served_by(proxy).await, b.to_string());
 }
 
 /// Daemon mode with a pid file and an error log, all from the YAML file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_mode_writes_its_pid_file_and_error_log() {
-    let Stack {
-        resolver: raddr,
-        backend,
-        ..
-    } = stack().await;
+    // The launching process exits once the daemon runs: not a proxy `Stack` can wait for.
+    let (_standin, raddr) = start_standin(Duration::ZERO).await;
+    let backend = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let listen = closed_port();
-    let pid_file = dir.path().join("authgate.pid");
+    let pid_file = dir.path().join("pid");
     let error_log = dir.path().join("error.log");
-    let yaml = fill(
-        &config(listen, &resolver_at(raddr), &[backend], ""),
-        dir.path(),
-    )
-    .replace(
-        &format!("pid_file: {}", dir.path().join("pid").display()),
-        &format!("pid_file: {}", pid_file.display()),
-    )
-    .replace(
-        "pingora:\n",
-        &format!(
-            "pingora:\n  daemon: true\n  error_log: {}\n",
-            error_log.display()
-        ),
-    );
+    let mut config = Config::new(listen, raddr, &[backend]);
+    config.pingora = dedent(&format!(
+        r#"
+        daemon: true
+        error_log: {}
+        "#,
+        error_log.display()
+    ));
     let conf = dir.path().join("authgate.yaml");
-    std::fs::write(&conf, yaml).unwrap();
+    std::fs::write(&conf, fill(&config.render(), dir.path())).unwrap();
     let status = std::process::Command::new(binary())
         .args(["-c", &conf.display().to_string()])
         .status()

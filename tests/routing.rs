@@ -4,15 +4,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn upstream(name: &str, backends: &[SocketAddr], extra: &str) -> String {
-    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
-    format!("  {name}:\n    backends: [{}]\n{extra}", list.join(", "))
-}
 
 /// The status line of a raw `GET path` (sent as is: HTTP clients would normalise the path).
 async fn raw_status(addr: SocketAddr, path: &str) -> String {
@@ -29,28 +23,37 @@ async fn served_by(resp: reqwest::Response) -> String {
     echoed(resp).await.served_by
 }
 
+/// The stack's backends, one a pool.
+fn backends<const N: usize>(s: &Stack) -> [SocketAddr; N] {
+    s.backends[..].try_into().expect("one backend a pool")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_most_specific_route_wins() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b, c, d) = (
-        start_echo().await,
-        start_echo().await,
-        start_echo().await,
-        start_echo().await,
-    );
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}{}{}{}routes:\n  - path: /\n    upstream: a\n  - path: /api\n    upstream: b\n  - host: api.example.test\n    upstream: c\n  - path: /api\n    methods: [POST]\n    upstream: d\n  - host: \"*.example.test\"\n    path: /wild\n    upstream: d\n",
-                upstream("a", &[a], ""),
-                upstream("b", &[b], ""),
-                upstream("c", &[c], ""),
-                upstream("d", &[d], "")
-            ),
+    let s = Stack::builder()
+        .pool("a", Pool::echoes(1))
+        .pool("b", Pool::echoes(1))
+        .pool("c", Pool::echoes(1))
+        .pool("d", Pool::echoes(1))
+        .routes(
+            r#"
+            - path: /
+              upstream: a
+            - path: /api
+              upstream: b
+            - host: api.example.test
+              upstream: c
+            - path: /api
+              methods: [POST]
+              upstream: d
+            - host: "*.example.test"
+              path: /wild
+              upstream: d
+            "#,
         )
-    });
+        .start()
+        .await;
+    let (proxy, [a, b, c, d]) = (&s.proxy, backends(&s));
     let c_ = client();
     let get = |path: &str, host: &str| c_.get(proxy.url(path)).header("host", host).send();
     assert_eq!(
@@ -95,41 +98,42 @@ async fn the_most_specific_route_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_404_without_a_resolve() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let a = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}routes:\n  - path: /api\n    upstream: a\n",
-                upstream("a", &[a], "")
-            ),
+    let s = Stack::builder()
+        .pool("a", Pool::echoes(1))
+        .routes(
+            r#"
+            - path: /api
+              upstream: a
+            "#,
         )
-    });
-    let r = client().get(proxy.url("/other")).send().await.unwrap();
+        .start()
+        .await;
+    let r = client().get(s.proxy.url("/other")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no route"));
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(s.resolver_calls(), 0);
 }
 
 /// Routing decides on the path the backend will act on. Sent raw: HTTP clients would
 /// normalise these paths themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_cannot_reach_a_protected_route() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (open, private) = (start_echo().await, start_echo().await);
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}{}routes:\n  - path: /\n    upstream: open\n    auth: public\n  - path: /private\n    upstream: private\n    auth: require\n",
-                upstream("open", &[open], ""),
-                upstream("private", &[private], "")
-            ),
+    let s = Stack::builder()
+        .pool("open", Pool::echoes(1))
+        .pool("private", Pool::echoes(1))
+        .routes(
+            r#"
+            - path: /
+              upstream: open
+              auth: public
+            - path: /private
+              upstream: private
+              auth: require
+            "#,
         )
-    });
+        .start()
+        .await;
+    let (proxy, [open, private]) = (&s.proxy, backends(&s));
     for path in [
         "/private",
         "/public/../private",
@@ -176,18 +180,33 @@ async fn path_tricks_cannot_reach_a_protected_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_public_identify_require_and_roles() {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let a = start_echo().await;
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}login:\n  url: https://login.example.test/signin\nroutes:\n  - path: /open\n    upstream: a\n    auth: public\n  - path: /app\n    upstream: a\n    auth: require\n  - path: /admin\n    upstream: a\n    auth: require\n    roles: [admin, owner]\n  - path: /\n    upstream: a\n",
-                upstream("a", &[a], "")
-            ),
+    let s = Stack::builder()
+        .pool("a", Pool::echoes(1))
+        .routes(
+            r#"
+            - path: /open
+              upstream: a
+              auth: public
+            - path: /app
+              upstream: a
+              auth: require
+            - path: /admin
+              upstream: a
+              auth: require
+              roles: [admin, owner]
+            - path: /
+              upstream: a
+            "#,
         )
-    });
+        .yaml(
+            r#"
+            login:
+              url: https://login.example.test/signin
+            "#,
+        )
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let c = client();
 
     // public: no resolver call, and forged identity is still stripped.
@@ -199,7 +218,7 @@ async fn policies_public_identify_require_and_roles() {
     )
     .await;
     assert!(identity_headers(&e).is_empty(), "{:?}", e.headers);
-    assert_eq!(standin.stats.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(s.resolver_calls(), 0);
 
     // identify (the default): anonymous requests pass, with no identity.
     let e = send_echo(c.get(proxy.url("/home"))).await;
@@ -239,11 +258,11 @@ async fn policies_public_identify_require_and_roles() {
     );
 
     // require with a valid session passes.
-    let e = get_as(&proxy, "/app/data", "session=sess-bob").await;
+    let e = get_as(proxy, "/app/data", "session=sess-bob").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
 
     // roles: alice is an admin, bob has no role.
-    let e = get_as(&proxy, "/admin", "session=sess-alice").await;
+    let e = get_as(proxy, "/admin", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
     let r = c
         .get(proxy.url("/admin"))
@@ -257,24 +276,28 @@ async fn policies_public_identify_require_and_roles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_alternates_and_consistent_hashing_sticks() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
-    let (a, b, c, d) = (
-        start_echo().await,
-        start_echo().await,
-        start_echo().await,
-        start_echo().await,
-    );
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}{}routes:\n  - path: /rr\n    upstream: rr\n  - path: /sticky\n    upstream: sticky\n",
-                upstream("rr", &[a, b], "    lb: round_robin\n"),
-                upstream("sticky", &[c, d], "    lb: consistent\n    hash_key: header:x-tenant\n")
+    let s = Stack::builder()
+        .pool("rr", Pool::echoes(2).keys("lb: round_robin"))
+        .pool(
+            "sticky",
+            Pool::echoes(2).keys(
+                r#"
+                lb: consistent
+                hash_key: header:x-tenant
+                "#,
             ),
         )
-    });
+        .routes(
+            r#"
+            - path: /rr
+              upstream: rr
+            - path: /sticky
+              upstream: sticky
+            "#,
+        )
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let cl = client();
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -310,20 +333,16 @@ async fn round_robin_alternates_and_consistent_hashing_sticks() {
 /// A backend dies under a steady stream of requests: no client sees an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_causes_no_client_errors() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let mut doomed = EchoProcess::start(closed_port());
     let survivor = EchoProcess::start(closed_port());
-    let (d, s) = (doomed.addr, survivor.addr);
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n",
-                upstream("app", &[d, s], "    retries: 2\n")
-            ),
+    let s = Stack::builder()
+        .pool(
+            "app",
+            Pool::at(&[doomed.addr, survivor.addr]).keys("retries: 2"),
         )
-    });
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let streams: Vec<_> = (0..4)
         .map(|_| {
@@ -352,24 +371,26 @@ async fn a_killed_backend_causes_no_client_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_mark_backends_down_and_up() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let port = closed_port();
     let mut flaky = EchoProcess::start(port);
     let steady = EchoProcess::start(closed_port());
     let (f, st) = (flaky.addr, steady.addr);
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n{admin_yaml}",
-                upstream("app", &[f, st], "    health_check:\n      path: /healthz\n      interval: 200ms\n      timeout: 200ms\n")
+    let s = Stack::builder()
+        .pool(
+            "app",
+            Pool::at(&[f, st]).keys(
+                r#"
+                health_check:
+                  path: /healthz
+                  interval: 200ms
+                  timeout: 200ms
+                "#,
             ),
         )
-    });
-    wait_for(admin);
+        .admin()
+        .start()
+        .await;
+    let (proxy, admin) = (&s.proxy, s.admin());
     let state = |v: &serde_json::Value, a: SocketAddr| {
         v["app"][a.to_string()].as_str().unwrap_or("?").to_string()
     };
@@ -419,18 +440,12 @@ async fn health_checks_mark_backends_down_and_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_backends_down_is_502_with_a_reason() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let (x, y) = (closed_port(), closed_port());
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}routes:\n  - path: /\n    upstream: app\n",
-                upstream("app", &[x, y], "")
-            ),
-        )
-    });
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[x, y]))
+        .start()
+        .await;
+    let proxy = &s.proxy;
     let r = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -447,15 +462,23 @@ async fn all_backends_down_is_502_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolver_instance_down_causes_no_failures() {
     let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let a = start_echo().await;
     let down = closed_port();
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &format!("  url: http://{raddr}/_resolver/resolve\n  backends: [{down}, {raddr}]\n  health_check:\n    interval: 200ms\n    timeout: 200ms"),
-            &format!("upstreams:\n{}routes:\n  - path: /\n    upstream: a\n", upstream("a", &[a], "")),
-        )
-    });
+    let s = Stack::builder()
+        .resolver(raddr)
+        .resolver_body(&format!(
+            r#"
+            url: http://{raddr}/_resolver/resolve
+            backends: [{down}, {raddr}]
+            health_check:
+              interval: 200ms
+              timeout: 200ms
+            "#
+        ))
+        .pool("a", Pool::echoes(1))
+        .routes(&all_to("a"))
+        .start()
+        .await;
+    let proxy = &s.proxy;
     // Distinct sessions: every request is a cache miss that reaches a resolver instance.
     for i in 0..20 {
         let r = client()
@@ -478,7 +501,6 @@ async fn a_resolver_instance_down_causes_no_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_backends_with_sni_private_ca_and_verify_off() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let (ca, cert, key) = test_pki(&["backend.internal"]);
     let tls = authgate::devserver::tls_config(cert.as_bytes(), key.as_bytes()).unwrap();
     let (l, backend) = listener().await;
@@ -491,22 +513,23 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca).unwrap();
-    let start = |tls_yaml: String| {
-        start_proxy_with(|l| {
-            config_with(
-                l,
-                &resolver_at(raddr),
-                &format!(
-                    "upstreams:\n{}routes:\n  - path: /\n    upstream: secure\n",
-                    upstream("secure", &[backend], &tls_yaml)
-                ),
-            )
-        })
+    let ca_path = ca_path.display();
+    let start = |tls_yaml: String| async move {
+        Stack::builder()
+            .pool("secure", Pool::at(&[backend]).keys(&tls_yaml))
+            .routes(&all_to("secure"))
+            .start()
+            .await
+            .proxy
     };
     let trusted = start(format!(
-        "    tls:\n      sni: backend.internal\n      ca_file: {}\n",
-        ca_path.display()
-    ));
+        r#"
+        tls:
+          sni: backend.internal
+          ca_file: {ca_path}
+        "#
+    ))
+    .await;
     let e = send_echo(
         client()
             .get(trusted.url("/"))
@@ -518,7 +541,14 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
 
     // The system roots do not know the test CA: refused, 502, and the log says it was the
     // certificate (not a backend that is down).
-    let untrusted = start("    tls:\n      sni: backend.internal\n".into());
+    let untrusted = start(
+        r#"
+        tls:
+          sni: backend.internal
+        "#
+        .into(),
+    )
+    .await;
     assert_eq!(
         client()
             .get(untrusted.url("/"))
@@ -535,9 +565,13 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
     ]);
     // A name the certificate does not carry: refused.
     let wrong_name = start(format!(
-        "    tls:\n      sni: other.internal\n      ca_file: {}\n",
-        ca_path.display()
-    ));
+        r#"
+        tls:
+          sni: other.internal
+          ca_file: {ca_path}
+        "#
+    ))
+    .await;
     assert_eq!(
         client()
             .get(wrong_name.url("/"))
@@ -553,7 +587,15 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
         "SNI: other.internal",
     ]);
     // Verification off (a lab): accepted.
-    let lab = start("    tls:\n      sni: backend.internal\n      verify: false\n".into());
+    let lab = start(
+        r#"
+        tls:
+          sni: backend.internal
+          verify: false
+        "#
+        .into(),
+    )
+    .await;
     assert_eq!(
         served_by(client().get(lab.url("/")).send().await.unwrap()).await,
         "tls-backend"
@@ -562,24 +604,18 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_times_out_with_504() {
-    let (_s, raddr) = start_standin(Duration::ZERO).await;
     let (slow, _) = start_canned(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         Duration::from_secs(3),
     )
     .await;
-    let proxy = start_proxy_with(|l| {
-        config_with(
-            l,
-            &resolver_at(raddr),
-            &format!(
-                "upstreams:\n{}routes:\n  - path: /\n    upstream: slow\n",
-                upstream("slow", &[slow], "    read_timeout: 300ms\n")
-            ),
-        )
-    });
+    let s = Stack::builder()
+        .pool("slow", Pool::at(&[slow]).keys("read_timeout: 300ms"))
+        .routes(&all_to("slow"))
+        .start()
+        .await;
     let started = Instant::now();
-    let r = client().get(proxy.url("/")).send().await.unwrap();
+    let r = client().get(s.proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(r.text().await.unwrap().contains("timed out"));

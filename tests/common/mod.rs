@@ -270,38 +270,147 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authgate"))
 }
 
-/// The YAML for a proxy on `listen` with one pool; `resolver` is the whole `resolver:` body
-/// and `extra` is appended at top level.
-pub fn config(listen: SocketAddr, resolver: &str, backends: &[SocketAddr], extra: &str) -> String {
-    let backends: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
-    format!(
-        "pingora:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 0\n  pid_file: PIDFILE\n  upgrade_sock: UPGRADESOCK\n\
-listen:\n  - addr: {listen}\n\
-resolver:\n{resolver}\n\
-upstreams:\n  app:\n    backends: [{}]\n\
-routes:\n  - path: /\n    upstream: app\n{extra}{}",
-        backends.join(", "),
-        quiet_access_log(extra)
-    )
+/// YAML written in a raw string indented to sit with the code around it: the blank first and
+/// last lines go, and so does the indentation every line shares.
+pub fn dedent(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|l| !l.trim().is_empty());
+    let last = lines.iter().rposition(|l| !l.trim().is_empty());
+    let (Some(first), Some(last)) = (first, last) else {
+        return String::new();
+    };
+    let lines = &lines[first..=last];
+    let margin = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| format!("{}\n", l.get(margin..).unwrap_or("").trim_end()))
+        .collect()
+}
+
+/// `text` (dedented) moved `by` columns right, to sit under a key.
+fn indent(text: &str, by: usize) -> String {
+    dedent(text)
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("{:by$}{l}\n", "")
+            }
+        })
+        .collect()
+}
+
+/// One entry of `upstreams:`: the pool `name` of `backends`, with further `keys` (`lb`,
+/// `health_check`, `tls`, ...).
+pub fn upstream(name: &str, backends: &[SocketAddr], keys: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+    let list = list.join(", ");
+    let head = format!(
+        r#"
+        {name}:
+          backends: [{list}]
+        "#
+    );
+    dedent(&head) + &indent(keys, 2)
+}
+
+/// A `resolver:` body pointing at a plain-HTTP resolver with short timeouts.
+fn resolver_at(addr: SocketAddr) -> String {
+    dedent(&format!(
+        r#"
+        url: http://{addr}/_resolver/resolve
+        timeout: 2s
+        read_timeout: 2s
+        "#
+    ))
+}
+
+/// Everything routed to the pool `upstream`.
+pub fn all_to(upstream: &str) -> String {
+    dedent(&format!(
+        r#"
+        - path: /
+          upstream: {upstream}
+        "#
+    ))
 }
 
 /// Tests keep their output readable: no access log unless the test configures one.
-fn quiet_access_log(rest: &str) -> &'static str {
-    if rest.contains("access_log:") {
-        ""
-    } else {
-        "access_log:\n  enabled: false\n"
-    }
+const QUIET_ACCESS_LOG: &str = r#"
+access_log:
+  enabled: false
+"#;
+
+/// An authgate configuration file in parts, each the YAML under its key (at column 0);
+/// `extra` holds further top-level sections. A test changes a part and renders it again to
+/// rewrite the file of a running proxy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub grace_period_seconds: u32,
+    /// Keys added under `pingora:`.
+    pub pingora: String,
+    pub listen: String,
+    pub resolver: String,
+    pub upstreams: String,
+    pub routes: String,
+    pub extra: String,
 }
 
-/// Like `config`, but `body` holds everything after `resolver:` (upstreams, routes, ...).
-pub fn config_with(listen: SocketAddr, resolver: &str, body: &str) -> String {
-    format!(
-        "pingora:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 0\n  pid_file: PIDFILE\n  upgrade_sock: UPGRADESOCK\n\
-listen:\n  - addr: {listen}\n\
-resolver:\n{resolver}\n{body}{}",
-        quiet_access_log(body)
-    )
+impl Config {
+    /// The usual file: a proxy on `listen` in front of `resolver`, everything routed to one
+    /// pool `app` of `backends`.
+    pub fn new(listen: SocketAddr, resolver: SocketAddr, backends: &[SocketAddr]) -> Config {
+        Config {
+            grace_period_seconds: 0,
+            pingora: String::new(),
+            listen: dedent(&format!("- addr: {listen}")),
+            resolver: resolver_at(resolver),
+            upstreams: upstream("app", backends, ""),
+            routes: all_to("app"),
+            extra: String::new(),
+        }
+    }
+
+    /// The YAML file (with the PIDFILE and UPGRADESOCK placeholders `fill` replaces).
+    pub fn render(&self) -> String {
+        let grace_period_seconds = self.grace_period_seconds;
+        let pingora = indent(&self.pingora, 2);
+        let listen = indent(&self.listen, 2);
+        let resolver = indent(&self.resolver, 2);
+        let upstreams = indent(&self.upstreams, 2);
+        let routes = indent(&self.routes, 2);
+        let extra = dedent(&self.extra);
+        let access_log = if extra.contains("access_log:") {
+            ""
+        } else {
+            QUIET_ACCESS_LOG
+        };
+        format!(
+            r#"
+pingora:
+  threads: 2
+  grace_period_seconds: {grace_period_seconds}
+  graceful_shutdown_timeout_seconds: 0
+  pid_file: PIDFILE
+  upgrade_sock: UPGRADESOCK
+{pingora}
+listen:
+{listen}
+resolver:
+{resolver}
+upstreams:
+{upstreams}
+routes:
+{routes}
+{extra}{access_log}"#
+        )
+    }
 }
 
 /// Waits (at most 10 s) until something accepts connections on `addr`.
@@ -345,18 +454,21 @@ impl Drop for EchoProcess {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// An `admin:` section on a fresh loopback port, its token in a file under `dir`.
-pub fn admin_section(dir: &std::path::Path) -> (String, SocketAddr) {
+/// An `admin:` section (with further `keys`) on a fresh loopback port, its token in a file
+/// under `dir`.
+fn admin_section(dir: &std::path::Path, keys: &str) -> (String, SocketAddr) {
     let admin = closed_port();
     let token = dir.join("admin-token");
     std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("token file");
-    (
-        format!(
-            "admin:\n  listen: {admin}\n  token_file: {}\n",
-            token.display()
-        ),
-        admin,
-    )
+    let token = token.display();
+    let section = format!(
+        r#"
+        admin:
+          listen: {admin}
+          token_file: {token}
+        "#
+    );
+    (dedent(&section) + &indent(keys, 2), admin)
 }
 
 /// `GET` an admin path with the token, as JSON.
@@ -372,52 +484,12 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> serde_json::Value {
         .expect("admin JSON")
 }
 
-/// The stand-in, an echo backend, and authgate in front of them with an admin listener; the
-/// folder holds the admin token (and whatever `admin_extra` puts there, for YAML it appends
-/// right after the `admin:` section).
-pub struct AdminStack {
-    pub standin: Arc<standin::Standin>,
-    pub backend: SocketAddr,
-    pub proxy: Proxy,
-    pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
-}
-
-pub async fn admin_stack(admin_extra: impl FnOnce(&std::path::Path) -> String) -> AdminStack {
-    let (standin, raddr) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (admin_yaml, admin) = admin_section(dir.path());
-    let extra = format!("{admin_yaml}{}", admin_extra(dir.path()));
-    let proxy = start_proxy_with(|l| config(l, &resolver_at(raddr), &[backend], &extra));
-    wait_for(admin);
-    AdminStack {
-        standin,
-        backend,
-        proxy,
-        admin,
-        dir,
-    }
-}
-
-/// A `resolver:` body pointing at a plain-HTTP resolver with short timeouts.
-pub fn resolver_at(addr: SocketAddr) -> String {
-    format!("  url: http://{addr}/_resolver/resolve\n  timeout: 2s\n  read_timeout: 2s")
-}
-
-/// Starts authgate with `yaml` (PIDFILE / UPGRADESOCK / LISTEN are filled in) and waits until
-/// it accepts connections.
-pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let addr = closed_port();
-    let yaml = yaml_for(addr)
-        .replace("PIDFILE", &dir.path().join("pid").display().to_string())
-        .replace(
-            "UPGRADESOCK",
-            &dir.path().join("upgrade.sock").display().to_string(),
-        );
+/// Starts authgate on `addr` with `yaml` (PIDFILE / UPGRADESOCK filled with paths in `dir`,
+/// which the proxy keeps) and waits until it accepts connections. The one place that spawns
+/// the proxy.
+fn start_proxy_in(dir: tempfile::TempDir, addr: SocketAddr, yaml: &str) -> Proxy {
     let conf = dir.path().join("authgate.yaml");
-    std::fs::write(&conf, yaml).expect("write config");
+    std::fs::write(&conf, fill(yaml, dir.path())).expect("write config");
     let log = std::fs::File::create(dir.path().join("authgate.log")).expect("log file");
     let child = Command::new(binary())
         .arg("-c")
@@ -444,28 +516,260 @@ pub fn start_proxy_with(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
     }
 }
 
-/// authgate in front of `resolver` and one echo backend, with the default settings.
-pub fn start_proxy(resolver: SocketAddr, backend: SocketAddr) -> Proxy {
-    start_proxy_with(|listen| config(listen, &resolver_at(resolver), &[backend], ""))
+/// The backends of one pool: echo backends the stack starts, or addresses the test gives.
+pub struct Pool {
+    echoes: usize,
+    backends: Vec<SocketAddr>,
+    keys: String,
 }
 
-/// The usual arrangement: the stand-in, one echo backend, authgate with default settings.
+impl Pool {
+    /// `n` echo backends, started with the stack.
+    pub fn echoes(n: usize) -> Pool {
+        Pool {
+            echoes: n,
+            backends: Vec::new(),
+            keys: String::new(),
+        }
+    }
+
+    /// Backends the test runs (or a closed port, for a dead one).
+    pub fn at(backends: &[SocketAddr]) -> Pool {
+        Pool {
+            echoes: 0,
+            backends: backends.to_vec(),
+            keys: String::new(),
+        }
+    }
+
+    /// Further keys of the pool (`lb`, `health_check`, `tls`, ...).
+    pub fn keys(mut self, yaml: &str) -> Pool {
+        self.keys = dedent(yaml);
+        self
+    }
+}
+
+/// How a test asks for a stack; `Stack::builder()` gives the usual one: the stand-in, one echo
+/// backend in pool `app`, everything routed to it, no admin listener.
+pub struct StackBuilder {
+    dir: tempfile::TempDir,
+    latency: Duration,
+    resolver: Option<SocketAddr>,
+    resolver_body: Option<String>,
+    resolver_keys: String,
+    pools: Vec<(String, Pool)>,
+    routes: Option<String>,
+    admin: Option<String>,
+    listener_keys: String,
+    listeners: String,
+    grace_period_seconds: u32,
+    extra: String,
+}
+
+impl StackBuilder {
+    /// The stand-in answers after `latency`.
+    pub fn resolver_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// A resolver the test runs (canned, raw, TLS) at `addr`, or a closed port: no stand-in.
+    pub fn resolver(mut self, addr: SocketAddr) -> Self {
+        self.resolver = Some(addr);
+        self
+    }
+
+    /// The whole `resolver:` body, instead of `resolver_at` the resolver.
+    pub fn resolver_body(mut self, yaml: &str) -> Self {
+        self.resolver_body = Some(dedent(yaml));
+        self
+    }
+
+    /// Further keys under `resolver:`.
+    pub fn resolver_keys(mut self, yaml: &str) -> Self {
+        self.resolver_keys.push_str(&dedent(yaml));
+        self
+    }
+
+    /// A pool `name`; with none, the stack has pool `app` of one echo backend.
+    pub fn pool(mut self, name: &str, pool: Pool) -> Self {
+        self.pools.push((name.to_string(), pool));
+        self
+    }
+
+    /// The whole `routes:` body, instead of everything to `app`.
+    pub fn routes(mut self, yaml: &str) -> Self {
+        self.routes = Some(dedent(yaml));
+        self
+    }
+
+    /// The admin listener, its token in the stack's folder.
+    pub fn admin(self) -> Self {
+        self.admin_keys("")
+    }
+
+    /// The admin listener with further keys under `admin:`.
+    pub fn admin_keys(mut self, yaml: &str) -> Self {
+        self.admin = Some(dedent(yaml));
+        self
+    }
+
+    /// Further keys of the proxy's listener (`tls`, `h2c`).
+    pub fn listener_keys(mut self, yaml: &str) -> Self {
+        self.listener_keys.push_str(&dedent(yaml));
+        self
+    }
+
+    /// Another listener, given by its keys (`addr`, ...).
+    pub fn listener(mut self, yaml: &str) -> Self {
+        let mut lines = dedent(yaml)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>();
+        lines.replace_range(..1, "-");
+        self.listeners.push_str(&lines);
+        self
+    }
+
+    /// In-flight requests get this long once a shutdown or upgrade stops the listeners.
+    pub fn grace_period_seconds(mut self, seconds: u32) -> Self {
+        self.grace_period_seconds = seconds;
+        self
+    }
+
+    /// Further top-level sections (`cache:`, `client:`, ...).
+    pub fn yaml(mut self, yaml: &str) -> Self {
+        self.extra.push_str(&dedent(yaml));
+        self
+    }
+
+    /// A path in the stack's folder (the proxy's, kept while it runs), for files the YAML
+    /// names.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `contents` to `name` in the stack's folder; its path.
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write a file for the stack");
+        path
+    }
+
+    pub async fn start(self) -> Stack {
+        let (standin, resolver) = match self.resolver {
+            Some(addr) => (None, addr),
+            None => {
+                let (standin, addr) = start_standin(self.latency).await;
+                (Some(standin), addr)
+            }
+        };
+        let mut pools = self.pools;
+        if pools.is_empty() {
+            pools.push(("app".to_string(), Pool::echoes(1)));
+        }
+        let (mut backends, mut upstreams) = (Vec::new(), String::new());
+        for (name, pool) in pools {
+            let mut addrs = pool.backends;
+            for _ in 0..pool.echoes {
+                addrs.push(start_echo().await);
+            }
+            upstreams.push_str(&upstream(&name, &addrs, &pool.keys));
+            backends.extend(addrs);
+        }
+        let mut extra = self.extra;
+        let admin = self.admin.map(|keys| {
+            let (section, admin) = admin_section(self.dir.path(), &keys);
+            extra.push_str(&section);
+            admin
+        });
+        let listen = closed_port();
+        let config = Config {
+            grace_period_seconds: self.grace_period_seconds,
+            pingora: String::new(),
+            listen: dedent(&format!("- addr: {listen}"))
+                + &indent(&self.listener_keys, 2)
+                + &self.listeners,
+            resolver: self.resolver_body.unwrap_or_else(|| resolver_at(resolver))
+                + &self.resolver_keys,
+            upstreams,
+            routes: self.routes.unwrap_or_else(|| all_to("app")),
+            extra,
+        };
+        let proxy = start_proxy_in(self.dir, listen, &config.render());
+        if let Some(admin) = admin {
+            wait_for(admin);
+        }
+        Stack {
+            standin,
+            resolver,
+            backends,
+            proxy,
+            admin,
+            config,
+        }
+    }
+}
+
+/// The resolver (the stand-in unless the test gave its own), the backends, and authgate in
+/// front of them, started from `config`; the proxy's folder is the stack's.
 pub struct Stack {
-    pub standin: Arc<standin::Standin>,
+    standin: Option<Arc<standin::Standin>>,
     pub resolver: SocketAddr,
-    pub backend: SocketAddr,
+    /// Every pool's backends, in the order the pools were given.
+    pub backends: Vec<SocketAddr>,
     pub proxy: Proxy,
+    admin: Option<SocketAddr>,
+    pub config: Config,
 }
 
-pub async fn stack() -> Stack {
-    let (standin, resolver) = start_standin(Duration::ZERO).await;
-    let backend = start_echo().await;
-    let proxy = start_proxy(resolver, backend);
-    Stack {
-        standin,
-        resolver,
-        backend,
-        proxy,
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            dir: tempfile::tempdir().expect("tempdir"),
+            latency: Duration::ZERO,
+            resolver: None,
+            resolver_body: None,
+            resolver_keys: String::new(),
+            pools: Vec::new(),
+            routes: None,
+            admin: None,
+            listener_keys: String::new(),
+            listeners: String::new(),
+            grace_period_seconds: 0,
+            extra: String::new(),
+        }
+    }
+
+    /// The usual stack.
+    pub async fn start() -> Stack {
+        Stack::builder().start().await
+    }
+
+    pub fn standin(&self) -> &standin::Standin {
+        self.standin
+            .as_deref()
+            .expect("a stack started with its own resolver has no stand-in")
+    }
+
+    /// Requests the stand-in has answered.
+    pub fn resolver_calls(&self) -> u64 {
+        self.standin().stats.requests.load(Ordering::SeqCst)
+    }
+
+    /// The first (usually the only) backend.
+    pub fn backend(&self) -> SocketAddr {
+        self.backends[0]
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .expect("a stack started without .admin() has no admin listener")
+    }
+
+    /// Replaces the proxy's file with `config` (not reloaded: a signal or the watcher does).
+    pub fn rewrite(&self, config: &Config) {
+        self.proxy.rewrite(&config.render());
     }
 }
 
