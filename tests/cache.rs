@@ -216,15 +216,8 @@ async fn errors_are_never_cached() {
         start_switchable(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
     let s = Stack::builder().resolver(raddr).start().await;
     let proxy = &s.proxy;
-    let c = client();
     for _ in 0..3 {
-        let r = c
-            .get(proxy.url("/"))
-            .header("cookie", "session=s")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 502);
+        assert_eq!(fetch_as(proxy, "/", "session=s").await.status(), 502);
     }
     *reply.lock().unwrap() = ok;
     assert_eq!(user_of(proxy, "session=s").await, ["u-7"]);
@@ -258,12 +251,7 @@ async fn stale_if_error_on_and_off() {
         *reply.lock().unwrap() = failing;
         // Let the 300 ms TTL pass; the resolver now fails.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let r = client()
-            .get(proxy.url("/"))
-            .header("cookie", "session=s")
-            .send()
-            .await
-            .unwrap();
+        let r = fetch_as(proxy, "/", "session=s").await;
         assert_eq!(r.status(), expect, "stale_if_error: {stale}");
         if expect == 200 {
             assert_eq!(echoed(r).await.header_values("x-authgear-user-id"), ["u-9"]);
@@ -337,7 +325,7 @@ async fn purge_on_logout() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap().trim(), r#"{"purged":true}"#);
-    let e = echoed(proxy_get(proxy, "app_session=tok-bob").await).await;
+    let e = get_as(proxy, "/", "app_session=tok-bob").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-bob"]);
     assert_eq!(s.resolver_calls(), 4);
 
@@ -369,15 +357,6 @@ async fn purge_on_logout() {
     assert_eq!(r.status(), 200);
     assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(s.resolver_calls(), 6);
-}
-
-async fn proxy_get(proxy: &Proxy, cookie: &str) -> reqwest::Response {
-    client()
-        .get(proxy.url("/"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,23 +484,19 @@ async fn a_logout_route_drops_the_session_answer() {
     assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 2);
+    let alice_logs_out = |path: &str| {
+        client()
+            .post(proxy.url(path))
+            .header("cookie", "session=sess-alice")
+            .send()
+    };
     // A logout the backend refuses changes nothing.
-    let r = client()
-        .post(proxy.url("/logout-broken"))
-        .header("cookie", "session=sess-alice")
-        .send()
-        .await
-        .unwrap();
+    let r = alice_logs_out("/logout-broken").await.unwrap();
     assert_eq!(r.status(), 500);
     assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 2, "still cached after a failed logout");
     // The app's logout answers 200: alice's answer is dropped, bob's stays.
-    let r = client()
-        .post(proxy.url("/logout"))
-        .header("cookie", "session=sess-alice")
-        .send()
-        .await
-        .unwrap();
+    let r = alice_logs_out("/logout").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
     assert_eq!(calls(), 3, "resolved afresh after the logout");

@@ -143,12 +143,22 @@ const GUARDED_ROUTES: &str = r#"
   auth: require
 "#;
 
-/// Everything routed to `app`, without asking the resolver.
-const PUBLIC: &str = r#"
-- path: /
-  upstream: app
-  auth: public
-"#;
+/// A stack with everything routed to `app` without asking the resolver: for the tests of
+/// connections, not of identities.
+fn public() -> StackBuilder {
+    Stack::builder().routes(
+        r#"
+        - path: /
+          upstream: app
+          auth: public
+        "#,
+    )
+}
+
+/// A public stack in front of `backend`.
+async fn public_before(backend: SocketAddr) -> Stack {
+    public().pool("app", Pool::at(&[backend])).start().await
+}
 
 /// A recording backend, and a stack with the guarded routes in front of it.
 async fn guarded_stack() -> (RawPeer, Stack) {
@@ -329,12 +339,7 @@ async fn a_resolver_answer_with_two_user_ids_is_refused_and_flags_are_canonical(
     }
     let resolver = raw_peer(two_ids).await;
     let s = Stack::builder().resolver(resolver.addr).start().await;
-    let r = client()
-        .get(s.proxy.url("/"))
-        .header("cookie", "session=x")
-        .send()
-        .await
-        .expect("request");
+    let r = fetch_as(&s.proxy, "/", "session=x").await;
     assert_eq!(r.status(), 502);
     let resolver = raw_peer(shouting).await;
     let s = Stack::builder().resolver(resolver.addr).start().await;
@@ -379,8 +384,7 @@ async fn kept_alive(addr: SocketAddr) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_closed() {
-    let s = Stack::builder()
-        .routes(PUBLIC)
+    let s = public()
         .yaml(
             r#"
             client:
@@ -435,8 +439,7 @@ async fn idle_and_slow_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_refused_and_the_cap_frees_up() {
-    let s = Stack::builder()
-        .routes(PUBLIC)
+    let s = public()
         .yaml(
             r#"
             client:
@@ -487,11 +490,7 @@ async fn a_backend_that_drops_reused_connections_costs_no_request() {
         false,
     )
     .await;
-    let s = Stack::builder()
-        .pool("app", Pool::at(&[backend]))
-        .routes(PUBLIC)
-        .start()
-        .await;
+    let s = public_before(backend).await;
     let proxy = &s.proxy;
     let c = client();
     for i in 0..20 {
@@ -530,11 +529,7 @@ async fn a_backend_with_a_short_keepalive_timeout_under_load_costs_no_request() 
             });
         }
     });
-    let s = Stack::builder()
-        .pool("app", Pool::at(&[backend]))
-        .routes(PUBLIC)
-        .start()
-        .await;
+    let s = public_before(backend).await;
     let proxy = &s.proxy;
     let failures = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -593,8 +588,7 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
     ] {
         let conf = dir.path().join("bad.yaml");
         // `-t` reads the file only: no peer needs to listen at these addresses.
-        let mut config = Config::new(closed_port(), closed_port(), &[closed_port()]);
-        config.extra = dedent(extra);
+        let config = Config::new(closed_port(), closed_port(), &[closed_port()]).with_yaml(extra);
         std::fs::write(&conf, fill(&config.render(), dir.path())).expect("write");
         let out = std::process::Command::new(binary())
             .args(["-t", "-c"])
@@ -612,9 +606,7 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
         &scrape(stack.admin()).await,
         "authgate_reloads_total{result=\"failed\"}",
     );
-    let mut huge = stack.config.clone();
-    huge.extra.push_str(&dedent(HUGE_CAPACITY));
-    stack.rewrite(&huge);
+    stack.rewrite(&stack.config.with_yaml(HUGE_CAPACITY));
     stack.proxy.signal("HUP");
     metric_reaches(
         stack.admin(),
@@ -628,16 +620,15 @@ async fn configuration_numbers_out_of_bounds_are_errors_not_aborts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_backend_exchanges_are_counted_by_upstream() {
-    let s = Stack::builder()
+    let s = public()
         .pool("app", Pool::at(&[closed_port()]))
-        .routes(PUBLIC)
         .admin()
         .start()
         .await;
     let (proxy, admin) = (&s.proxy, s.admin());
     let series = "authgate_upstream_errors_total{upstream=\"app\"}";
     let before = metric(&scrape(admin).await, series);
-    let r = client().get(proxy.url("/")).send().await.expect("request");
+    let r = fetch(proxy, "/").await;
     assert_eq!(r.status(), 502);
     metric_reaches(admin, series, before + 1.0).await;
 }

@@ -22,12 +22,7 @@ async fn metrics_move_as_requests_flow() {
     for _ in 0..3 {
         get_as(proxy, "/", "session=sess-alice").await;
     }
-    client()
-        .get(proxy.url("/"))
-        .header("cookie", "session=nope")
-        .send()
-        .await
-        .unwrap();
+    fetch_as(proxy, "/", "session=nope").await;
     let after = scrape(admin).await;
     assert_eq!(
         metric(

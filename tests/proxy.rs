@@ -196,7 +196,7 @@ async fn resolver_denials_pass_back_with_their_challenge() {
     )
     .await;
     let s = Stack::builder().resolver(r401).start().await;
-    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
+    let resp = fetch(&s.proxy, "/").await;
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.headers()["www-authenticate"],
@@ -214,7 +214,7 @@ async fn resolver_denials_pass_back_with_their_challenge() {
     )
     .await;
     let s = Stack::builder().resolver(r403).start().await;
-    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
+    let resp = fetch(&s.proxy, "/").await;
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["location"], "https://login.example/");
 }
@@ -233,12 +233,7 @@ async fn resolver_faults_map_to_502_503_504() {
     for (reply, status, reason) in cases {
         let (raddr, _) = start_canned(reply, Duration::ZERO).await;
         let s = Stack::builder().resolver(raddr).start().await;
-        let resp = client()
-            .get(s.proxy.url("/"))
-            .header("cookie", "session=x")
-            .send()
-            .await
-            .unwrap();
+        let resp = fetch_as(&s.proxy, "/", "session=x").await;
         assert_eq!(resp.status(), status, "{}", String::from_utf8_lossy(reply));
         let text = resp.text().await.unwrap();
         assert!(
@@ -249,7 +244,7 @@ async fn resolver_faults_map_to_502_503_504() {
 
     // Down: nothing listens.
     let s = Stack::builder().resolver(closed_port()).start().await;
-    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
+    let resp = fetch(&s.proxy, "/").await;
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("unreachable"));
     s.proxy.log_line(&[
@@ -276,7 +271,7 @@ async fn resolver_faults_map_to_502_503_504() {
         .start()
         .await;
     let started = std::time::Instant::now();
-    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
+    let resp = fetch(&s.proxy, "/").await;
     assert_eq!(resp.status(), 504);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -326,7 +321,7 @@ async fn resolver_answer_with_an_oversized_body_is_refused() {
     reply.extend(std::iter::repeat_n(b'x', 1 << 20));
     let (raddr, _) = start_canned(Box::leak(reply.into_boxed_slice()), Duration::ZERO).await;
     let s = Stack::builder().resolver(raddr).start().await;
-    let resp = client().get(s.proxy.url("/")).send().await.unwrap();
+    let resp = fetch(&s.proxy, "/").await;
     assert_eq!(resp.status(), 502);
 }
 
@@ -372,12 +367,7 @@ async fn https_resolver_with_a_private_ca() {
         .start()
         .await;
     let proxy = &s.proxy;
-    let resp = client()
-        .get(proxy.url("/"))
-        .header("cookie", "session=sess-alice")
-        .send()
-        .await
-        .unwrap();
+    let resp = fetch_as(proxy, "/", "session=sess-alice").await;
     assert_eq!(resp.status(), 503);
     let line = proxy.log_line(&["resolver unreachable", "answering 503"]);
     assert!(
@@ -435,24 +425,14 @@ async fn untrusted_forwarding_headers_are_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_set_cookie_is_passed_on_only_when_enabled() {
     let off = Stack::start().await;
-    let resp = client()
-        .get(off.proxy.url("/"))
-        .header("cookie", "session=gone")
-        .send()
-        .await
-        .unwrap();
+    let resp = fetch_as(&off.proxy, "/", "session=gone").await;
     assert!(resp.headers().get("set-cookie").is_none());
     let on = Stack::builder()
         .resolver(off.resolver)
         .resolver_keys("forward_set_cookie: true")
         .start()
         .await;
-    let resp = client()
-        .get(on.proxy.url("/"))
-        .header("cookie", "session=gone")
-        .send()
-        .await
-        .unwrap();
+    let resp = fetch_as(&on.proxy, "/", "session=gone").await;
     let sc = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(sc.starts_with("session=;") && sc.contains("1970"), "{sc}");
 }

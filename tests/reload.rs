@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,31 +27,15 @@ async fn a_route_change_under_traffic_fails_no_request() {
     let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
     assert_eq!(served_by(proxy).await, a.to_string());
 
-    let stream = |url: String| async move {
-        let c = client();
-        let (mut ok, mut failed) = (0, Vec::new());
-        let end = Instant::now() + Duration::from_millis(2000);
-        while Instant::now() < end {
-            match c
-                .get(&url)
-                .header("cookie", "session=sess-bob")
-                .send()
-                .await
-            {
-                Ok(r) if r.status() == 200 => ok += 1,
-                Ok(r) => failed.push(r.status().to_string()),
-                Err(e) => failed.push(e.to_string()),
-            }
-        }
-        (ok, failed)
-    };
-    let streams: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(stream(proxy.url("/"))))
-        .collect();
+    let clients = (0..4).map(|_| client()).collect();
+    let streams = Streams::start(
+        clients,
+        &proxy.url("/"),
+        "session=sess-bob",
+        Duration::from_millis(2000),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut to_b = s.config.clone();
-    to_b.routes = all_to("b");
-    s.rewrite(&to_b);
+    s.rewrite(&s.config.with_routes(&all_to("b")));
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
     assert_eq!(
@@ -60,12 +43,7 @@ async fn a_route_change_under_traffic_fails_no_request() {
         b.to_string(),
         "the new route serves after the reload"
     );
-    for st in streams {
-        let (ok, failed) = st.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "requests failed during the reload: {failed:?}"
-        );
+    for ok in streams.no_failures("during the reload").await {
         assert!(ok > 0);
     }
 }
@@ -75,8 +53,7 @@ async fn a_broken_file_changes_nothing() {
     let s = two_pools().start().await;
     let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
     // Route to b, but with a typo: the whole file is refused.
-    let mut to_b = s.config.clone();
-    to_b.routes = all_to("b");
+    let to_b = s.config.with_routes(&all_to("b"));
     proxy.rewrite(&to_b.render().replace("routes:", "rootes:"));
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"failed\"}", 1.0).await;
@@ -161,16 +138,13 @@ async fn the_cache_survives_a_reload_unless_its_key_changes() {
     served_by(proxy).await;
     assert_eq!(calls(), 1);
     // A route change and new TTLs: the answers stay.
-    let mut to_b = s.config.clone();
-    to_b.routes = all_to("b");
-    let mut new_ttls = to_b.clone();
-    new_ttls.extra.push_str(&dedent(
+    let to_b = s.config.with_routes(&all_to("b"));
+    s.rewrite(&to_b.with_yaml(
         r#"
         cache:
           ttl: 20m
         "#,
     ));
-    s.rewrite(&new_ttls);
     proxy.signal("HUP");
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
     assert_eq!(served_by(proxy).await, b.to_string());
@@ -278,17 +252,14 @@ async fn a_graceful_upgrade_drops_no_request() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Three streams open a connection per request; one keeps its connection alive, so it is
     // told `Connection: close` by the old process and moves to the new one.
-    let limit = Duration::from_secs(30);
-    let streams: Vec<_> = [fresh.clone(), fresh.clone(), fresh.clone(), client()]
-        .into_iter()
-        .map(|c| {
-            let run = steady_stream(c, url.clone(), "session=sess-bob", stop.clone(), limit);
-            tokio::spawn(run)
-        })
-        .collect();
+    let streams = Streams::start(
+        vec![fresh.clone(), fresh.clone(), fresh.clone(), client()],
+        &url,
+        "session=sess-bob",
+        Duration::from_secs(30),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The new process waits on the upgrade socket for the old one's listeners.
@@ -315,16 +286,8 @@ async fn a_graceful_upgrade_drops_no_request() {
     assert!(exited.is_some(), "the old process did not exit");
     // Keep the stream going a little on the new process alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut total = 0;
-    for st in streams {
-        let (ok, failed) = st.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "requests failed during the upgrade: {failed:?}"
-        );
-        total += ok;
-    }
+    streams.stop();
+    let total: usize = streams.no_failures("during the upgrade").await.iter().sum();
     assert!(total > 10, "only {total} requests ran");
     let e = send_echo(fresh.get(&url).header("cookie", "session=sess-alice")).await;
     assert_eq!(
@@ -358,9 +321,7 @@ async fn watching_the_file_reloads_without_a_signal() {
         .await;
     let (proxy, admin, a, b) = (&s.proxy, s.admin(), s.backends[0], s.backends[1]);
     assert_eq!(served_by(proxy).await, a.to_string());
-    let mut to_b = s.config.clone();
-    to_b.routes = all_to("b");
-    s.rewrite(&to_b);
+    s.rewrite(&s.config.with_routes(&all_to("b")));
     metric_reaches(admin, "authgate_reloads_total{result=\"ok\"}", 1.0).await;
     assert_eq!(served_by(proxy).await, b.to_string());
 }

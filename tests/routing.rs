@@ -99,16 +99,15 @@ async fn the_most_specific_route_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_404_without_a_resolve() {
     let s = Stack::builder()
-        .pool("a", Pool::echoes(1))
         .routes(
             r#"
             - path: /api
-              upstream: a
+              upstream: app
             "#,
         )
         .start()
         .await;
-    let r = client().get(s.proxy.url("/other")).send().await.unwrap();
+    let r = fetch(&s.proxy, "/other").await;
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no route"));
     assert_eq!(s.resolver_calls(), 0);
@@ -181,21 +180,20 @@ async fn path_tricks_cannot_reach_a_protected_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_public_identify_require_and_roles() {
     let s = Stack::builder()
-        .pool("a", Pool::echoes(1))
         .routes(
             r#"
             - path: /open
-              upstream: a
+              upstream: app
               auth: public
             - path: /app
-              upstream: a
+              upstream: app
               auth: require
             - path: /admin
-              upstream: a
+              upstream: app
               auth: require
               roles: [admin, owner]
             - path: /
-              upstream: a
+              upstream: app
             "#,
         )
         .yaml(
@@ -264,12 +262,7 @@ async fn policies_public_identify_require_and_roles() {
     // roles: alice is an admin, bob has no role.
     let e = get_as(proxy, "/admin", "session=sess-alice").await;
     assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
-    let r = c
-        .get(proxy.url("/admin"))
-        .header("cookie", "session=sess-bob")
-        .send()
-        .await
-        .unwrap();
+    let r = fetch_as(proxy, "/admin", "session=sess-bob").await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("forbidden"));
 }
@@ -343,29 +336,20 @@ async fn a_killed_backend_causes_no_client_errors() {
         .start()
         .await;
     let proxy = &s.proxy;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let streams: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(steady_stream(
-                client(),
-                proxy.url("/"),
-                "session=sess-bob",
-                stop.clone(),
-                Duration::from_millis(2500),
-            ))
-        })
-        .collect();
+    let clients = (0..4).map(|_| client()).collect();
+    let streams = Streams::start(
+        clients,
+        &proxy.url("/"),
+        "session=sess-bob",
+        Duration::from_millis(2500),
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     doomed.kill();
-    let mut total = 0;
-    for st in streams {
-        let (ok, failed) = st.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "client errors after a backend died: {failed:?}"
-        );
-        total += ok;
-    }
+    let total: usize = streams
+        .no_failures("after a backend died")
+        .await
+        .iter()
+        .sum();
     assert!(total > 20, "only {total} requests ran");
 }
 
@@ -415,10 +399,7 @@ async fn health_checks_mark_backends_down_and_up() {
     let errors = "authgate_upstream_errors_total{upstream=\"app\"}";
     let before = metric(&scrape(admin).await, errors);
     for _ in 0..6 {
-        assert_eq!(
-            served_by(client().get(proxy.url("/")).send().await.unwrap()).await,
-            st.to_string()
-        );
+        assert_eq!(served_by(fetch(proxy, "/").await).await, st.to_string());
     }
     assert_eq!(
         metric(&scrape(admin).await, errors),
@@ -429,7 +410,7 @@ async fn health_checks_mark_backends_down_and_up() {
     until("up", f).await;
     let mut seen = BTreeSet::new();
     for _ in 0..6 {
-        seen.insert(served_by(client().get(proxy.url("/")).send().await.unwrap()).await);
+        seen.insert(served_by(fetch(proxy, "/").await).await);
     }
     assert_eq!(
         seen.len(),
@@ -446,7 +427,7 @@ async fn all_backends_down_is_502_with_a_reason() {
         .start()
         .await;
     let proxy = &s.proxy;
-    let r = client().get(proxy.url("/")).send().await.unwrap();
+    let r = fetch(proxy, "/").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
     assert!(
@@ -474,8 +455,6 @@ async fn a_resolver_instance_down_causes_no_failures() {
               timeout: 200ms
             "#
         ))
-        .pool("a", Pool::echoes(1))
-        .routes(&all_to("a"))
         .start()
         .await;
     let proxy = &s.proxy;
@@ -549,15 +528,7 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
         .into(),
     )
     .await;
-    assert_eq!(
-        client()
-            .get(untrusted.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        502
-    );
+    assert_eq!(fetch(&untrusted, "/").await.status(), 502);
     untrusted.log_line(&[
         "TLSHandshakeFailure",
         "UnknownIssuer",
@@ -572,15 +543,7 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
         "#
     ))
     .await;
-    assert_eq!(
-        client()
-            .get(wrong_name.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        502
-    );
+    assert_eq!(fetch(&wrong_name, "/").await.status(), 502);
     wrong_name.log_line(&[
         "TLSHandshakeFailure",
         "not valid for name",
@@ -596,10 +559,7 @@ async fn https_backends_with_sni_private_ca_and_verify_off() {
         .into(),
     )
     .await;
-    assert_eq!(
-        served_by(client().get(lab.url("/")).send().await.unwrap()).await,
-        "tls-backend"
-    );
+    assert_eq!(served_by(fetch(&lab, "/").await).await, "tls-backend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,7 +575,7 @@ async fn a_slow_backend_times_out_with_504() {
         .start()
         .await;
     let started = Instant::now();
-    let r = client().get(s.proxy.url("/")).send().await.unwrap();
+    let r = fetch(&s.proxy, "/").await;
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(r.text().await.unwrap().contains("timed out"));

@@ -377,6 +377,24 @@ impl Config {
         }
     }
 
+    /// This file with `routes:` replaced.
+    pub fn with_routes(&self, yaml: &str) -> Config {
+        let routes = dedent(yaml);
+        Config {
+            routes,
+            ..self.clone()
+        }
+    }
+
+    /// This file with further top-level sections.
+    pub fn with_yaml(&self, yaml: &str) -> Config {
+        let extra = self.extra.clone() + &dedent(yaml);
+        Config {
+            extra,
+            ..self.clone()
+        }
+    }
+
     /// The YAML file (with the PIDFILE and UPGRADESOCK placeholders `fill` replaces).
     pub fn render(&self) -> String {
         let grace_period_seconds = self.grace_period_seconds;
@@ -793,7 +811,22 @@ pub async fn echoed(resp: reqwest::Response) -> echo::Echo {
 
 /// `GET path` with a `Cookie` header, answered by the echo backend.
 pub async fn get_as(proxy: &Proxy, path: &str, cookie: &str) -> echo::Echo {
-    send_echo(client().get(proxy.url(path)).header("cookie", cookie)).await
+    echoed(fetch_as(proxy, path, cookie).await).await
+}
+
+/// `GET path` through the proxy, whatever it answers.
+pub async fn fetch(proxy: &Proxy, path: &str) -> reqwest::Response {
+    client().get(proxy.url(path)).send().await.expect("request")
+}
+
+/// `GET path` with a `Cookie` header, whatever the proxy answers.
+pub async fn fetch_as(proxy: &Proxy, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .get(proxy.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("request")
 }
 
 /// Sends a request through the proxy; what the echo backend received (it must answer 200).
@@ -877,25 +910,58 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
-/// Sends GETs with `cookie` back to back until `stop` is set (or `limit` passes); returns how
-/// many succeeded and what went wrong with the others.
-pub async fn steady_stream(
-    c: reqwest::Client,
-    url: String,
-    cookie: &'static str,
+/// Steady traffic while a test changes something under it: one task per client, each sending
+/// GETs with a cookie back to back until stopped or its time limit passes.
+pub struct Streams {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    limit: Duration,
-) -> (usize, Vec<String>) {
-    let (mut ok, mut failed) = (0, Vec::new());
-    let end = Instant::now() + limit;
-    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-        match c.get(&url).header("cookie", cookie).send().await {
-            Ok(r) if r.status() == 200 => ok += 1,
-            Ok(r) => failed.push(format!("status {}", r.status())),
-            Err(e) => failed.push(format!("{e:?}")),
-        }
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Streams {
+    pub fn start(
+        clients: Vec<reqwest::Client>,
+        url: &str,
+        cookie: &'static str,
+        limit: Duration,
+    ) -> Streams {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = clients
+            .into_iter()
+            .map(|c| {
+                let (url, stop) = (url.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    let end = Instant::now() + limit;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                        match c.get(&url).header("cookie", cookie).send().await {
+                            Ok(r) if r.status() == 200 => ok += 1,
+                            Ok(r) => failed.push(format!("status {}", r.status())),
+                            Err(e) => failed.push(format!("{e:?}")),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Streams { stop, tasks }
     }
-    (ok, failed)
+
+    /// Ends the streams before their time limit.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for every stream to end and asserts that no request failed (`during` says when,
+    /// for the message); how many requests each stream ran.
+    pub async fn no_failures(self, during: &str) -> Vec<usize> {
+        let mut ran = Vec::new();
+        for task in self.tasks {
+            let (ok, failed) = task.await.expect("stream task");
+            assert!(failed.is_empty(), "requests failed {during}: {failed:?}");
+            ran.push(ok);
+        }
+        ran
+    }
 }
 
 /// The admin listener's Prometheus text.
