@@ -597,7 +597,8 @@ impl StackBuilder {
         self
     }
 
-    /// The whole `resolver:` body, instead of `resolver_at` the resolver.
+    /// The whole `resolver:` body, instead of the resolver's URL over plain HTTP with 2 s
+    /// timeouts.
     pub fn resolver_body(mut self, yaml: &str) -> Self {
         self.resolver_body = Some(dedent(yaml));
         self
@@ -640,12 +641,10 @@ impl StackBuilder {
 
     /// Another listener, given by its keys (`addr`, ...).
     pub fn listener(mut self, yaml: &str) -> Self {
-        let mut lines = dedent(yaml)
-            .lines()
-            .map(|l| format!("  {l}\n"))
-            .collect::<String>();
-        lines.replace_range(..1, "-");
-        self.listeners.push_str(&lines);
+        // A list item: its keys two columns in, the first one behind the dash.
+        let mut item = indent(yaml, 2);
+        item.replace_range(..1, "-");
+        self.listeners.push_str(&item);
         self
     }
 
