@@ -143,16 +143,9 @@ const GUARDED_ROUTES: &str = r#"
   auth: require
 "#;
 
-/// A stack with everything routed to `app` without asking the resolver: for the tests of
-/// connections, not of identities.
+/// A stack with everything routed to `app` without asking the resolver.
 fn public() -> StackBuilder {
-    Stack::builder().routes(
-        r#"
-        - path: /
-          upstream: app
-          auth: public
-        "#,
-    )
+    Stack::builder().routes(ALL_PUBLIC)
 }
 
 /// A public stack in front of `backend`.

@@ -12,7 +12,6 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_are_reused_across_threads() {
-    let (_standin, resolver) = start_standin(Duration::ZERO).await;
     let (l, backend) = listener().await;
     let opened = Arc::new(AtomicU64::new(0));
     tokio::spawn(devserver::serve(
@@ -22,10 +21,13 @@ async fn pooled_connections_are_reused_across_threads() {
         echo::handler("pooled"),
     ));
     // Two worker threads, each its own runtime, as shipped (work_stealing: false).
-    let proxy = start_proxy_with(|l| {
-        config(l, &resolver_at(resolver), &[backend], "    auth: public\n")
-            .replace("  threads: 2\n", "  threads: 2\n  work_stealing: false\n")
-    });
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[backend]))
+        .routes(ALL_PUBLIC)
+        .pingora_keys("work_stealing: false")
+        .start()
+        .await;
+    let proxy = &s.proxy;
     const CLIENTS: u64 = 8;
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(3);

@@ -331,6 +331,14 @@ fn resolver_at(addr: SocketAddr) -> String {
     ))
 }
 
+/// Everything routed to `app` without asking the resolver: for the tests of connections, not
+/// of identities.
+pub const ALL_PUBLIC: &str = r#"
+- path: /
+  upstream: app
+  auth: public
+"#;
+
 /// Everything routed to the pool `upstream`.
 pub fn all_to(upstream: &str) -> String {
     dedent(&format!(
@@ -581,6 +589,7 @@ pub struct StackBuilder {
     listener_keys: String,
     listeners: String,
     grace_period_seconds: u32,
+    pingora_keys: String,
     extra: String,
 }
 
@@ -654,6 +663,12 @@ impl StackBuilder {
         self
     }
 
+    /// Further keys under `pingora:`.
+    pub fn pingora_keys(mut self, yaml: &str) -> Self {
+        self.pingora_keys.push_str(&dedent(yaml));
+        self
+    }
+
     /// Further top-level sections (`cache:`, `client:`, ...).
     pub fn yaml(mut self, yaml: &str) -> Self {
         self.extra.push_str(&dedent(yaml));
@@ -703,7 +718,7 @@ impl StackBuilder {
         let listen = closed_port();
         let config = Config {
             grace_period_seconds: self.grace_period_seconds,
-            pingora: String::new(),
+            pingora: self.pingora_keys,
             listen: dedent(&format!("- addr: {listen}"))
                 + &indent(&self.listener_keys, 2)
                 + &self.listeners,
@@ -754,6 +769,7 @@ impl Stack {
             listener_keys: String::new(),
             listeners: String::new(),
             grace_period_seconds: 0,
+            pingora_keys: String::new(),
             extra: String::new(),
         }
     }
