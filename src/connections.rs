@@ -66,6 +66,13 @@ impl ClientLimits {
     }
 }
 
+/// Hands the limits Pingora enforces itself to Pingora, for the whole process: a TLS
+/// handshake is part of receiving a request header, so it gets the same deadline (Pingora's
+/// own is a fixed 60 s). Called at start and after each reload.
+pub fn apply_to_pingora(limits: &ClientLimits) {
+    pingora::services::listening::set_downstream_handshake_timeout(limits.header_timeout);
+}
+
 /// The current limits, read once per connection (so a reload applies to new connections).
 pub trait LimitsSource: Send + Sync {
     fn limits(&self) -> ClientLimits;

@@ -149,6 +149,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         let mut proxy = http_proxy(&server.configuration, AuthGate::new(runtime.clone()));
         // Read at start: a change of these needs a graceful upgrade (see reload).
         let limits = runtime.load().client;
+        authgate::connections::apply_to_pingora(&limits);
         let mut options = HttpServerOptions::default();
         options.h2c = l.h2c;
         options.keepalive_request_limit = limits.max_requests;

@@ -101,6 +101,7 @@ impl Reloader {
                 "reload: the resolver or the cache key changed; the answer cache starts empty"
             );
         }
+        crate::connections::apply_to_pingora(&runtime.client);
         self.runtime.store(Arc::new(runtime));
         Ok(pending)
     }

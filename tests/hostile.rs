@@ -625,3 +625,37 @@ async fn failed_backend_exchanges_are_counted_by_upstream() {
     assert_eq!(r.status(), 502);
     metric_reaches(admin, series, before + 1.0).await;
 }
+
+/// A TLS connection that never sends its ClientHello is closed within the header timeout
+/// (Pingora's own handshake timeout is a fixed 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_starts_is_closed() {
+    let (_ca, cert, key) = test_pki(&["authgate.test"]);
+    let stack = public();
+    let cert_path = stack.file("cert.pem", &cert);
+    let key_path = stack.file("key.pem", &key);
+    let s = stack
+        .listener_keys(&format!(
+            r#"
+            tls:
+              cert: {}
+              key: {}
+            "#,
+            cert_path.display(),
+            key_path.display()
+        ))
+        .yaml(
+            r#"
+            client:
+              header_timeout: 1s
+            "#,
+        )
+        .start()
+        .await;
+    let mut silent = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    let held = closed_within(&mut silent, Duration::from_secs(20)).await;
+    assert!(
+        held.is_some_and(|d| d < Duration::from_secs(5)),
+        "a silent TLS connection was held: {held:?}"
+    );
+}

@@ -37,8 +37,25 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long an accepted connection may take to complete its handshake (TLS), in
+/// milliseconds, for every listening service of the process.
+static DOWNSTREAM_HANDSHAKE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets how long a downstream handshake may take before the connection is closed (default
+/// 60 s), for every listening service of the process, from the next accepted connection on.
+/// A client that opens a TLS connection and sends nothing holds it for this long.
+pub fn set_downstream_handshake_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    DOWNSTREAM_HANDSHAKE_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn downstream_handshake_timeout() -> Duration {
+    Duration::from_millis(DOWNSTREAM_HANDSHAKE_TIMEOUT_MS.load(Ordering::Relaxed))
+}
 
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
@@ -231,7 +248,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        match timeout(downstream_handshake_timeout(), io.handshake()).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
