@@ -68,9 +68,16 @@ impl ClientLimits {
 
 /// Hands the limits Pingora enforces itself to Pingora, for the whole process: a TLS
 /// handshake is part of receiving a request header, so it gets the same deadline (Pingora's
-/// own is a fixed 60 s). Called at start and after each reload.
+/// own is a fixed 60 s), and the header read stops near `max_header_bytes` (Pingora's own
+/// bound is 1 MiB a connection). Called at start and after each reload.
 pub fn apply_to_pingora(limits: &ClientLimits) {
     pingora::services::listening::set_downstream_handshake_timeout(limits.header_timeout);
+    // Pingora counts raw bytes (request line, separators, line ends) where authgate's 431
+    // check counts names and values: twice the limit never cuts a header the check would
+    // let through, and bounds what a connection buffers (Pingora's own bound is 1 MiB).
+    pingora::protocols::http::v1::common::set_max_request_header_size(
+        limits.max_header_bytes.saturating_mul(2),
+    );
 }
 
 /// The current limits, read once per connection (so a reload applies to new connections).

@@ -659,3 +659,56 @@ async fn a_tls_handshake_that_never_starts_is_closed() {
         "a silent TLS connection was held: {held:?}"
     );
 }
+
+/// A header that never ends is cut near `client.max_header_bytes`, not read up to Pingora's
+/// 1 MiB: what one connection can make authgate buffer is bounded by the operator's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_header_is_cut_near_the_limit() {
+    let s = public()
+        .yaml(
+            r#"
+            client:
+              max_header_bytes: 16384
+            "#,
+        )
+        .start()
+        .await;
+    let mut c = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .expect("write");
+    // 200 KiB of header fields and no blank line: well past the limit, far below 1 MiB.
+    let field = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    let mut sent = 0;
+    for _ in 0..200 {
+        if c.write_all(field.as_bytes()).await.is_err() {
+            break;
+        }
+        sent += field.len();
+    }
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "still reading a header after {sent} bytes (limit 16384)"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    // A whole header over the limit (but under what Pingora reads) gets authgate's 431;
+    // one under it passes.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let answer = raw(s.proxy.addr, big.as_bytes(), b"\r\n\r\n").await;
+    assert_eq!(status(&answer), 431, "{}", String::from_utf8_lossy(&answer));
+    let fine = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(10_000)
+    );
+    let answer = raw(s.proxy.addr, fine.as_bytes(), b"\r\n\r\n").await;
+    assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+}

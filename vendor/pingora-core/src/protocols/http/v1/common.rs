@@ -29,6 +29,24 @@ pub(super) const MAX_HEADERS: usize = 256;
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
+/// The most bytes of a request header a server session reads, for the whole process.
+static MAX_REQUEST_HEADER_SIZE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_HEADER_SIZE);
+
+/// Sets how many bytes of a request header a server session reads before it answers 400
+/// (default and most: 1 MiB), for every server session of the process from the next request
+/// on. Each connection buffers up to this much while its header arrives.
+pub fn set_max_request_header_size(bytes: usize) {
+    MAX_REQUEST_HEADER_SIZE.store(
+        bytes.clamp(1, MAX_HEADER_SIZE),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+pub(super) fn max_request_header_size() -> usize {
+    MAX_REQUEST_HEADER_SIZE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
 pub const CRLF: &[u8; 2] = b"\r\n";
