@@ -23,6 +23,15 @@ async fn metrics_move_as_requests_flow() {
         get_as(proxy, "/", "session=sess-alice").await;
     }
     fetch_as(proxy, "/", "session=nope").await;
+    // A request is counted in its logging phase, after the client has its answer: wait for
+    // the last one to be counted before reading the rest.
+    metric_reaches(
+        admin,
+        "authgate_requests_total{route=\"*/\",status=\"2xx\"}",
+        4.0,
+    )
+    .await;
+    metric_reaches(admin, "authgate_inflight_requests", 0.0).await;
     let after = scrape(admin).await;
     assert_eq!(
         metric(
