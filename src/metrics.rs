@@ -2,11 +2,12 @@
 //! in-flight requests as registered series; cache counters and backend health read at scrape.
 
 use std::fmt::Write as _;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::outcome::Outcome;
@@ -117,6 +118,36 @@ pub static METRICS: LazyLock<Metrics> =
     LazyLock::new(|| build().unwrap_or_else(|e| panic!("metrics registry: {e}")));
 
 /// `2xx`, `4xx`, ... for a status code.
+/// The status classes of `authgate_requests_total`, in `status_index` order.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// One route's `authgate_requests_total` series, one per status class, looked up once when
+/// the runtime is built rather than by label on every request.
+pub type RequestCounters = Arc<[IntCounter; 6]>;
+
+pub fn request_counters(route: &str) -> RequestCounters {
+    Arc::new(STATUS_CLASSES.map(|class| METRICS.requests.with_label_values(&[route, class])))
+}
+
+/// Counts one answered request of a route (`None`: refused before it had one).
+pub fn count_request(counters: Option<&RequestCounters>, status: u16) {
+    let class = match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    };
+    match counters {
+        Some(c) => c[class].inc(),
+        None => METRICS
+            .requests
+            .with_label_values(&["none", STATUS_CLASSES[class]])
+            .inc(),
+    }
+}
+
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",

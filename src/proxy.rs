@@ -60,6 +60,8 @@ struct Routed {
     runtime: Arc<Runtime>,
     /// `host/prefix` of the route, for logs and metrics.
     label: Arc<str>,
+    /// The route's `authgate_requests_total` series.
+    counters: Option<metrics::RequestCounters>,
     pool: Arc<Pool>,
     forwarded: Forwarded,
     /// The normalised origin-form target, when it differs from what the client sent.
@@ -86,6 +88,8 @@ pub struct Ctx {
     fresh_connection: bool,
     /// What happened, for the log line.
     outcome: Outcome,
+    /// The client sent headers of the identity namespace (they were removed).
+    forged: bool,
     /// On a logout route: the cache key to drop once the backend answers 2xx.
     logout: Option<CacheKey>,
 }
@@ -271,6 +275,7 @@ fn route<'r>(
     let routed = Routed {
         runtime: rt.clone(),
         label: route.label.clone(),
+        counters: rt.route_counters.get(route.index).cloned(),
         pool: route.pool.clone(),
         forwarded,
         rewrite: canon.rewrite,
@@ -374,6 +379,7 @@ impl ProxyHttp for AuthGate {
             tried: Vec::new(),
             fresh_connection: false,
             outcome: Outcome::Undecided,
+            forged: false,
             logout: None,
         }
     }
@@ -390,7 +396,7 @@ impl ProxyHttp for AuthGate {
             return refusal.send(session, ctx).await;
         }
         // Before anything reads the request: no client copy of the identity namespace survives.
-        rt.namespace.strip(session.req_header_mut());
+        ctx.forged = rt.namespace.strip(session.req_header_mut()) > 0;
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -561,8 +567,11 @@ impl ProxyHttp for AuthGate {
             upstream_request.insert_header(HOST, host.clone())?;
         }
         single_content_length(upstream_request)?;
-        // Again on the copy that goes upstream, after Pingora's own header handling.
-        routed.runtime.namespace.strip(upstream_request);
+        if ctx.forged {
+            // The client sent identity headers (all removed above): look once more, on the
+            // copy that goes upstream. A request that sent none (nearly all) skips this.
+            routed.runtime.namespace.strip(upstream_request);
+        }
         if let Some(identity) = &ctx.identity {
             for (name, value) in identity.wire_headers() {
                 upstream_request.append_header(name, value)?;
@@ -631,10 +640,10 @@ impl ProxyHttp for AuthGate {
         connections::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.routed.as_ref().map(|r| &*r.label);
-        metrics::METRICS
-            .requests
-            .with_label_values(&[route.unwrap_or("none"), metrics::status_class(status)])
-            .inc();
+        metrics::count_request(
+            ctx.routed.as_ref().and_then(|r| r.counters.as_ref()),
+            status,
+        );
         let cache = ctx.lookup.map_or("-", Lookup::as_str);
         if let Some(e) = e {
             log::debug!(

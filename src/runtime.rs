@@ -19,6 +19,7 @@ use crate::connections::ClientLimits;
 use crate::credentials::KeyRules;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
+use crate::metrics::{self, RequestCounters};
 use crate::policy::Login;
 use crate::resolver::{Resolver, POOL_NAME as RESOLVER_POOL};
 use crate::routes::{Route, Routes};
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub access_log: Option<Arc<AccessLog>>,
     pub forward_set_cookie: bool,
     pub client: ClientLimits,
+    /// Each route's request counters, by the route's position in the file.
+    pub route_counters: Vec<RequestCounters>,
 }
 
 impl Runtime {
@@ -88,6 +91,7 @@ impl Runtime {
             });
         }
         let mut routes = Vec::with_capacity(settings.routes.len());
+        let mut route_counters = Vec::with_capacity(settings.routes.len());
         for rule in &settings.routes {
             // The checks made sure every route names a defined upstream.
             let pool = pools
@@ -100,6 +104,7 @@ impl Runtime {
                     )
                 })?;
             routes.push(Route::bind(rule, pool.clone()));
+            route_counters.push(metrics::request_counters(&rule.label));
         }
         debug_assert_eq!(resolver.pool().name(), RESOLVER_POOL);
         pools.push(resolver.pool().clone());
@@ -130,6 +135,7 @@ impl Runtime {
             access_log,
             forward_set_cookie: settings.forward_set_cookie,
             client: settings.client,
+            route_counters,
         })
     }
 }
