@@ -630,20 +630,8 @@ async fn failed_backend_exchanges_are_counted_by_upstream() {
 /// (Pingora's own handshake timeout is a fixed 60 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_starts_is_closed() {
-    let (_ca, cert, key) = test_pki(&["authgate.test"]);
-    let stack = public();
-    let cert_path = stack.file("cert.pem", &cert);
-    let key_path = stack.file("key.pem", &key);
+    let (stack, _ca) = public().tls(&["authgate.test"]);
     let s = stack
-        .listener_keys(&format!(
-            r#"
-            tls:
-              cert: {}
-              key: {}
-            "#,
-            cert_path.display(),
-            key_path.display()
-        ))
         .yaml(
             r#"
             client:

@@ -631,21 +631,9 @@ X-Authgear-User-Id: forged\r\n\r\n",
 /// the host taken from `:authority` where HTTP/2 sends no `Host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_http2_listeners() {
-    let (ca, cert, key) = test_pki(&["authgate.test"]);
-    let stack = Stack::builder();
-    let cert_path = stack.file("cert.pem", &cert);
-    let key_path = stack.file("key.pem", &key);
+    let (stack, ca) = Stack::builder().tls(&["authgate.test"]);
     let plain = closed_port();
     let s = stack
-        .listener_keys(&format!(
-            r#"
-            tls:
-              cert: {}
-              key: {}
-            "#,
-            cert_path.display(),
-            key_path.display()
-        ))
         .listener(&format!(
             r#"
             addr: {plain}

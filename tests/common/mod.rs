@@ -648,6 +648,24 @@ impl StackBuilder {
         self
     }
 
+    /// TLS on the main listener, with a certificate for `names` from a test CA of its own;
+    /// the CA's PEM, for a client that trusts it.
+    pub fn tls(self, names: &[&str]) -> (Self, String) {
+        let (ca, cert, key) = test_pki(names);
+        let cert_path = self.file("cert.pem", &cert);
+        let key_path = self.file("key.pem", &key);
+        let stack = self.listener_keys(&format!(
+            r#"
+            tls:
+              cert: {}
+              key: {}
+            "#,
+            cert_path.display(),
+            key_path.display()
+        ));
+        (stack, ca)
+    }
+
     /// Another listener, given by its keys (`addr`, ...).
     pub fn listener(mut self, yaml: &str) -> Self {
         // A list item: its keys two columns in, the first one behind the dash.
