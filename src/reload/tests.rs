@@ -50,3 +50,24 @@ fn settings_read_once_at_start_are_reported_not_applied() {
         .find("x", "/", &http::Method::GET)
         .is_none());
 }
+
+#[test]
+fn client_settings_read_at_start_are_reported_the_rest_applied() {
+    let base = base();
+    let (r, dir) = reloader(&base);
+    let changed = format!(
+        "{base}client:\n  max_requests_per_connection: 5\n  keepalive_timeout: 5s\n  max_connections: 7\n"
+    );
+    std::fs::write(dir.path().join("authgate.yaml"), changed).unwrap();
+    let mut pending = r.reload().unwrap();
+    pending.sort();
+    assert_eq!(
+        pending,
+        [
+            "client.keepalive_timeout (for HTTP/2)",
+            "client.max_requests_per_connection"
+        ]
+    );
+    // Read per connection: applied.
+    assert_eq!(r.runtime.load().client.max_connections, 7);
+}
