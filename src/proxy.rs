@@ -217,14 +217,13 @@ fn admit(req: &RequestHeader, limits: &ClientLimits) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Phase 2: the canonical request and its route. Returns the route, what later phases need,
-/// and the origin-form target (for a login redirect).
+/// Phase 2: the canonical request and its route, and what later phases need of it.
 fn route<'r>(
     rt: &'r Arc<Runtime>,
     req: &RequestHeader,
     client_ip: Option<IpAddr>,
     tls: bool,
-) -> Result<(&'r Route, Routed, String), Refusal> {
+) -> Result<(&'r Route, Routed), Refusal> {
     // One reading of the request line and host, used by everything below.
     let canon = request::settle(req).map_err(|e| {
         let outcome = match e {
@@ -271,7 +270,6 @@ fn route<'r>(
             Outcome::BadRequest,
         ));
     }
-    let target = canon.target().into_owned();
     let routed = Routed {
         runtime: rt.clone(),
         label: route.label.clone(),
@@ -281,7 +279,7 @@ fn route<'r>(
         rewrite: canon.rewrite,
         set_host: canon.set_host,
     };
-    Ok((route, routed, target))
+    Ok((route, routed))
 }
 
 /// Phase 3: who is calling: the credentials, looked up in the cache or resolved.
@@ -339,6 +337,35 @@ async fn identify(
                 Outcome::of_error(&e),
             ))
         }
+    }
+}
+
+/// Phases 3 and 4: the caller's identity, and what the route's policy says of it.
+async fn authorize(
+    rt: &Arc<Runtime>,
+    route: &Route,
+    routed: &Routed,
+    req: &RequestHeader,
+    ctx: &mut Ctx,
+) -> Result<Arc<Identity>, Refusal> {
+    let identity = identify(rt, req, &routed.forwarded, route.logout, ctx).await?;
+    let verdict = policy::decide(route.policy, &route.roles, &identity, || {
+        let login = rt.login.as_ref()?;
+        // The canonical target: the rewrite, or the client's own when it needed none.
+        let target = routed
+            .rewrite
+            .as_deref()
+            .or_else(|| req.uri.path_and_query().map(|p| p.as_str()))
+            .unwrap_or("/");
+        wants_html(req)
+            .then(|| login_location(login, &routed.forwarded, target))
+            .flatten()
+    });
+    let outcome = verdict.outcome(&identity);
+    ctx.outcome = outcome;
+    match Refusal::of_verdict(verdict, outcome) {
+        Some(refusal) => Err(refusal),
+        None => Ok(identity),
     }
 }
 
@@ -403,12 +430,10 @@ impl ProxyHttp for AuthGate {
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
-        let (route, routed, target) = match route(&rt, session.req_header(), ctx.client_ip, tls) {
+        let (route, routed) = match route(&rt, session.req_header(), ctx.client_ip, tls) {
             Ok(r) => r,
             Err(refusal) => return refusal.send(session, ctx).await,
         };
-        let forwarded = routed.forwarded.clone();
-        ctx.routed = Some(routed);
         if route.policy == Policy::Public {
             if route.logout {
                 if let Ok(creds) = Credentials::from_request(session.req_header()) {
@@ -416,29 +441,17 @@ impl ProxyHttp for AuthGate {
                 }
             }
             ctx.outcome = Outcome::Public;
+            ctx.routed = Some(routed);
             return Ok(false);
         }
-
-        let identity =
-            match identify(&rt, session.req_header(), &forwarded, route.logout, ctx).await {
-                Ok(i) => i,
-                Err(refusal) => return refusal.send(session, ctx).await,
-            };
-        let req = session.req_header();
-        let verdict = policy::decide(route.policy, &route.roles, &identity, || {
-            let login = rt.login.as_ref()?;
-            wants_html(req)
-                .then(|| login_location(login, &forwarded, &target))
-                .flatten()
-        });
-        let outcome = verdict.outcome(&identity);
-        ctx.outcome = outcome;
-        match Refusal::of_verdict(verdict, outcome) {
-            Some(refusal) => refusal.send(session, ctx).await,
-            None => {
+        let decided = authorize(&rt, route, &routed, session.req_header(), ctx).await;
+        ctx.routed = Some(routed);
+        match decided {
+            Ok(identity) => {
                 ctx.identity = Some(identity);
                 Ok(false)
             }
+            Err(refusal) => refusal.send(session, ctx).await,
         }
     }
 
@@ -471,21 +484,15 @@ impl ProxyHttp for AuthGate {
                 }
                 Ok(Box::new(peer))
             }
-            None if stale.is_some() => {
+            None => {
+                let why = if ctx.tried.is_empty() {
+                    format!("no healthy backend in upstream `{}`", pool.name())
+                } else {
+                    format!("every backend tried in upstream `{}` failed", pool.name())
+                };
                 ctx.tried.extend(stale);
-                Error::e_explain(
-                    ErrorType::HTTPStatus(502),
-                    format!("no healthy backend in upstream `{}`", pool.name()),
-                )
+                Error::e_explain(ErrorType::HTTPStatus(502), why)
             }
-            None if ctx.tried.is_empty() => Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                format!("no healthy backend in upstream `{}`", pool.name()),
-            ),
-            None => Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                format!("every backend tried in upstream `{}` failed", pool.name()),
-            ),
         }
     }
 

@@ -74,14 +74,6 @@ impl Canonical<'_> {
             &self.path
         }
     }
-
-    /// The origin-form target: normalised path and query.
-    pub fn target(&self) -> Cow<'_, str> {
-        match self.query {
-            Some(q) => Cow::Owned(format!("{}?{q}", self.path)),
-            None => Cow::Borrowed(&self.path),
-        }
-    }
 }
 
 /// Headers through which frameworks let a client replace the method (Rails, Express, Symfony,
