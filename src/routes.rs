@@ -252,6 +252,9 @@ impl Route {
 /// Routes ordered once, most specific first (see the module documentation).
 pub struct Routes {
     routes: Vec<Route>,
+    /// Every route asks the same of the caller: no reading of a path can reach a stronger
+    /// guard, so `find_checked` has nothing to look at (decided once, at load).
+    one_guard: bool,
 }
 
 impl Routes {
@@ -264,7 +267,10 @@ impl Routes {
                 .then(b.methods.is_some().cmp(&a.methods.is_some()))
                 .then(a.index.cmp(&b.index))
         });
-        Routes { routes }
+        let one_guard = routes
+            .windows(2)
+            .all(|w| w[0].policy == w[1].policy && w[0].roles == w[1].roles);
+        Routes { routes, one_guard }
     }
 
     /// The route for a request; `host` without port, lower case; `path` normalised.
@@ -287,6 +293,9 @@ impl Routes {
         let Some(route) = route else {
             return Ok(None);
         };
+        if self.one_guard {
+            return Ok(Some(route));
+        }
         for reading in lenient_readings(path) {
             if let Some(other) = self.find(host, &reading, method) {
                 if other.stronger_than(route) {

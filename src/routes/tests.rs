@@ -265,3 +265,18 @@ fn the_usual_path_has_no_other_reading() {
     assert!(lenient_readings("/api/v1/orders").is_empty());
     assert_eq!(lenient_readings("/A.b"), ["/a.b", "/A", "/a"]);
 }
+
+#[test]
+fn one_guard_everywhere_leaves_nothing_ambiguous() {
+    let routes = Routes::new(vec![
+        guarded("/", Policy::Require, &[], 0),
+        guarded("/private", Policy::Require, &[], 1),
+    ]);
+    assert!(routes.one_guard);
+    assert_eq!(
+        routes
+            .find_checked("h", "/PRIVATE.json", &Method::GET)
+            .map(|r| r.map(|r| r.prefix().to_string())),
+        Ok(Some("/".to_string()))
+    );
+}
