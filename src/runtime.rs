@@ -21,7 +21,7 @@ use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::metrics::{self, RequestCounters};
 use crate::policy::Login;
-use crate::resolver::{Resolver, POOL_NAME as RESOLVER_POOL};
+use crate::resolver::Resolver;
 use crate::routes::{Route, Routes};
 use crate::upstreams::Pool;
 use crate::webhook::WebhookSettings;
@@ -106,7 +106,6 @@ impl Runtime {
             routes.push(Route::bind(rule, pool.clone()));
             route_counters.push(metrics::request_counters(&rule.label));
         }
-        debug_assert_eq!(resolver.pool().name(), RESOLVER_POOL);
         pools.push(resolver.pool().clone());
 
         let access_log = match &settings.access_log {

@@ -11,44 +11,47 @@ use super::file::{BackendFile, FileConfig, HealthFile};
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// `v` within `min..=max`, or the field and why not.
+fn num(field: &str, v: usize, min: usize, max: usize) -> Result<(), (String, String)> {
+    if v < min {
+        Err((
+            field.into(),
+            format!("{v} is out of range: must be at least {min}"),
+        ))
+    } else if v > max {
+        Err((
+            field.into(),
+            format!("{v} is out of range (allowed: {min} to {max})"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+/// A duration within `min..=max`; below a non-zero `min`, zero is "must be greater than zero".
+fn dur(field: &str, v: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else if v.is_zero() {
+        Err((field.into(), "must be greater than zero".into()))
+    } else {
+        let h = humantime::format_duration;
+        Err((
+            field.into(),
+            format!(
+                "{} is out of range (allowed: {} to {})",
+                h(v),
+                h(min),
+                h(max)
+            ),
+        ))
+    }
+}
+
 /// Every number in the file, against the range authgate accepts. The upper bounds are far
 /// beyond any sensible setting; they exist so that a typo (or `18446744073709551615`) is an
 /// error naming the field, never an allocation that aborts the process or a deadline that
 /// overflows the clock.
 pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, String)> {
-    fn num(field: &str, v: usize, min: usize, max: usize) -> Result<(), (String, String)> {
-        if v < min {
-            Err((
-                field.into(),
-                format!("{v} is out of range: must be at least {min}"),
-            ))
-        } else if v > max {
-            Err((
-                field.into(),
-                format!("{v} is out of range (allowed: {min} to {max})"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-    fn dur(field: &str, v: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
-        if (min..=max).contains(&v) {
-            Ok(())
-        } else if v.is_zero() {
-            Err((field.into(), "must be greater than zero".into()))
-        } else {
-            let h = humantime::format_duration;
-            Err((
-                field.into(),
-                format!(
-                    "{} is out of range (allowed: {} to {})",
-                    h(v),
-                    h(min),
-                    h(max)
-                ),
-            ))
-        }
-    }
     let ms = Duration::from_millis;
     let zero = Duration::ZERO;
     num("pingora.threads", server.threads, 1, 1024)?;
@@ -65,23 +68,16 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
         65_536,
     )?;
     // Pingora sizes each connection pool as this product, and allocates for it at start.
-    num(
-        "pingora.upstream_keepalive_pool_size",
-        server.upstream_keepalive_pool_size * server.threads,
-        0,
-        1 << 20,
-    )
-    .map_err(|(f, _)| {
-        (
-            f,
+    const MAX_POOLED: usize = 1 << 20;
+    if server.upstream_keepalive_pool_size * server.threads > MAX_POOLED {
+        return Err((
+            "pingora.upstream_keepalive_pool_size".into(),
             format!(
-                "{} x pingora.threads {} is more than {} pooled connections",
-                server.upstream_keepalive_pool_size,
-                server.threads,
-                1 << 20
+                "{} x pingora.threads {} is more than {MAX_POOLED} pooled connections",
+                server.upstream_keepalive_pool_size, server.threads
             ),
-        )
-    })?;
+        ));
+    }
     num("pingora.max_retries", server.max_retries, 1, 100)?;
     for (k, v) in [
         ("grace_period_seconds", server.grace_period_seconds),
@@ -162,10 +158,10 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
         }
     }
     let r = &f.resolver;
-    dur("resolver.connect_timeout", r.connect_timeout, zero, HOUR)?;
-    dur("resolver.read_timeout", r.read_timeout, zero, HOUR)?;
-    dur("resolver.timeout", r.timeout, zero, HOUR)?;
-    dur("resolver.idle_timeout", r.idle_timeout, zero, DAY)?;
+    dur("resolver.connect_timeout", r.connect_timeout, ms(1), HOUR)?;
+    dur("resolver.read_timeout", r.read_timeout, ms(1), HOUR)?;
+    dur("resolver.timeout", r.timeout, ms(1), HOUR)?;
+    dur("resolver.idle_timeout", r.idle_timeout, ms(1), DAY)?;
     num("resolver.backends", r.backends.len(), 0, 1024)?;
     num(
         "resolver.credential_cookies",
@@ -184,7 +180,7 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
     dur("cache.negative_ttl", c.negative_ttl, zero, 7 * DAY)?;
     dur("cache.stale_if_error", c.stale_if_error, zero, 7 * DAY)?;
     if let Some(d) = c.lock_timeout {
-        dur("cache.lock_timeout", d, zero, HOUR)?;
+        dur("cache.lock_timeout", d, ms(1), HOUR)?;
     }
     if let Some(d) = c.refresh_after {
         dur("cache.refresh_after", d, zero, 7 * DAY)?;
@@ -200,9 +196,9 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
                 num(&at(&format!("backends[{i}].weight")), w.weight, 1, 256)?;
             }
         }
-        dur(&at("connect_timeout"), up.connect_timeout, zero, HOUR)?;
-        dur(&at("read_timeout"), up.read_timeout, zero, DAY)?;
-        dur(&at("write_timeout"), up.write_timeout, zero, DAY)?;
+        dur(&at("connect_timeout"), up.connect_timeout, ms(1), HOUR)?;
+        dur(&at("read_timeout"), up.read_timeout, ms(1), DAY)?;
+        dur(&at("write_timeout"), up.write_timeout, ms(1), DAY)?;
         num(&at("retries"), up.retries, 0, 16)?;
         if let Some(h) = &up.health_check {
             health_bounds(&at("health_check"), h)?;
@@ -226,7 +222,7 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
     dur("reload.interval", f.reload.interval, zero, DAY)?;
     if let Some(a) = &f.admin {
         if let Some(w) = &a.webhook {
-            dur("admin.webhook.max_age", w.max_age, zero, 7 * DAY)?;
+            dur("admin.webhook.max_age", w.max_age, ms(1), 7 * DAY)?;
         }
     }
     Ok(())
@@ -240,28 +236,13 @@ fn health_bounds(at: &str, h: &HealthFile) -> Result<(), (String, String)> {
             format!("{} is not an HTTP status", h.expected_status),
         ));
     }
-    for (k, v, min) in [
-        ("interval", h.interval, Duration::from_millis(100)),
-        ("timeout", h.timeout, Duration::ZERO),
-    ] {
-        if v.is_zero() && !min.is_zero() {
-            return Err((field(k), "must be greater than zero".into()));
-        }
-        if !(min..=HOUR).contains(&v) {
-            return Err((
-                field(k),
-                format!(
-                    "{} is out of range (allowed: {} to 1h)",
-                    humantime::format_duration(v),
-                    humantime::format_duration(min)
-                ),
-            ));
-        }
-    }
-    for (k, v) in [("rise", h.rise), ("fall", h.fall)] {
-        if !(1..=100).contains(&v) {
-            return Err((field(k), format!("{v} is out of range (allowed: 1 to 100)")));
-        }
-    }
-    Ok(())
+    dur(
+        &field("interval"),
+        h.interval,
+        Duration::from_millis(100),
+        HOUR,
+    )?;
+    dur(&field("timeout"), h.timeout, Duration::from_millis(1), HOUR)?;
+    num(&field("rise"), h.rise, 1, 100)?;
+    num(&field("fall"), h.fall, 1, 100)
 }

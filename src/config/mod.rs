@@ -203,12 +203,6 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         ttl: parsed.cache.ttl,
         negative_ttl: parsed.cache.negative_ttl,
         lock_timeout: match parsed.cache.lock_timeout {
-            Some(d) if d.is_zero() => {
-                return Err(err(
-                    "cache.lock_timeout",
-                    "must be greater than zero".into(),
-                ))
-            }
             Some(d) => d,
             // Longer than the resolve it waits for, or waiters would give up just before the
             // answer and each call the resolver themselves.
@@ -434,9 +428,6 @@ fn check_pingora_keys(raw: Option<&serde_yaml::Value>) -> Result<(), (String, St
 }
 
 fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
-    if s.threads == 0 {
-        return Err(("threads".into(), "must be at least 1".into()));
-    }
     // Pingora drops the runtime, with every request still on it, when the grace period ends.
     if let Some(g) = s
         .grace_period_seconds
@@ -537,16 +528,6 @@ fn resolver_settings(
         None => http::HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("url", "host is not a valid Host value".into()))?,
     };
-    for (k, d) in [
-        ("connect_timeout", r.connect_timeout),
-        ("read_timeout", r.read_timeout),
-        ("timeout", r.timeout),
-        ("idle_timeout", r.idle_timeout),
-    ] {
-        if d.is_zero() {
-            return Err(bad(k, "must be greater than zero".into()));
-        }
-    }
     let ca_file = match &r.ca_file {
         None => None,
         Some(_) if !tls => {
@@ -628,15 +609,6 @@ fn pool_settings(
         (Some(k), _) => Some(HashKey::parse(k).map_err(|why| (".hash_key".to_string(), why))?),
         (None, _) => None,
     };
-    for (k, d) in [
-        (".connect_timeout", up.connect_timeout),
-        (".read_timeout", up.read_timeout),
-        (".write_timeout", up.write_timeout),
-    ] {
-        if d.is_zero() {
-            return Err((k.into(), "must be greater than zero".into()));
-        }
-    }
     let tls = match &up.tls {
         None => None,
         Some(t) => {
@@ -700,15 +672,6 @@ fn health_settings(
     host: &str,
     path: &str,
 ) -> Result<HealthSettings, (String, String)> {
-    if h.interval.is_zero() || h.timeout.is_zero() {
-        return Err((
-            String::new(),
-            "interval and timeout must be greater than zero".into(),
-        ));
-    }
-    if h.rise == 0 || h.fall == 0 {
-        return Err((String::new(), "rise and fall must be at least 1".into()));
-    }
     let kind = match h.kind {
         HealthKindFile::Tcp => HealthKind::Tcp,
         HealthKindFile::Http => {
@@ -822,9 +785,6 @@ fn webhook_settings(
     let secret = secret.trim();
     if secret.is_empty() {
         return Err((field.into(), "the secret is empty".into()));
-    }
-    if w.max_age.is_zero() {
-        return Err(("max_age".into(), "must be greater than zero".into()));
     }
     Ok(WebhookSettings {
         secret: secret.as_bytes().to_vec(),
