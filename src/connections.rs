@@ -55,6 +55,12 @@ impl Default for ClientLimits {
 }
 
 impl ClientLimits {
+    /// `max_requests` as Pingora's `keepalive_request_limit`, which counts the reuses of a
+    /// connection after its first request.
+    pub fn keepalive_reuses(&self) -> Option<u32> {
+        self.max_requests.map(|n| n.saturating_sub(1))
+    }
+
     /// The keep-alive timeout as Pingora takes it: whole seconds, `None` for no keep-alive.
     pub fn keepalive_secs(&self) -> Option<u64> {
         if self.keepalive_timeout.is_zero() {
@@ -95,6 +101,18 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection just accepted: its first header is due within `header_timeout`.
+    fn accepted(header_timeout: Duration, keepalive_timeout: Duration) -> Conn {
+        let conn = Conn {
+            start: Instant::now(),
+            deadline_ms: AtomicU64::new(0),
+            header_timeout,
+            keepalive_timeout,
+        };
+        conn.arm(header_timeout);
+        conn
+    }
+
     fn arm(&self, after: Duration) {
         let at = (self.start.elapsed() + after).as_millis() as u64;
         self.deadline_ms.store(at.max(1), Ordering::Relaxed);
@@ -138,12 +156,12 @@ pub fn request_done() {
     let _ = CONN.try_with(|c| c.arm(c.keepalive_timeout + c.header_timeout));
 }
 
-/// A count of open connections that gives its place back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
+/// One open connection's place in `OPEN`, given back when dropped.
+struct Slot;
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        OPEN.fetch_sub(1, Ordering::Relaxed);
         METRICS.client_connections.dec();
     }
 }
@@ -168,14 +186,21 @@ impl<A> Guarded<A> {
         }
     }
 
-    fn enter(&self, max: usize) -> Option<Slot<'static>> {
+    fn enter(&self, max: usize) -> Option<Slot> {
         if OPEN.fetch_add(1, Ordering::Relaxed) >= max {
             OPEN.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         METRICS.client_connections.inc();
-        Some(Slot(&OPEN))
+        Some(Slot)
     }
+}
+
+fn closed_by_limit(reason: &str) {
+    METRICS
+        .connections_closed
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// Whether a connection speaks HTTP/2 (by ALPN, or by its preface on an h2c listener).
@@ -200,10 +225,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     ) -> Option<Stream> {
         let limits = self.limits.limits();
         let Some(_slot) = self.enter(limits.max_connections) else {
-            METRICS
-                .connections_closed
-                .with_label_values(&["over_limit"])
-                .inc();
+            closed_by_limit("over_limit");
             log::debug!(
                 "client connection refused: {} open (client.max_connections)",
                 limits.max_connections
@@ -214,10 +236,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let Ok(h2) =
             tokio::time::timeout(limits.header_timeout, is_h2(&mut stream, self.h2c)).await
         else {
-            METRICS
-                .connections_closed
-                .with_label_values(&["header_timeout"])
-                .inc();
+            closed_by_limit("header_timeout");
             return None;
         };
         if h2 {
@@ -225,22 +244,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             // `h2_idle_timeout`, set from the same keep-alive setting.
             return self.app.process_new(stream, shutdown).await;
         }
-        let conn = Arc::new(Conn {
-            start: Instant::now(),
-            deadline_ms: AtomicU64::new(0),
-            header_timeout: limits.header_timeout,
-            keepalive_timeout: limits.keepalive_timeout,
-        });
-        conn.arm(limits.header_timeout);
+        let conn = Arc::new(Conn::accepted(
+            limits.header_timeout,
+            limits.keepalive_timeout,
+        ));
         let watch = conn.clone();
         let serve = CONN.scope(conn, self.app.process_new(stream, shutdown));
         tokio::select! {
             out = serve => out,
             _ = watch.expired() => {
-                METRICS
-                    .connections_closed
-                    .with_label_values(&["header_timeout"])
-                    .inc();
+                closed_by_limit("header_timeout");
                 log::debug!("client connection closed: request header not complete in time (client.header_timeout)");
                 None
             }

@@ -152,7 +152,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         authgate::connections::apply_to_pingora(&limits);
         let mut options = HttpServerOptions::default();
         options.h2c = l.h2c;
-        options.keepalive_request_limit = limits.max_requests;
+        options.keepalive_request_limit = limits.keepalive_reuses();
         options.h2_idle_timeout = Some(limits.keepalive_timeout).filter(|d| !d.is_zero());
         proxy.server_options = Some(options);
         let guarded = Guarded::new(proxy, runtime.clone(), l.h2c);

@@ -700,3 +700,31 @@ async fn an_endless_header_is_cut_near_the_limit() {
     let answer = raw(s.proxy.addr, fine.as_bytes(), b"\r\n\r\n").await;
     assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer));
 }
+
+/// `client.max_requests_per_connection`: the last request allowed on a connection is
+/// answered with `Connection: close`, and the connection ends there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_serves_at_most_its_request_limit() {
+    let s = public()
+        .yaml(
+            r#"
+            client:
+              max_requests_per_connection: 2
+            "#,
+        )
+        .start()
+        .await;
+    let mut c = kept_alive(s.proxy.addr).await;
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("second request");
+    let mut second = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut second)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open after its last request"
+    );
+    let text = String::from_utf8_lossy(&second).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}

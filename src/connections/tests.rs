@@ -16,14 +16,7 @@ fn keepalive_is_whole_seconds_rounded_up() {
 
 /// A connection just accepted: a 10 s header timeout running, 60 s of keep-alive.
 fn accepted() -> Conn {
-    let conn = Conn {
-        start: Instant::now(),
-        deadline_ms: AtomicU64::new(0),
-        header_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-    };
-    conn.arm(conn.header_timeout);
-    conn
+    Conn::accepted(Duration::from_secs(10), Duration::from_secs(60))
 }
 
 #[tokio::test(start_paused = true)]
