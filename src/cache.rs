@@ -10,11 +10,12 @@ use std::time::Duration;
 // tokio's clock is the system's, except in tests that pause it to step through TTLs.
 use tokio::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tinyufo::TinyUfo;
 
 use crate::credentials::CacheKey;
+use crate::fleet::{Fetched, Fleet, Target};
 use crate::identity::{Answer, Identity, SessionState};
 use crate::resolver::ResolveError;
 
@@ -54,15 +55,21 @@ pub enum PurgeCause {
     Webhook,
     /// A 2xx answer on a logout route.
     Logout,
+    /// A purge another instance of the fleet made.
+    Fleet,
+    /// The fleet's bus was (re)subscribed: purges sent meanwhile may have been missed.
+    Resync,
 }
 
 impl PurgeCause {
-    pub const ALL: [PurgeCause; 5] = [
+    pub const ALL: [PurgeCause; 7] = [
         PurgeCause::AdminCredential,
         PurgeCause::AdminUser,
         PurgeCause::AdminFlush,
         PurgeCause::Webhook,
         PurgeCause::Logout,
+        PurgeCause::Fleet,
+        PurgeCause::Resync,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +79,8 @@ impl PurgeCause {
             PurgeCause::AdminFlush => "admin_flush",
             PurgeCause::Webhook => "webhook",
             PurgeCause::Logout => "logout",
+            PurgeCause::Fleet => "fleet",
+            PurgeCause::Resync => "fleet_resync",
         }
     }
 }
@@ -86,7 +95,7 @@ pub struct CacheStats {
     pub inserts: AtomicU64,
     pub evictions: AtomicU64,
     /// Purge requests by cause (`PurgeCause::ALL` order), whether or not they found an answer.
-    pub purges: [AtomicU64; 5],
+    pub purges: [AtomicU64; 7],
     /// Refresh-ahead resolves started, those whose answer differed from the cached one, and
     /// those that failed (the cached answer stays).
     pub refreshes: AtomicU64,
@@ -118,7 +127,7 @@ impl CacheStats {
     }
 
     /// Purge requests by cause.
-    pub fn purges(&self) -> [(&'static str, u64); 5] {
+    pub fn purges(&self) -> [(&'static str, u64); 7] {
         PurgeCause::ALL.map(|c| (c.as_str(), self.purges[c as usize].load(Ordering::Relaxed)))
     }
 
@@ -138,6 +147,8 @@ pub enum Lookup {
     Coalesced,
     /// The resolver failed and an expired valid answer was served (`stale_if_error`).
     Stale,
+    /// Another instance of the fleet had the answer (Redis).
+    Shared,
 }
 
 impl Lookup {
@@ -147,6 +158,7 @@ impl Lookup {
             Lookup::Miss => "miss",
             Lookup::Coalesced => "coalesced",
             Lookup::Stale => "stale",
+            Lookup::Shared => "shared",
         }
     }
 }
@@ -171,8 +183,11 @@ fn check_of(digest: &[u8; 32]) -> [u8; 16] {
     c
 }
 
+/// A flight's result, and whether the fleet's shared cache answered it.
+type Flown = (Outcome, bool);
+
 struct Flight {
-    result: Shared<BoxFuture<'static, Outcome>>,
+    result: Shared<BoxFuture<'static, Flown>>,
     /// Set by a purge while the resolve runs: its answer must not be stored.
     purged: Arc<AtomicBool>,
     /// The user of the answer a refresh replaces, so purging the user stops the refresh too.
@@ -200,6 +215,8 @@ pub struct Cache {
     /// with inserts, replacements, evictions and purges, so it never outgrows the store; a
     /// hash rather than the id, and one key inline, keep it near 50 bytes a session.
     users: Mutex<HashMap<u64, UserKeys>>,
+    /// The fleet this cache's misses and purges go through, when one is configured.
+    fleet: ArcSwapOption<Fleet>,
 }
 
 type UserKeys = smallvec::SmallVec<[[u8; 16]; 1]>;
@@ -241,7 +258,19 @@ impl Cache {
             refreshing: AtomicUsize::new(0),
             warned_uncredentialed: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
+            fleet: ArcSwapOption::empty(),
         })
+    }
+
+    /// Sends this cache's misses and purges through `fleet` (none: local only).
+    pub fn attach_fleet(&self, fleet: Option<Arc<Fleet>>) {
+        self.fleet.store(fleet);
+    }
+
+    /// How long a purge must be remembered to refuse shared answers resolved before it.
+    pub fn horizon(&self) -> Duration {
+        let s = self.settings.load();
+        s.ttl.max(s.negative_ttl)
     }
 
     pub fn settings(&self) -> Arc<CacheSettings> {
@@ -291,10 +320,13 @@ impl Cache {
         };
         let (outcome, lookup) = if leader {
             CacheStats::bump(&self.stats.misses);
-            (flight.await, Lookup::Miss)
+            match flight.await {
+                (outcome, true) => (outcome, Lookup::Shared),
+                (outcome, false) => (outcome, Lookup::Miss),
+            }
         } else {
             match tokio::time::timeout(self.settings.load().lock_timeout, flight).await {
-                Ok(outcome) => {
+                Ok((outcome, _)) => {
                     CacheStats::bump(&self.stats.coalesced);
                     (outcome, Lookup::Coalesced)
                 }
@@ -313,7 +345,7 @@ impl Cache {
                         ))),
                     };
                     if let Ok(answer) = &outcome {
-                        self.settle(key, answer);
+                        self.settle(key, answer, None);
                     }
                     (outcome, Lookup::Miss)
                 }
@@ -396,10 +428,22 @@ impl Cache {
         // A task of its own, so the resolve finishes (and is stored) even if the request
         // that started it goes away; the waiters hold a shared handle to its result.
         let task = tokio::spawn(async move {
-            let outcome = fetch().await.map_err(Arc::new);
+            let fleet = this.fleet.load_full().filter(|f| f.shares_answers());
+            let fetched = match fleet {
+                Some(f) => {
+                    f.fetch_through(&this, &key, fetch, refresh.is_some(), &mine)
+                        .await
+                }
+                None => Fetched {
+                    result: fetch().await,
+                    left: None,
+                },
+            };
+            let shared = fetched.left.is_some();
+            let outcome = fetched.result.map_err(Arc::new);
             if let Ok(answer) = &outcome {
                 if !mine.load(Ordering::Acquire) {
-                    this.settle(&key, answer);
+                    this.settle(&key, answer, fetched.left);
                 }
             }
             let mut flights = this.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -422,14 +466,15 @@ impl Cache {
                     Ok(_) => CacheStats::bump(&this.stats.refresh_changed),
                 }
             }
-            outcome
+            (outcome, shared)
         });
         let result = async move {
             task.await.unwrap_or_else(|e| {
-                Err(Arc::new(ResolveError::Broken(pingora::Error::explain(
+                let failed = Err(Arc::new(ResolveError::Broken(pingora::Error::explain(
                     pingora::ErrorType::InternalError,
                     format!("resolve task failed: {e}"),
-                ))))
+                ))));
+                (failed, false)
             })
         }
         .boxed()
@@ -464,9 +509,10 @@ impl Cache {
     /// Makes the resolver's latest answer the key's: stored by its kind's TTL, or, when it
     /// cannot be stored (a denial, a TTL of zero), the key's older answer is dropped, so
     /// neither a hit nor `stale_if_error` can serve an identity the resolver no longer gives.
-    fn settle(&self, key: &CacheKey, answer: &Answer) {
+    /// `left`: the freshness left of an answer another instance resolved.
+    fn settle(&self, key: &CacheKey, answer: &Answer, left: Option<Duration>) {
         let stored = match answer {
-            Answer::Identity(identity) => self.store(key, identity),
+            Answer::Identity(identity) => self.store(key, identity, left),
             Answer::Denied { .. } => false,
         };
         if !stored {
@@ -474,8 +520,9 @@ impl Cache {
         }
     }
 
-    /// Stores an answer by its kind's TTL; whether it was stored.
-    fn store(&self, key: &CacheKey, identity: &Arc<Identity>) -> bool {
+    /// How long an answer may be kept, by its kind; `None`: not at all. The fleet's shared
+    /// cache keeps answers by the same rule.
+    pub fn ttl_for(&self, key: &CacheKey, identity: &Identity) -> Option<Duration> {
         let session = identity.session();
         let settings = self.settings.load();
         let ttl = match session {
@@ -483,7 +530,7 @@ impl Cache {
             SessionState::Invalid | SessionState::Anonymous => settings.negative_ttl,
         };
         if ttl.is_zero() || settings.capacity == 0 {
-            return false;
+            return None;
         }
         if session == SessionState::Valid && !key.has_credentials {
             // The resolver read a credential the key does not cover (a cookie name or prefix
@@ -492,8 +539,19 @@ impl Cache {
             if !self.warned_uncredentialed.swap(true, Ordering::Relaxed) {
                 log::warn!("the resolver found a valid session in a request without any configured credential; not caching it. Check resolver.credential_cookies and resolver.cookie_prefix");
             }
-            return false;
+            return None;
         }
+        Some(ttl)
+    }
+
+    /// Stores an answer by its kind's TTL (no longer than `left`); whether it was stored.
+    fn store(&self, key: &CacheKey, identity: &Arc<Identity>, left: Option<Duration>) -> bool {
+        let Some(ttl) = self.ttl_for(key, identity) else {
+            return false;
+        };
+        let ttl = left.map_or(ttl, |l| l.min(ttl));
+        let session = identity.session();
+        let settings = self.settings.load();
         let now = self.now_ms();
         let refresh_at = match settings.refresh_after.as_millis() as u64 {
             0 => u64::MAX,
@@ -552,23 +610,75 @@ impl Cache {
         removed.is_some()
     }
 
-    /// Drops the answer for `key`, and keeps a resolve running for it from storing its answer.
-    /// Returns whether there was anything to drop.
+    /// Drops the answer for `key`, here and across the fleet, and keeps a resolve running
+    /// for it from storing its answer. Returns whether there was anything to drop here.
     pub fn purge(&self, key: &CacheKey, cause: PurgeCause) -> bool {
-        let removed = self.remove(&check_of(&key.digest));
+        let dropped = self.forget_key(&key.digest);
+        self.stats.purged(cause);
+        self.tell_fleet(Target::Key(key.digest));
+        dropped
+    }
+
+    /// Drops every answer of a user (a disabled or deleted account), here and across the
+    /// fleet. Returns how many were held here.
+    pub fn purge_user(&self, user_id: &str, cause: PurgeCause) -> usize {
+        let dropped = self.forget_user(user_id);
+        self.stats.purged(cause);
+        self.tell_fleet(Target::User(user_id.to_string()));
+        dropped
+    }
+
+    /// Drops every answer, here and across the fleet. Returns how many were held here.
+    pub fn flush(&self) -> i64 {
+        let dropped = self.forget_all();
+        self.stats.purged(PurgeCause::AdminFlush);
+        self.tell_fleet(Target::Flush);
+        dropped
+    }
+
+    /// Applies a purge another instance made (here only).
+    pub fn apply(&self, target: &Target, cause: PurgeCause) {
+        match target {
+            Target::Key(digest) => {
+                self.forget_key(digest);
+            }
+            Target::User(user) => {
+                self.forget_user(user);
+            }
+            Target::Flush => {
+                self.forget_all();
+            }
+        }
+        self.stats.purged(cause);
+    }
+
+    /// Drops every answer held here, when the fleet's bus comes back: purges sent while it
+    /// was away were lost. Returns how many.
+    pub fn resync(&self) -> i64 {
+        let dropped = self.forget_all();
+        self.stats.purged(PurgeCause::Resync);
+        dropped
+    }
+
+    fn tell_fleet(&self, target: Target) {
+        if let Some(fleet) = self.fleet.load_full() {
+            fleet.publish(target, self.horizon());
+        }
+    }
+
+    fn forget_key(&self, digest: &[u8; 32]) -> bool {
+        let removed = self.remove(&check_of(digest));
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            flights.remove(&key.digest)
+            flights.remove(digest)
         };
         if let Some(f) = &flight {
             f.purged.store(true, Ordering::Release);
         }
-        self.stats.purged(cause);
         removed || flight.is_some()
     }
 
-    /// Drops every answer of a user (a disabled or deleted account). Returns how many.
-    pub fn purge_user(&self, user_id: &str, cause: PurgeCause) -> usize {
+    fn forget_user(&self, user_id: &str) -> usize {
         let hash = user_hash(user_id);
         let mut dropped = 0;
         {
@@ -602,12 +712,10 @@ impl Cache {
                 !theirs
             });
         self.stats.size.fetch_sub(dropped as i64, Ordering::Relaxed);
-        self.stats.purged(cause);
         dropped
     }
 
-    /// Drops every answer. Returns how many were held.
-    pub fn flush(&self) -> i64 {
+    fn forget_all(&self) -> i64 {
         self.users.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.store
             .store(Arc::new(new_store(self.settings.load().capacity)));
@@ -618,7 +726,6 @@ impl Cache {
         for f in flights {
             f.purged.store(true, Ordering::Release);
         }
-        self.stats.purged(PurgeCause::AdminFlush);
         self.stats.size.swap(0, Ordering::Relaxed).max(0)
     }
 }

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod credentials;
 pub mod devserver;
 pub mod drain;
+pub mod fleet;
 pub mod forwarded;
 pub mod identity;
 pub mod metrics;

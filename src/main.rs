@@ -188,6 +188,10 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         "reload",
         Reloader::new(cli.conf.clone(), runtime.clone(), fixed, settings.watch),
     ));
+    server.add_service(pingora::services::background::background_service(
+        "fleet",
+        authgate::fleet::Supervisor::new(runtime.clone()),
+    ));
     let pools_of = runtime.clone();
     server.add_service(pingora::services::background::background_service(
         "health checks",

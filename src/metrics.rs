@@ -183,6 +183,28 @@ impl Drop for InFlight {
     }
 }
 
+fn render_fleet(text: &mut String) {
+    use crate::fleet::STATS;
+    use std::sync::atomic::Ordering;
+    let _ = writeln!(text, "# HELP authgate_fleet_up Whether Redis is connected and the bus subscribed\n# TYPE authgate_fleet_up gauge\nauthgate_fleet_up {}", STATS.up.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_fleet_bus_messages_total Purge messages on the fleet's bus, by result\n# TYPE authgate_fleet_bus_messages_total counter");
+    for (result, value) in STATS.bus() {
+        let _ = writeln!(
+            text,
+            "authgate_fleet_bus_messages_total{{result=\"{result}\"}} {value}"
+        );
+    }
+    let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_total Shared-cache lookups in Redis, by result\n# TYPE authgate_fleet_shared_cache_total counter");
+    for (result, value) in STATS.lookups() {
+        let _ = writeln!(
+            text,
+            "authgate_fleet_shared_cache_total{{result=\"{result}\"}} {value}"
+        );
+    }
+    let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_writes_total Resolver answers written to Redis\n# TYPE authgate_fleet_shared_cache_writes_total counter\nauthgate_fleet_shared_cache_writes_total {}", STATS.writes.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_fleet_resyncs_total Times the bus came back and local answers were dropped\n# TYPE authgate_fleet_resyncs_total counter\nauthgate_fleet_resyncs_total {}", STATS.resyncs.load(Ordering::Relaxed));
+}
+
 /// The text exposition: the registered series, then the cache counters and backend health of
 /// the current configuration.
 pub fn render(rt: &Runtime) -> String {
@@ -206,6 +228,9 @@ pub fn render(rt: &Runtime) -> String {
             text,
             "authgate_cache_purges_total{{cause=\"{cause}\"}} {value}"
         );
+    }
+    if rt.fleet.is_some() {
+        render_fleet(&mut text);
     }
     let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
     for pool in &rt.pools {

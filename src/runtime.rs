@@ -7,6 +7,7 @@
 //! | answer cache (its answers) | resolver, key rules and capacity are unchanged; TTLs and timeouts are updated in place | answers from another resolver, or under other keys, are not answers for this one; TinyUFO's capacity is fixed at creation |
 //! | each upstream pool (health state, balancer) | same name, same settings | a backend marked down stays down until its checks say otherwise |
 //! | access log writer | its settings are unchanged | one writer thread, lines in order |
+//! | fleet (its Redis connections, purges remembered) | its settings and the namespace are unchanged | new settings need new connections; shared answers are named by the namespace |
 //!
 //! Everything else (routes, namespace, trusted proxies, login, limits) is plain data, rebuilt.
 
@@ -17,6 +18,7 @@ use crate::cache::Cache;
 use crate::config::{ConfigError, Settings};
 use crate::connections::ClientLimits;
 use crate::credentials::KeyRules;
+use crate::fleet::Fleet;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::metrics::{self, RequestCounters};
@@ -46,6 +48,8 @@ pub struct Runtime {
     pub client: ClientLimits,
     /// Each route's request counters, by the route's position in the file.
     pub route_counters: Vec<RequestCounters>,
+    /// Fleet mode, when configured; the cache's misses and purges go through it.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl Runtime {
@@ -75,6 +79,19 @@ impl Runtime {
             ),
         };
 
+        let fleet = match &settings.fleet {
+            None => None,
+            Some(f) => match previous
+                .and_then(|p| p.fleet.as_ref())
+                .filter(|old| old.settings() == f && *old.namespace() == settings.namespace)
+            {
+                Some(kept) => Some(kept.clone()),
+                None => Some(Arc::new(
+                    Fleet::new(f.clone(), settings.namespace.clone())
+                        .map_err(|r| err("fleet.redis.url", r))?,
+                )),
+            },
+        };
         let mut pools = Vec::with_capacity(settings.pools.len() + 1);
         for (name, pool_settings) in &settings.pools {
             let kept = previous.and_then(|p| {
@@ -120,6 +137,8 @@ impl Runtime {
                 )),
             },
         };
+        // Last: a build that fails leaves the running cache as it was.
+        cache.attach_fleet(fleet.clone());
         Ok(Runtime {
             namespace: settings.namespace.clone(),
             resolver,
@@ -135,6 +154,7 @@ impl Runtime {
             forward_set_cookie: settings.forward_set_cookie,
             client: settings.client,
             route_counters,
+            fleet,
         })
     }
 }

@@ -225,6 +225,12 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
             dur("admin.webhook.max_age", w.max_age, ms(1), 7 * DAY)?;
         }
     }
+    if let Some(fl) = &f.fleet {
+        // Waiting on Redis longer than a resolver call would defeat its purpose.
+        dur("fleet.timeout", fl.timeout, ms(1), Duration::from_secs(10))?;
+        num("fleet.prefix", fl.prefix.len(), 0, 64)
+            .map_err(|(k, _)| (k, "must be at most 64 bytes".to_string()))?;
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use crate::access_log::AccessLogSettings;
 use crate::cache::CacheSettings;
 use crate::connections::ClientLimits;
 use crate::credentials::KeyRules;
+use crate::fleet::FleetSettings;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::policy::Login;
@@ -98,6 +99,8 @@ pub struct Settings {
     pub access_log: Option<AccessLogSettings>,
     pub forward_set_cookie: bool,
     pub client: ClientLimits,
+    /// Fleet mode through Redis, when configured.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Reads, parses and checks a configuration file.
@@ -355,7 +358,12 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     if parsed.reload.watch && parsed.reload.interval.is_zero() {
         return Err(err("reload.interval", "must be greater than zero".into()));
     }
+    let fleet = match &parsed.fleet {
+        None => None,
+        Some(f) => Some(fleet_settings(f, base).map_err(|(k, r)| err(&format!("fleet.{k}"), r))?),
+    };
     Ok(Settings {
+        fleet,
         file: file.to_string(),
         server,
         listen,
@@ -770,6 +778,79 @@ fn admin(a: &AdminFile, base: Option<&Path>) -> Result<(SocketAddr, Vec<u8>), (S
         ));
     }
     Ok((listen, token.as_bytes().to_vec()))
+}
+
+fn fleet_settings(f: &FleetFile, base: Option<&Path>) -> Result<FleetSettings, (String, String)> {
+    crate::fleet::check_url(&f.redis.url).map_err(|r| ("redis.url".to_string(), r))?;
+    let password = match (&f.redis.password_file, &f.redis.password_env) {
+        (None, None) => None,
+        (file, env) => {
+            let (field, text) = secret((file, "password_file"), (env, "password_env"), base, "")
+                .map_err(|(k, r)| (format!("redis.{k}"), r))?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err((format!("redis.{field}"), "the password is empty".into()));
+            }
+            Some(text.to_string())
+        }
+    };
+    let ca = match &f.redis.ca_file {
+        None => None,
+        Some(p) => {
+            if !f.redis.url.starts_with("rediss://") {
+                return Err((
+                    "redis.ca_file".into(),
+                    "a CA file is for rediss:// (TLS) URLs only".into(),
+                ));
+            }
+            let p = relative_to(base, p);
+            check_ca_file(&p).map_err(|r| ("redis.ca_file".to_string(), r))?;
+            Some(std::fs::read(&p).map_err(|e| {
+                (
+                    "redis.ca_file".to_string(),
+                    format!("cannot read `{}`: {e}", p.display()),
+                )
+            })?)
+        }
+    };
+    let (field, text) = secret(
+        (&f.secret_file, "secret_file"),
+        (&f.secret_env, "secret_env"),
+        base,
+        "the fleet needs a shared secret: set secret_file or secret_env",
+    )?;
+    let text = text.trim();
+    if text.len() < crate::fleet::seal::MIN_SECRET {
+        return Err((
+            field.into(),
+            format!(
+                "the secret must be at least {} bytes (e.g. `openssl rand -hex 32`)",
+                crate::fleet::seal::MIN_SECRET
+            ),
+        ));
+    }
+    if !f
+        .prefix
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?' && b != b'[')
+    {
+        return Err((
+            "prefix".into(),
+            format!(
+                "`{}` must be printable, without spaces or glob characters (* ? [)",
+                f.prefix
+            ),
+        ));
+    }
+    Ok(FleetSettings {
+        url: f.redis.url.clone(),
+        password,
+        ca,
+        secret: text.as_bytes().to_vec(),
+        prefix: f.prefix.clone(),
+        timeout: f.timeout,
+        shared_cache: f.shared_cache,
+    })
 }
 
 fn webhook_settings(

@@ -1,0 +1,234 @@
+//! Unit tests of `fleet`: sealing, tombstones, and what the bus accepts.
+
+use super::seal::*;
+use super::*;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const KEY: &str = "authgate:a:0001";
+
+fn ns() -> Namespace {
+    Namespace::new("x-authgear-")
+}
+
+fn identity(user: &str) -> Identity {
+    let mut h = HeaderMap::new();
+    h.insert("x-authgear-session-valid", HeaderValue::from_static("true"));
+    h.insert(
+        "x-authgear-user-id",
+        HeaderValue::from_str(user).expect("header value"),
+    );
+    h.insert(
+        "x-authgear-user-roles",
+        HeaderValue::from_static("admin,staff"),
+    );
+    h.insert("x-authgear-custom", HeaderValue::from_static("kept"));
+    h.append(SET_COOKIE, HeaderValue::from_static("a=b; Path=/"));
+    Identity::from_headers(&h, &ns()).expect("identity")
+}
+
+use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
+
+fn message(from: &str, seq: u64, at: u64, purge: Purge) -> Message {
+    Message {
+        v: 1,
+        from: from.into(),
+        seq,
+        at,
+        purge,
+    }
+}
+
+#[test]
+fn entries_round_trip() {
+    let keys = Keys::derive(SECRET);
+    let alice = identity("user-alice");
+    let wire = seal_entry(&keys, KEY, &alice, 10, 20);
+    let entry = open_entry(&keys, KEY, &ns(), &wire).expect("opens");
+    assert_eq!(entry.identity, alice);
+    assert_eq!((entry.resolved_at, entry.fresh_until), (10, 20));
+    assert_eq!(entry.identity.set_cookie(), alice.set_cookie());
+}
+
+#[test]
+fn an_entry_changed_anywhere_is_refused() {
+    let keys = Keys::derive(SECRET);
+    let wire = seal_entry(&keys, KEY, &identity("user-alice"), 10, 20);
+    for i in 0..wire.len() {
+        let mut bad = wire.clone();
+        bad[i] ^= 0x01;
+        assert_eq!(
+            open_entry(&keys, KEY, &ns(), &bad).err(),
+            Some(Rejected::Forged),
+            "byte {i} flipped"
+        );
+    }
+    for cut in [0, 1, 31, 32, wire.len() - 1] {
+        assert!(open_entry(&keys, KEY, &ns(), &wire[..cut]).is_err());
+    }
+}
+
+#[test]
+fn an_entry_is_bound_to_its_key_and_secret() {
+    let keys = Keys::derive(SECRET);
+    let bob = seal_entry(&keys, "authgate:a:bob", &identity("user-bob"), 10, 20);
+    // Bob's answer copied under Alice's key.
+    assert_eq!(
+        open_entry(&keys, "authgate:a:alice", &ns(), &bob).err(),
+        Some(Rejected::Forged)
+    );
+    let other = Keys::derive(b"another secret of at least 32 bytes!");
+    let forged = seal_entry(&other, KEY, &identity("admin"), 10, u64::MAX);
+    assert_eq!(
+        open_entry(&keys, KEY, &ns(), &forged).err(),
+        Some(Rejected::Forged)
+    );
+}
+
+#[test]
+fn answer_names_depend_on_namespace_and_hide_the_digest() {
+    let keys = Keys::derive(SECRET);
+    let digest = [7u8; 32];
+    let a = keys.answer_name(&ns(), &digest);
+    assert_ne!(a, keys.answer_name(&Namespace::new("x-other-"), &digest));
+    assert_ne!(a, hex::encode(digest));
+    assert_ne!(
+        a,
+        Keys::derive(b"x".repeat(40).as_slice()).answer_name(&ns(), &digest)
+    );
+}
+
+#[test]
+fn messages_round_trip_and_refuse_tampering() {
+    let keys = Keys::derive(SECRET);
+    let msg = message(
+        "a",
+        1,
+        5,
+        Purge::User {
+            user: "user-alice".into(),
+        },
+    );
+    let wire = seal_message(&keys, "authgate:", &msg);
+    assert_eq!(open_message(&keys, "authgate:", wire.as_bytes()), Ok(msg));
+    let flushed = wire.replace(r#""op":"user","user":"user-alice""#, r#""op":"flush""#);
+    assert_ne!(flushed, wire);
+    assert_eq!(
+        open_message(&keys, "authgate:", flushed.as_bytes()),
+        Err(Refused::BadSignature)
+    );
+    // Another fleet sharing the secret under another prefix.
+    assert_eq!(
+        open_message(&keys, "other:", wire.as_bytes()),
+        Err(Refused::BadSignature)
+    );
+    let other = Keys::derive(b"another secret of at least 32 bytes!");
+    assert_eq!(
+        open_message(&other, "authgate:", wire.as_bytes()),
+        Err(Refused::BadSignature)
+    );
+    for garbage in [
+        &b""[..],
+        b"flush",
+        b"deadbeef.{\"v\":1}",
+        b".{}",
+        &[b'a'; 20_000],
+    ] {
+        assert_eq!(
+            open_message(&keys, "authgate:", garbage),
+            Err(Refused::Malformed)
+        );
+    }
+}
+
+fn fleet() -> Fleet {
+    let settings = FleetSettings {
+        url: "redis://127.0.0.1:1/0".into(),
+        password: None,
+        ca: None,
+        secret: SECRET.to_vec(),
+        prefix: "authgate:".into(),
+        timeout: Duration::from_millis(20),
+        shared_cache: true,
+    };
+    Fleet::new(settings, ns()).expect("fleet")
+}
+
+#[test]
+fn the_bus_refuses_replays_and_old_messages_and_skips_its_own() {
+    let f = fleet();
+    let keys = Keys::derive(SECRET);
+    let now = unix_ms();
+    let wire = seal_message(&keys, "authgate:", &message("peer", 1, now, Purge::Flush));
+    assert!(matches!(f.accept(wire.as_bytes()), Ok(Some(_))));
+    assert_eq!(f.accept(wire.as_bytes()).err(), Some(Refused::Replayed));
+    let window = REPLAY_WINDOW.as_millis() as u64;
+    for at in [now - window - 1_000, now + window + 1_000] {
+        let old = seal_message(&keys, "authgate:", &message("peer", 2, at, Purge::Flush));
+        assert_eq!(f.accept(old.as_bytes()).err(), Some(Refused::Stale));
+    }
+    let own = seal_message(
+        &keys,
+        "authgate:",
+        &message(&f.instance, 3, now, Purge::Flush),
+    );
+    assert!(matches!(f.accept(own.as_bytes()), Ok(None)));
+}
+
+#[test]
+fn a_purge_key_must_be_a_digest() {
+    for key in ["", "zz", &"ab".repeat(31), &"ab".repeat(33)] {
+        let p = Purge::Key { key: key.into() };
+        assert_eq!(Target::from_purge(&p), None, "{key}");
+    }
+    let p = Purge::Key {
+        key: "ab".repeat(32),
+    };
+    assert_eq!(Target::from_purge(&p), Some(Target::Key([0xab; 32])));
+}
+
+#[test]
+fn tombstones_refuse_answers_resolved_before_a_purge() {
+    let hour = Duration::from_secs(3600);
+    let mut t = Tombstones::default();
+    let (alice, bob) = ([1u8; 32], [2u8; 32]);
+    assert!(t.allows(&alice, Some("user-alice"), 100));
+    t.bury(&Target::Key(alice), 100, hour);
+    assert!(!t.allows(&alice, Some("user-alice"), 100));
+    assert!(t.allows(&alice, Some("user-alice"), 101));
+    assert!(t.allows(&bob, Some("user-bob"), 50));
+    t.bury(&Target::User("user-bob".into()), 200, hour);
+    assert!(!t.allows(&bob, Some("user-bob"), 150));
+    assert!(t.allows(&bob, None, 150));
+    assert!(t.allows(&bob, Some("user-bobby"), 150));
+    t.bury(&Target::Flush, 300, hour);
+    assert!(!t.allows(&[3u8; 32], None, 300));
+    assert!(t.allows(&[3u8; 32], None, 301));
+}
+
+#[test]
+fn tombstones_stay_bounded_and_safe_when_full() {
+    let mut t = Tombstones::default();
+    let long = Duration::from_secs(86_400);
+    for i in 0..=MAX_TOMBS as u64 {
+        let mut d = [0u8; 32];
+        d[..8].copy_from_slice(&i.to_le_bytes());
+        t.bury(&Target::Key(d), 1_000 + i, long);
+    }
+    assert!(t.keys.len() + t.users.len() <= MAX_TOMBS);
+    // Whatever was forgotten, nothing resolved before the last purge is allowed.
+    assert!(!t.allows(&[0u8; 32], None, 1_000));
+    assert!(!t.allows(&[9u8; 32], None, 1_000 + MAX_TOMBS as u64));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_bytes_from_redis_are_refused_without_panic(
+        wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+    ) {
+        let keys = Keys::derive(SECRET);
+        proptest::prop_assert!(open_entry(&keys, KEY, &ns(), &wire).is_err());
+        proptest::prop_assert!(open_message(&keys, "authgate:", &wire).is_err());
+    }
+}
