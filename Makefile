@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps build run test bench bench-load bench-micro check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-micro check-config upgrade clean
 
 all: build
 
@@ -34,7 +34,19 @@ upgrade: build
 check-config: build
 	$(TARGET_DIR)/authgate -t -c conf/authgate.yaml
 
-test: deps
+# The fleet tests start their own redis-server processes (on free loopback ports, never a
+# system service); `make test` installs the binary when missing, as deps does cmake.
+test-deps: deps
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (needed by the fleet tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "authgate's tests need redis-server: run 'sudo apt-get install -y redis-server' (or your OS's equivalent), then retry" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test

@@ -444,20 +444,17 @@ impl Fleet {
         // A refresh exists to ask the resolver; it only writes through.
         if let (false, Some(mut conn)) = (refresh, self.fast_conn()) {
             let deadline = Instant::now() + self.settings.timeout;
-            let got: Option<Option<Vec<u8>>> = self
-                .within(
-                    deadline,
-                    redis::cmd("GET").arg(&answer_key).query_async(&mut conn),
-                )
+            let got: Option<Vec<u8>> = self
+                .within(deadline, read_entry(&answer_key).query_async(&mut conn))
                 .await;
             match got {
-                Some(Some(wire)) => {
+                Some(wire) if !wire.is_empty() => {
                     if let Read::Found(identity, left) = self.check(&key.digest, &answer_key, &wire)
                     {
                         return found(identity, left);
                     }
                 }
-                Some(None) => bump(&STATS.misses),
+                Some(_) => bump(&STATS.misses),
                 None => {}
             }
             let token = format!(
@@ -487,19 +484,18 @@ impl Fleet {
                         break;
                     }
                     tokio::time::sleep(POLL_EVERY).await;
-                    let polled: Option<(Option<Vec<u8>>, bool)> = self
+                    let polled: Option<(Vec<u8>, bool)> = self
                         .within(
                             deadline,
                             redis::pipe()
-                                .cmd("GET")
-                                .arg(&answer_key)
+                                .add_command(read_entry(&answer_key))
                                 .cmd("EXISTS")
                                 .arg(&lock_key)
                                 .query_async(&mut conn),
                         )
                         .await;
                     match polled {
-                        Some((Some(wire), _)) => {
+                        Some((wire, _)) if !wire.is_empty() => {
                             if let Read::Found(identity, left) =
                                 self.check(&key.digest, &answer_key, &wire)
                             {
@@ -507,7 +503,7 @@ impl Fleet {
                             }
                             break;
                         }
-                        Some((None, true)) => {}
+                        Some((_, true)) => {}
                         _ => break,
                     }
                 },
@@ -869,6 +865,14 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Reads at most `MAX_ENTRY` bytes of an answer (empty when there is none): a value planted
+/// in Redis cannot make an instance read hundreds of megabytes per miss.
+fn read_entry(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("GETRANGE");
+    cmd.arg(key).arg(0).arg(seal::MAX_ENTRY);
+    cmd
 }
 
 fn found(identity: Arc<Identity>, left: Duration) -> Fetched {

@@ -484,3 +484,96 @@ fn matrix_route_and_upstream_errors() {
         "twice",
     );
 }
+
+#[test]
+fn fleet_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{}\n", "s".repeat(32))).unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "s".repeat(31)).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["redis.test".into()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let fleet = |redis: &str, rest: &str| {
+        format!(
+            "{GOOD}fleet:\n  redis:\n{redis}  secret_file: {}\n{rest}",
+            secret.display()
+        )
+    };
+    let url = "    url: redis://127.0.0.1:6379/0\n";
+    let s = parse("t.yaml", &fleet(url, ""), None).unwrap();
+    let f = s.fleet.expect("fleet settings");
+    assert_eq!(f.secret, "s".repeat(32).into_bytes(), "trimmed");
+    assert_eq!(
+        (f.prefix.as_str(), f.timeout, f.shared_cache),
+        ("authgate:", Duration::from_millis(20), true)
+    );
+    assert!(parse("t.yaml", GOOD, None).unwrap().fleet.is_none());
+    assert!(
+        !format!("{f:?}").contains("ssss"),
+        "the secret is never printed"
+    );
+
+    assert_error(
+        &fleet("    url: redis://:hunter2@127.0.0.1:6379/0\n", ""),
+        "fleet.redis.url",
+        "password_file or password_env",
+    );
+    assert_error(
+        &fleet("    url: http://127.0.0.1:6379/\n", ""),
+        "fleet.redis.url",
+        "not a redis:// or rediss:// URL",
+    );
+    assert_error(
+        &fleet(&format!("{url}    ca_file: {}\n", ca.display()), ""),
+        "fleet.redis.ca_file",
+        "rediss://",
+    );
+    assert!(parse(
+        "t.yaml",
+        &fleet(
+            &format!(
+                "    url: rediss://127.0.0.1:6380/0\n    ca_file: {}\n",
+                ca.display()
+            ),
+            ""
+        ),
+        None
+    )
+    .is_ok());
+    assert_error(
+        &fleet(
+            &format!("{url}    password_env: AUTHGATE_TEST_SURELY_UNSET\n"),
+            "",
+        ),
+        "fleet.redis.password_env",
+        "is not set",
+    );
+    assert_error(
+        &format!("{GOOD}fleet:\n  redis:\n{url}"),
+        "fleet.secret_file",
+        "needs a shared secret",
+    );
+    assert_error(
+        &format!(
+            "{GOOD}fleet:\n  redis:\n{url}  secret_file: {}\n",
+            short.display()
+        ),
+        "fleet.secret_file",
+        "at least 32 bytes",
+    );
+    assert_error(
+        &fleet(url, "  timeout: 0s\n"),
+        "fleet.timeout",
+        "greater than zero",
+    );
+    assert_error(
+        &fleet(url, "  timeout: 1m\n"),
+        "fleet.timeout",
+        "out of range",
+    );
+    assert_error(&fleet(url, "  prefix: \"a*\"\n"), "fleet.prefix", "glob");
+    assert_error(&fleet(url, "  prefix: \"a b\"\n"), "fleet.prefix", "spaces");
+    assert_error(&fleet(url, "  shard: 1\n"), "fleet.shard", "unknown field");
+}

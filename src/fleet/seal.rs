@@ -166,6 +166,10 @@ pub struct Entry {
 
 const ENTRY_V1: u8 = 1;
 
+/// The largest sealed answer (identity headers are under 64 KiB, Set-Cookie values aside);
+/// anything longer read from Redis is refused.
+pub const MAX_ENTRY: usize = 128 * 1024;
+
 /// `MAC || body`; the MAC binds the body to the Redis key it is stored under.
 pub fn seal_entry(
     keys: &Keys,
@@ -219,7 +223,7 @@ pub fn open_entry(
     ns: &Namespace,
     wire: &[u8],
 ) -> Result<Entry, Rejected> {
-    if wire.len() < 32 {
+    if wire.len() < 32 || wire.len() > MAX_ENTRY {
         return Err(Rejected::Forged);
     }
     let (tag, body) = wire.split_at(32);

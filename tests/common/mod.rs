@@ -1,6 +1,8 @@
 //! Test harness: real peers on loopback sockets and the real authgate binary in front of them.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
