@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-micro check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro check-config upgrade clean
 
 all: build
 
@@ -55,6 +55,7 @@ test: test-deps
 # under make -j: they would disturb each other's figures); figures go to BENCHMARKS.md.
 bench:
 	$(MAKE) bench-load
+	$(MAKE) bench-fleet
 	$(MAKE) bench-micro
 
 # Load benchmark, side by side with nginx (issue 6): scripts/bench.sh with the release binary.
@@ -63,6 +64,13 @@ bench:
 bench-load: deps
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate scripts/bench.sh
+
+# Fleet benchmark (issue 13): two instances and one Redis: resolver calls per new session,
+# purge propagation, hit throughput with fleet mode on against off. About 2 minutes; settings
+# by environment (benches/load/fleet.py), e.g. `ROUNDS=1 DURATION=2 PURGES=100 make bench-fleet`.
+bench-fleet: test-deps
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate python3 benches/load/fleet.py
 
 # Micro-benchmarks (criterion) of the per-request work and the cache's memory per entry.
 bench-micro: deps

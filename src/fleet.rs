@@ -444,42 +444,44 @@ impl Fleet {
         // A refresh exists to ask the resolver; it only writes through.
         if let (false, Some(mut conn)) = (refresh, self.fast_conn()) {
             let deadline = Instant::now() + self.settings.timeout;
-            let got: Option<Vec<u8>> = self
-                .within(deadline, read_entry(&answer_key).query_async(&mut conn))
-                .await;
-            match got {
-                Some(wire) if !wire.is_empty() => {
-                    if let Read::Found(identity, left) = self.check(&key.digest, &answer_key, &wire)
-                    {
-                        return found(identity, left);
-                    }
-                }
-                Some(_) => bump(&STATS.misses),
-                None => {}
-            }
             let token = format!(
                 "{}:{}",
                 self.instance,
                 self.seq.fetch_add(1, Ordering::Relaxed)
             );
             let lock_ms = cache.settings().lock_timeout.as_millis().max(1) as u64;
-            let taken: Option<Option<String>> = self
+            let got: Option<(Vec<u8>, i64)> = self
                 .within(
                     deadline,
-                    redis::cmd("SET")
-                        .arg(&lock_key)
+                    LOOKUP_OR_LOCK
+                        .key(&answer_key)
+                        .key(&lock_key)
                         .arg(&token)
-                        .arg("NX")
-                        .arg("PX")
                         .arg(lock_ms)
-                        .query_async(&mut conn),
+                        .arg(seal::MAX_ENTRY)
+                        .invoke_async(&mut conn),
                 )
                 .await;
+            let taken = match got {
+                Some((wire, _)) if !wire.is_empty() => {
+                    if let Read::Found(identity, left) = self.check(&key.digest, &answer_key, &wire)
+                    {
+                        return found(identity, left);
+                    }
+                    // Refused or expired: resolved afresh, and written over.
+                    None
+                }
+                Some((_, taken)) => {
+                    bump(&STATS.misses);
+                    Some(taken == 1)
+                }
+                None => None,
+            };
             match taken {
-                Some(Some(_)) => lock = Some(token),
+                Some(true) => lock = Some(token),
                 // Another instance resolves this key now: its answer is awaited until the
                 // deadline, or until its lock goes without an answer (a denial, a failure).
-                Some(None) => loop {
+                Some(false) => loop {
                     if Instant::now() + POLL_EVERY >= deadline {
                         break;
                     }
@@ -866,6 +868,19 @@ impl Fleet {
         }
     }
 }
+
+/// One round trip for a miss: the shared answer (at most `MAX_ENTRY` bytes) if there is one,
+/// else the lock, taken if free: `{answer, 0}`, `{"", 1}` (the lock is ours) or `{"", 0}`.
+static LOOKUP_OR_LOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('GETRANGE', KEYS[1], 0, ARGV[3])
+if #v > 0 then return {v, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'', 1} end
+return {'', 0}
+",
+    )
+});
 
 /// Reads at most `MAX_ENTRY` bytes of an answer (empty when there is none): a value planted
 /// in Redis cannot make an instance read hundreds of megabytes per miss.
