@@ -625,3 +625,50 @@ async fn redis_down_at_start_serves_normally() {
     fleet.reaches(0, FLEET_UP, 1.0).await;
     assert_eq!(user_of(proxy, ALICE).await, ["user-alice"]);
 }
+
+/// A reload that moves an instance to another prefix moves it to another fleet: it
+/// subscribes to the other channel and no longer takes the first fleet's answers; moved back,
+/// it takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_an_instance_between_fleets() {
+    let redis = RedisServer::start();
+    let fleet = Fleet::builder(&redis.url()).start().await;
+    let (a, b) = (0, 1);
+    let subscribers = |channel: &str| -> i64 {
+        let (_, n): (String, i64) = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut redis.connection())
+            .expect("PUBSUB NUMSUB");
+        n
+    };
+    let original = fleet.node(b).config.render();
+    let moved = original.replace("prefix: \"authgate:\"", "prefix: \"elsewhere:\"");
+    assert_ne!(moved, original, "the test's config names its prefix");
+
+    fleet.node(b).proxy.rewrite(&moved);
+    fleet.node(b).proxy.signal("HUP");
+    until(
+        "B subscribed to elsewhere:bus",
+        Duration::from_secs(10),
+        || subscribers("elsewhere:bus") == 1 && subscribers("authgate:bus") == 1,
+    )
+    .await;
+    fleet.resolve(a, ALICE, "user-alice").await;
+    assert_eq!(
+        fleet.lookup(b, ALICE, "user-alice").await,
+        Lookup::Resolved,
+        "another fleet's answers are not B's"
+    );
+
+    fleet.node(b).proxy.rewrite(&original);
+    fleet.node(b).proxy.signal("HUP");
+    until("B back on authgate:bus", Duration::from_secs(10), || {
+        subscribers("elsewhere:bus") == 0 && subscribers("authgate:bus") == 2
+    })
+    .await;
+    // Set once the new subscription has its connection (after the old fleet's went).
+    fleet.reaches(b, FLEET_UP, 1.0).await;
+    fleet.resolve(a, BOB, "user-bob").await;
+    assert_eq!(fleet.lookup(b, BOB, "user-bob").await, Lookup::Shared);
+}

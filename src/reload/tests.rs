@@ -71,3 +71,44 @@ fn client_settings_read_at_start_are_reported_the_rest_applied() {
     // Read per connection: applied.
     assert_eq!(r.runtime.load().client.max_connections, 7);
 }
+
+#[test]
+fn the_fleet_is_kept_while_its_section_and_namespace_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "f".repeat(40)).unwrap();
+    let fleet = format!(
+        "fleet:\n  redis:\n    url: redis://127.0.0.1:1/0\n  secret_file: {}\n",
+        secret.display()
+    );
+    let base = base();
+    let (r, dir) = reloader(&format!("{base}{fleet}"));
+    let write = |text: String| std::fs::write(dir.path().join("authgate.yaml"), text).unwrap();
+    let first = r.runtime.load().fleet.clone().expect("a fleet");
+
+    write(format!("{base}{fleet}cache:\n  ttl: 30s\n"));
+    r.reload().unwrap();
+    let kept = r.runtime.load().fleet.clone().expect("a fleet");
+    assert!(Arc::ptr_eq(&first, &kept), "an unrelated change keeps it");
+
+    write(format!("{base}{fleet}  prefix: \"other:\"\n"));
+    r.reload().unwrap();
+    let other = r.runtime.load().fleet.clone().expect("a fleet");
+    assert!(!Arc::ptr_eq(&first, &other), "a new prefix: a new fleet");
+    assert_eq!(other.settings().prefix, "other:");
+
+    write(format!("{base}{fleet}  prefix: \"other:\"\n").replace(
+        "  timeout: 2s\n",
+        "  timeout: 2s\n  header_prefix: x-auth-\n",
+    ));
+    r.reload().unwrap();
+    let renamed = r.runtime.load().fleet.clone().expect("a fleet");
+    assert!(
+        !Arc::ptr_eq(&other, &renamed),
+        "a new namespace: a new fleet"
+    );
+
+    write(base.clone());
+    r.reload().unwrap();
+    assert!(r.runtime.load().fleet.is_none(), "removed");
+}
