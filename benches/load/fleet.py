@@ -138,6 +138,14 @@ def get(port, cookie):
     return body
 
 
+def redis_commands():
+    """Commands Redis has processed so far (this INFO included)."""
+    out = subprocess.run(["redis-cli", "-p", str(P_REDIS), "INFO", "stats"],
+                         capture_output=True, text=True, check=False).stdout
+    m = re.search(r"total_commands_processed:(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
 def render(run, name, port, admin_port, fleet):
     text = open(os.path.join(HERE, "authgate.yaml")).read()
     text = (
@@ -267,16 +275,22 @@ def main():
         # Hits and misses, fleet on (A) against off, alternated.
         miss = os.path.join(HERE, "miss.lua")
         rates = {"hit-off": [], "hit-on": [], "miss-off": [], "miss-on": []}
+        hit_commands = 0
         for r in range(ROUNDS):
             order = [("off", P_OFF), ("on", P_A)] if r % 2 == 0 else [("on", P_A), ("off", P_OFF)]
             for side, port in order:
+                before = redis_commands()
                 rates[f"hit-{side}"].append(wrk(port))
+                if side == "on":
+                    hit_commands += redis_commands() - before - 1
             for side, port in order:
                 rates[f"miss-{side}"].append(wrk(port, miss, [f"fleet-{nonce}-{r}-{side}"]))
             log("round %d: %s" % (r + 1, ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items())))
         med = {k: statistics.median(v) for k, v in rates.items()}
         spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in rates.items()}
         hit_ratio = med["hit-on"] / med["hit-off"]
+        round_ratios = [on / off for on, off in zip(rates["hit-on"], rates["hit-off"])]
+        hit_seconds = ROUNDS * (DURATION + WARMUP)
         miss_ratio = med["miss-on"] / med["miss-off"]
     finally:
         stop_all()
@@ -296,6 +310,8 @@ def main():
         f"| resolver calls per new session, asked on A and B at once ({SESSIONS} sessions) | {par_calls:.3f} | 1 where possible | {'yes' if par_calls <= 1.0 else 'no'} |",
         f"| purge A -> B, p50 / p99 / max ({PURGES} purges) | {p50:.2f} / {p99:.2f} / {lat[-1]:.2f} ms | p99 < 50 ms | {'yes' if p99 < 50 else 'no'} |",
         f"| hit req/s, fleet on / off (medians {med['hit-on']:.0f} / {med['hit-off']:.0f}) | {hit_ratio:.2f}x | >= 0.95x | {'yes' if hit_ratio >= 0.95 else 'no'} |",
+        f"| hit: per-round ratios on / off | {', '.join(f'{x:.2f}' for x in round_ratios)} | - | - |",
+        f"| Redis commands during {hit_seconds} s of hits with fleet on (2 instances' health checks: 2 a second each) | {hit_commands} | health checks only | {'yes' if hit_commands <= 4 * hit_seconds + 4 else 'no'} |",
         f"| miss req/s, fleet on / off (medians {med['miss-on']:.0f} / {med['miss-off']:.0f}) | {miss_ratio:.2f}x | (information) | - |",
     ]
     if noisy:
