@@ -389,8 +389,8 @@ impl Fleet {
     }
 
     /// A shared answer, checked: sealed for this key, resolved after every purge that covers
-    /// it, still fresh.
-    fn check(&self, digest: &[u8; 32], key: &str, wire: &[u8]) -> Read {
+    /// it, still fresh; for a refresh, resolved after `resolved_after` (unix ms).
+    fn check(&self, digest: &[u8; 32], key: &str, wire: &[u8], resolved_after: u64) -> Read {
         let entry = match seal::open_entry(&self.keys, key, &self.namespace, wire) {
             Ok(e) => e,
             Err(why) => {
@@ -409,7 +409,7 @@ impl Fleet {
             return Read::Absent;
         }
         let now = unix_ms();
-        if now >= entry.fresh_until {
+        if now >= entry.fresh_until || entry.resolved_at < resolved_after {
             bump(&STATS.misses);
             return Read::Absent;
         }
@@ -425,8 +425,10 @@ impl Fleet {
     }
 
     /// A local miss: the shared answer when Redis has a good one; else the resolver's (one
-    /// instance at a time per key, by a short lock), written through for the others.
-    /// Redis is waited on for `timeout` at most in all, whatever it does.
+    /// instance at a time per key, by a short lock), written through for the others. A
+    /// refresh takes a shared answer only when another instance resolved it within
+    /// `refresh_after`, so a fleet refreshes a session about once a period, not once per
+    /// instance. Redis is waited on for `timeout` at most in all, whatever it does.
     pub async fn fetch_through<F, Fut>(
         &self,
         cache: &Cache,
@@ -441,8 +443,11 @@ impl Fleet {
     {
         let (answer_key, lock_key) = self.answer_key(&key.digest);
         let mut lock = None;
-        // A refresh exists to ask the resolver; it only writes through.
-        if let (false, Some(mut conn)) = (refresh, self.fast_conn()) {
+        let resolved_after = match refresh {
+            true => unix_ms().saturating_sub(cache.settings().refresh_after.as_millis() as u64),
+            false => 0,
+        };
+        if let Some(mut conn) = self.fast_conn() {
             let deadline = Instant::now() + self.settings.timeout;
             let token = format!(
                 "{}:{}",
@@ -464,7 +469,8 @@ impl Fleet {
                 .await;
             let taken = match got {
                 Some((wire, _)) if !wire.is_empty() => {
-                    if let Read::Found(identity, left) = self.check(&key.digest, &answer_key, &wire)
+                    if let Read::Found(identity, left) =
+                        self.check(&key.digest, &answer_key, &wire, resolved_after)
                     {
                         return found(identity, left);
                     }
@@ -499,7 +505,7 @@ impl Fleet {
                     match polled {
                         Some((wire, _)) if !wire.is_empty() => {
                             if let Read::Found(identity, left) =
-                                self.check(&key.digest, &answer_key, &wire)
+                                self.check(&key.digest, &answer_key, &wire, resolved_after)
                             {
                                 return found(identity, left);
                             }

@@ -672,3 +672,40 @@ async fn a_reload_moves_an_instance_between_fleets() {
     fleet.resolve(a, BOB, "user-bob").await;
     assert_eq!(fleet.lookup(b, BOB, "user-bob").await, Lookup::Shared);
 }
+
+/// Refresh-ahead across a fleet: an instance due to refresh takes an answer another instance
+/// resolved within `refresh_after` from Redis, instead of asking the resolver again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_refreshes_a_session_once_a_period() {
+    let redis = RedisServer::start();
+    let fleet = Fleet::builder(&redis.url())
+        .cache("cache:\n  ttl: 10m\n  refresh_after: 1s\n")
+        .start()
+        .await;
+    let (a, b) = (0, 1);
+    fleet.resolve(a, ALICE, "user-alice").await;
+    assert_eq!(fleet.lookup(b, ALICE, "user-alice").await, Lookup::Shared);
+    // Both answers become due for a refresh: the period itself is what is tested.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // A's hit is served from its cache and refreshes through the resolver, writing through.
+    let writes = fleet.metric(a, SHARED_WRITES).await;
+    let e = get_as(&fleet.node(a).proxy, "/", ALICE).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    fleet.reaches(a, SHARED_WRITES, writes + 1.0).await;
+    assert_eq!(fleet.resolver_calls(), 2);
+
+    // B's hit refreshes from A's fresh answer in Redis.
+    let hits = fleet.metric(b, SHARED_HIT).await;
+    let e = get_as(&fleet.node(b).proxy, "/", ALICE).await;
+    assert_eq!(e.header_values("x-authgear-user-id"), ["user-alice"]);
+    fleet.reaches(b, SHARED_HIT, hits + 1.0).await;
+    fleet
+        .reaches(b, "authgate_cache_refreshes_total", 1.0)
+        .await;
+    assert_eq!(
+        fleet.resolver_calls(),
+        2,
+        "B's refresh asked nobody but Redis"
+    );
+}
