@@ -274,6 +274,7 @@ pub struct Fleet {
     tombs: Mutex<Tombstones>,
     warn_refused: Throttle,
     warn_forged: Throttle,
+    warn_publish: Throttle,
 }
 
 fn instance_id() -> String {
@@ -319,6 +320,7 @@ impl Fleet {
             tombs: Mutex::new(Tombstones::default()),
             warn_refused: Throttle(AtomicU64::new(0)),
             warn_forged: Throttle(AtomicU64::new(0)),
+            warn_publish: Throttle(AtomicU64::new(0)),
         })
     }
 
@@ -614,11 +616,15 @@ impl Fleet {
                 Ok(Ok(_)) => bump(&STATS.sent),
                 Ok(Err(e)) => {
                     bump(&STATS.send_failed);
-                    log::warn!("fleet: a purge was not published: {e}");
+                    if this.warn_publish.ready() {
+                        log::warn!("fleet: a purge was not published: {e} (counted in authgate_fleet_bus_messages_total{{result=\"send_failed\"}})");
+                    }
                 }
                 Err(_) => {
                     bump(&STATS.send_failed);
-                    log::warn!("fleet: a purge was not published in {PUBLISH_TIMEOUT:?}");
+                    if this.warn_publish.ready() {
+                        log::warn!("fleet: a purge was not published in {PUBLISH_TIMEOUT:?} (counted in authgate_fleet_bus_messages_total{{result=\"send_failed\"}})");
+                    }
                 }
             }
             if this.settings.shared_cache {
