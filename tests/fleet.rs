@@ -7,13 +7,11 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use authgate::devserver::echo;
 use common::redis::*;
 use common::*;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const ALICE: &str = "session=sess-alice";
 const BOB: &str = "session=sess-bob";
@@ -148,16 +146,7 @@ async fn a_purge_on_one_instance_reaches_the_others() {
 const WEBHOOK_SECRET: &str = "whsec-0123456789abcdef-authgate-fleet";
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    webhook_signature(WEBHOOK_SECRET, body)
 }
 
 fn disabled(id: &str, user: &str) -> Vec<u8> {
@@ -166,7 +155,7 @@ fn disabled(id: &str, user: &str) -> Vec<u8> {
         "seq": 7,
         "type": "user.disabled",
         "payload": { "user": { "id": user, "is_disabled": true } },
-        "context": { "timestamp": now(), "user_id": user, "preferred_languages": [] }
+        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
     })
     .to_string()
     .into_bytes()

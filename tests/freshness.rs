@@ -3,11 +3,9 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const VALID: &[u8] = b"HTTP/1.1 200 OK\r\nX-Authgear-Session-Valid: true\r\nX-Authgear-User-Id: u-r\r\nContent-Length: 0\r\n\r\n";
 const REVOKED: &[u8] =
@@ -139,16 +137,7 @@ async fn hits_do_not_wait_for_a_slow_refresh() {
 const SECRET: &str = "whsec-0123456789abcdef-authgate-test";
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    webhook_signature(SECRET, body)
 }
 
 fn event(id: &str, kind: &str, user: &str, timestamp: i64) -> Vec<u8> {
@@ -211,7 +200,7 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
     assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 3);
 
-    let disable = event("ev-1", "user.disabled", "user-alice", now());
+    let disable = event("ev-1", "user.disabled", "user-alice", unix_now());
     let good = sign(&disable);
     // Refused, and nothing purged.
     let refused = [
@@ -228,14 +217,14 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
         (
             deliver(
                 admin,
-                event("ev-1", "user.disabled", "user-bob", now()),
+                event("ev-1", "user.disabled", "user-bob", unix_now()),
                 Some(&good),
             )
             .await,
             401,
         ),
         {
-            let old = event("ev-old", "user.disabled", "user-alice", now() - 600);
+            let old = event("ev-old", "user.disabled", "user-alice", unix_now() - 600);
             (deliver(admin, old.clone(), Some(&sign(&old))).await, 400)
         },
         {
@@ -251,7 +240,7 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
         assert_eq!(status, want, "{body}");
     }
     // A well-signed event of another type: accepted, nothing purged.
-    let other = event("ev-2", "user.profile.updated", "user-alice", now());
+    let other = event("ev-2", "user.profile.updated", "user-alice", unix_now());
     let (status, body) = deliver(admin, other.clone(), Some(&sign(&other))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(user_of(proxy, "session=sess-alice").await, ["user-alice"]);
@@ -324,7 +313,7 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
     let r = client()
         .post(format!("http://{admin}/hooks/authgear"))
         .bearer_auth(ADMIN_TOKEN)
-        .body(event("ev-3", "user.deleted", "user-bob", now()))
+        .body(event("ev-3", "user.deleted", "user-bob", unix_now()))
         .send()
         .await
         .unwrap();
@@ -337,7 +326,7 @@ async fn authgear_webhooks_purge_users_and_refuse_the_rest() {
 async fn without_a_secret_the_webhook_is_off() {
     let s = Stack::builder().admin().start().await;
     let admin = s.admin();
-    let body = event("ev-x", "user.deleted", "user-bob", now());
+    let body = event("ev-x", "user.deleted", "user-bob", unix_now());
     let (status, text) = deliver(admin, body.clone(), Some(&sign(&body))).await;
     assert_eq!(status, 404, "{text}");
 }

@@ -1035,3 +1035,20 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The `x-authgear-body-signature` Authgear puts on a webhook delivery: hex HMAC-SHA256 of the
+/// body, keyed with the webhook secret.
+pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Now, in Unix seconds (webhook events' `context.timestamp`).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
