@@ -94,8 +94,8 @@ def main():
         w(f"### {workers} worker{'s' if workers != '1' else ''} "
           f"(nginx `worker_processes {workers}`, authgate `pingora.threads: {workers}`)")
         w("")
-        w("| scenario | proxy | median req/s | each round | proxy CPU | resolves per request | errors |")
-        w("|---|---|---:|---|---:|---:|---|")
+        w("| scenario | proxy | median req/s | each round | proxy CPU | proxy CPU per request | resolves per request | errors |")
+        w("|---|---|---:|---|---:|---:|---:|---|")
         for scenario, proxy, note in ROWS:
             ms = sorted(data.get((scenario, proxy), []))
             if not ms:
@@ -103,6 +103,9 @@ def main():
             med = statistics.median(m[1] for m in ms)
             cpus = [m[4] for m in ms if m[4] is not None]
             cpu = f"{statistics.median(cpus):.0f}%" if cpus else "-"
+            # CPU time per request: the proxy's share of a core over its request rate.
+            per_req_cpu = [m[4] / 100 / m[1] * 1e6 for m in ms if m[4] is not None and m[1] > 0]
+            cpu_us = f"{statistics.median(per_req_cpu):.1f} us" if per_req_cpu else "-"
             non2xx = sum(m[2] for m in ms)
             sock = sum(m[3] for m in ms)
             err = "none" if non2xx == 0 and sock == 0 else f"**{non2xx} non-2xx, {sock} socket**"
@@ -118,7 +121,7 @@ def main():
             per_req = f"{sum(m[6] for m in ms) / reqs:.3f}" if reqs else "-"
             label = f"{scenario}" + (f" ({note})" if note else "")
             w(f"| {label} | {proxy} | {num(med)} | {' / '.join(num(m[1]) for m in ms)} | {cpu} "
-              f"| {per_req} | {err} |")
+              f"| {cpu_us} | {per_req} | {err} |")
         w("")
         w("| ratio | each round | median | target (1 worker) | |")
         w("|---|---|---:|---|---|")
