@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile check-config upgrade clean
 
 all: build
 
@@ -71,6 +71,13 @@ bench-load: deps
 bench-fleet: test-deps
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/fleet.py
+
+# Where a request's CPU goes (issue 14): CPU per request of nginx-plain and of authgate's
+# public, identify (hit) and miss paths, and authgate's broken down with perf
+# (benches/load/profile.py; needs wrk, nginx and linux-perf). About a minute.
+profile: deps
+	$(CARGO) build --profile profiling --bin authgate
+	AUTHGATE=target/profiling/authgate python3 benches/load/profile.py
 
 # Micro-benchmarks (criterion) of the per-request work and the cache's memory per entry.
 bench-micro: deps
