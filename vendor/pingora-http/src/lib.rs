@@ -211,28 +211,6 @@ impl RequestHeader {
         )
     }
 
-    /// Append a header whose name is already parsed: `name` as a [`HeaderName`] and
-    /// `case_name`, the same name as it is to be written on the wire (HTTP/1). Unlike
-    /// [`Self::append_header`], the name is neither parsed nor copied again, which matters to
-    /// a proxy that adds the same headers to every request.
-    ///
-    /// `case_name` must be `name` up to ASCII case; the pair is the caller's to keep right.
-    pub fn append_parsed_header(
-        &mut self,
-        case_name: CaseHeaderName,
-        name: HeaderName,
-        value: HeaderValue,
-    ) -> Result<bool> {
-        debug_assert!(case_name.as_slice().eq_ignore_ascii_case(name.as_str().as_bytes()));
-        append_parsed_header_value(
-            self.header_name_map.as_mut(),
-            &mut self.base.headers,
-            case_name,
-            name,
-            value,
-        )
-    }
-
     /// Insert the header name and value to `self`.
     ///
     /// Different from [Self::append_header()], this method will replace all other existing headers
@@ -897,26 +875,6 @@ fn append_header_value<T>(
 }
 
 #[inline]
-fn append_parsed_header_value<T>(
-    name_map: Option<&mut CaseMap>,
-    value_map: &mut HMap<T>,
-    case_header_name: CaseHeaderName,
-    header_name: HeaderName,
-    value: T,
-) -> Result<bool> {
-    // As append_header_value, without parsing the name again.
-    if let Some(name_map) = name_map {
-        name_map
-            .try_append(header_name.clone(), case_header_name)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
-    value_map.try_append(header_name, value).or_err(
-        InvalidHTTPHeader,
-        "header value map size overflows MAX_SIZE",
-    )
-}
-
-#[inline]
 fn insert_header_value<T>(
     name_map: Option<&mut CaseMap>,
     value_map: &mut HMap<T>,
@@ -1096,39 +1054,6 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn append_parsed_header_writes_what_append_header_writes() {
-        let headers: [(&'static str, &'static str); 3] = [
-            ("X-Custom-Id", "42"),
-            ("x-custom-id", "43"),
-            ("Accept", "*/*"),
-        ];
-        for case_map in [true, false] {
-            let mut parsed = RequestHeader::build("GET", b"/", None).unwrap();
-            let mut plain = RequestHeader::build("GET", b"/", None).unwrap();
-            if !case_map {
-                parsed.header_name_map = None;
-                plain.header_name_map = None;
-            }
-            for (n, v) in headers {
-                let name = HeaderName::from_bytes(n.as_bytes()).unwrap();
-                let case = bytes::Bytes::from_static(n.as_bytes()).into_case_header_name();
-                // Both say whether the name was there already.
-                assert_eq!(
-                    parsed
-                        .append_parsed_header(case, name, HeaderValue::from_static(v))
-                        .unwrap(),
-                    plain.append_header(n, v).unwrap()
-                );
-            }
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            parsed.header_to_h1_wire(&mut a);
-            plain.header_to_h1_wire(&mut b);
-            assert_eq!(a, b);
-            assert_eq!(parsed.headers, plain.headers);
-        }
-    }
 
     #[test]
     fn header_map_upper_bound() {
