@@ -698,3 +698,32 @@ async fn a_fleet_refreshes_a_session_once_a_period() {
         "B's refresh asked nobody but Redis"
     );
 }
+
+/// `shared_cache: false`: the bus only. Each instance resolves for itself and Redis holds no
+/// answer, but purges still reach every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_shared_cache_purges_still_travel() {
+    let redis = RedisServer::start();
+    let fleet = Fleet::builder(&redis.url())
+        .fleet_keys("shared_cache: false")
+        .start()
+        .await;
+    let (a, b) = (0, 1);
+    assert_eq!(fleet.lookup(a, ALICE, "user-alice").await, Lookup::Resolved);
+    assert_eq!(fleet.lookup(b, ALICE, "user-alice").await, Lookup::Resolved);
+    assert_eq!(fleet.lookup(b, ALICE, "user-alice").await, Lookup::Local);
+    assert!(
+        keys(&redis, "authgate:*").is_empty(),
+        "no answer is written to Redis"
+    );
+    let (status, body) = fleet
+        .admin_post(a, "/cache/purge", r#"{"cookie":"session=sess-alice"}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    fleet.reaches(b, BUS_APPLIED, 1.0).await;
+    assert_eq!(fleet.lookup(b, ALICE, "user-alice").await, Lookup::Resolved);
+    for i in [a, b] {
+        assert_eq!(fleet.metric(i, SHARED_HIT).await, 0.0);
+        assert_eq!(fleet.metric(i, SHARED_WRITES).await, 0.0);
+    }
+}

@@ -314,6 +314,8 @@ pub struct FleetBuilder {
     latency: Duration,
     prefix: String,
     timeout: Option<String>,
+    /// Further keys under `fleet:` (two spaces in).
+    fleet_keys: String,
     cache: String,
     routes: Option<String>,
     admin_keys: String,
@@ -343,6 +345,14 @@ impl FleetBuilder {
     /// `fleet.timeout` (`20ms` style); the default when not given.
     pub fn timeout(mut self, timeout: &str) -> Self {
         self.timeout = Some(timeout.to_string());
+        self
+    }
+
+    /// Further keys under `fleet:`, e.g. `shared_cache: false`.
+    pub fn fleet_keys(mut self, yaml: &str) -> Self {
+        for line in dedent(yaml).lines() {
+            self.fleet_keys.push_str(&format!("  {line}\n"));
+        }
         self
     }
 
@@ -400,10 +410,11 @@ impl FleetBuilder {
             .map(|t| format!("  timeout: {t}\n"))
             .unwrap_or_default();
         let fleet_section = format!(
-            "fleet:\n  redis:\n    url: {}\n  secret_file: {}\n  prefix: \"{}\"\n{timeout}",
+            "fleet:\n  redis:\n    url: {}\n  secret_file: {}\n  prefix: \"{}\"\n{timeout}{}",
             self.redis_url,
             secret_file.display(),
-            self.prefix
+            self.prefix,
+            self.fleet_keys
         );
         let mut nodes = Vec::new();
         for _ in 0..self.nodes {
@@ -464,6 +475,7 @@ impl Fleet {
             latency: Duration::ZERO,
             prefix: "authgate:".to_string(),
             timeout: None,
+            fleet_keys: String::new(),
             cache: dedent(
                 r#"
                 cache:
