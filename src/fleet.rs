@@ -78,8 +78,8 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const DEAD_AFTER: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Publishing runs off the request path; it may take this long.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// What runs off the request path (publishing, writing answers through) may take this long.
+const OFF_PATH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a request polls for another instance's answer while that instance resolves.
 const POLL_EVERY: Duration = Duration::from_millis(2);
 /// Tombstones (purges remembered to refuse older shared answers) kept at most.
@@ -534,54 +534,51 @@ impl Fleet {
             }
             _ => None,
         };
-        match write {
-            Some((identity, ttl, mut conn)) => {
-                let fresh_until = resolved_at.saturating_add(ttl.as_millis() as u64);
-                let sealed =
-                    seal::seal_entry(&self.keys, &answer_key, identity, resolved_at, fresh_until);
-                let ttl_ms = ttl.as_millis().max(1) as u64;
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(&answer_key)
-                    .arg(sealed)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore();
-                if let Some(user) = identity.user_id() {
-                    // The user's index outlives each answer it lists.
-                    let index = self.user_key(user);
-                    pipe.cmd("SADD").arg(&index).arg(&answer_key).ignore();
-                    pipe.cmd("PEXPIRE").arg(&index).arg(ttl_ms).ignore();
-                }
-                if let Some(token) = &lock {
-                    release(&mut pipe, &lock_key, token);
-                }
-                let deadline = Instant::now() + self.settings.timeout;
-                if self
-                    .within(deadline, pipe.query_async::<()>(&mut conn))
+        // Written through off the request path: the request has had its `timeout` of Redis.
+        let mut pipe = redis::pipe();
+        let mut writes = false;
+        if let Some((identity, ttl, _)) = &write {
+            let fresh_until = resolved_at.saturating_add(ttl.as_millis() as u64);
+            let sealed =
+                seal::seal_entry(&self.keys, &answer_key, identity, resolved_at, fresh_until);
+            let ttl_ms = ttl.as_millis().max(1) as u64;
+            pipe.cmd("SET")
+                .arg(&answer_key)
+                .arg(sealed)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            if let Some(user) = identity.user_id() {
+                // The user's index outlives each answer it lists.
+                let index = self.user_key(user);
+                pipe.cmd("SADD").arg(&index).arg(&answer_key).ignore();
+                pipe.cmd("PEXPIRE").arg(&index).arg(ttl_ms).ignore();
+            }
+            writes = true;
+        }
+        // Waiters elsewhere see the lock go and read the answer, or resolve themselves.
+        if let Some(token) = &lock {
+            release(&mut pipe, &lock_key, token);
+        }
+        let conn = match write {
+            Some((_, _, conn)) => Some(conn),
+            None if lock.is_some() => self.conn.load().as_deref().cloned(),
+            None => None,
+        };
+        if let Some(mut conn) = conn {
+            tokio::spawn(async move {
+                match tokio::time::timeout(OFF_PATH_TIMEOUT, pipe.query_async::<()>(&mut conn))
                     .await
-                    .is_some()
                 {
-                    bump(&STATS.writes);
+                    Ok(Ok(())) if writes => bump(&STATS.writes),
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        bump(&STATS.errors);
+                        log::debug!("fleet: writing a shared answer: {e}");
+                    }
+                    Err(_) => bump(&STATS.errors),
                 }
-            }
-            None => {
-                if let (Some(token), Some(mut conn)) = (&lock, self.conn.load().as_deref().cloned())
-                {
-                    // Off the request path: waiters see the lock go and resolve themselves.
-                    let lock_key = lock_key.clone();
-                    let token = token.clone();
-                    tokio::spawn(async move {
-                        let mut pipe = redis::pipe();
-                        release(&mut pipe, &lock_key, &token);
-                        let _ = tokio::time::timeout(
-                            PUBLISH_TIMEOUT,
-                            pipe.query_async::<()>(&mut conn),
-                        )
-                        .await;
-                    });
-                }
-            }
+            });
         }
         Fetched { result, left: None }
     }
@@ -607,7 +604,7 @@ impl Fleet {
         let this = self.clone();
         tokio::spawn(async move {
             let published = tokio::time::timeout(
-                PUBLISH_TIMEOUT,
+                OFF_PATH_TIMEOUT,
                 redis::cmd("PUBLISH")
                     .arg(&this.channel)
                     .arg(&wire)
@@ -625,7 +622,7 @@ impl Fleet {
                 Err(_) => {
                     bump(&STATS.send_failed);
                     if this.warn_publish.ready() {
-                        log::warn!("fleet: a purge was not published in {PUBLISH_TIMEOUT:?} (counted in authgate_fleet_bus_messages_total{{result=\"send_failed\"}})");
+                        log::warn!("fleet: a purge was not published in {OFF_PATH_TIMEOUT:?} (counted in authgate_fleet_bus_messages_total{{result=\"send_failed\"}})");
                     }
                 }
             }
