@@ -167,10 +167,24 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A loopback port nobody listens on (bound, then released).
+/// A loopback port nobody listens on (bound, then released), never one this test process
+/// handed out before: two tests running side by side could otherwise be given the same
+/// released port; the process that binds it second fails to start, and its test, waiting for
+/// the port to answer, talks to the other test's process.
 pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let fresh = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.port());
+        if fresh {
+            return addr;
+        }
+    }
 }
 
 /// A running authgate process; killed when dropped.
