@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ BIN = os.environ.get("AUTHGATE", "target/release/authgate")
 WRITE = os.environ.get("WRITE", "auto")
 OUT = os.environ.get("OUT", "target/bench-fleet")
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from procs import CPUS, OTHER_CPUS, PROXY_CPUS, Procs  # noqa: E402
 TOKEN = secrets.token_hex(16)
 SESSION = "demo-session-alice"
 
@@ -50,55 +51,8 @@ P_ECHO, P_RESOLVER, P_REDIS = BASE, BASE + 1, BASE + 2
 P_OFF, P_A, P_B = BASE + 10, BASE + 11, BASE + 12
 P_ADMIN_OFF, P_ADMIN_A, P_ADMIN_B = BASE + 20, BASE + 21, BASE + 22
 
-procs = []
-
-
-def log(msg):
-    print(f"bench-fleet: {msg}", file=sys.stderr, flush=True)
-
-
-def die(msg):
-    log(msg)
-    sys.exit(1)
-
-
-CPUS = os.cpu_count() or 1
-PROXY_CPUS = "0" if CPUS >= 2 else None
-OTHER_CPUS = f"1-{CPUS - 1}" if CPUS >= 2 else None
-
-
-def start(name, argv, cpus, run, env=None):
-    if cpus and shutil.which("taskset"):
-        argv = ["taskset", "-c", cpus] + argv
-    out = open(os.path.join(run, f"{name}.log"), "w")
-    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    procs.append(p)
-    return p
-
-
-def stop_all():
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.time() + 5
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def wait_port(port, what, limit=20):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/health")
-            c.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    die(f"{what} did not start on port {port}")
+P = Procs("bench-fleet")
+log, die = P.log, P.die
 
 
 class Admin:
@@ -206,19 +160,19 @@ def main():
                RUST_LOG="warn")
     started = time.time()
     try:
-        start("redis", ["redis-server", "--port", str(P_REDIS), "--bind", "127.0.0.1",
+        P.start("redis", ["redis-server", "--port", str(P_REDIS), "--bind", "127.0.0.1",
                         "--save", "", "--appendonly", "no", "--dir", run], OTHER_CPUS, run)
-        start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
+        P.start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
                           "conf/users.yaml", "--any-session-prefix", "bench-"], OTHER_CPUS, run)
-        start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], OTHER_CPUS, run)
+        P.start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], OTHER_CPUS, run)
         for name, port, admin, fleet in (("off", P_OFF, P_ADMIN_OFF, False),
                                          ("a", P_A, P_ADMIN_A, True),
                                          ("b", P_B, P_ADMIN_B, True)):
             conf = render(run, name, port, admin, fleet)
-            start(name, [BIN, "-c", conf], PROXY_CPUS, run, env)
+            P.start(name, [BIN, "-c", conf], PROXY_CPUS, run, env)
         for port, what in ((P_ADMIN_OFF, "authgate off"), (P_ADMIN_A, "authgate A"),
                            (P_ADMIN_B, "authgate B")):
-            wait_port(port, what)
+            P.wait_http(port, what, "/health")
         a, b = Admin(P_ADMIN_A), Admin(P_ADMIN_B)
         deadline = time.time() + 10
         while a.metric("authgate_fleet_up") != 1 or b.metric("authgate_fleet_up") != 1:
@@ -293,7 +247,7 @@ def main():
         hit_seconds = ROUNDS * (DURATION + WARMUP)
         miss_ratio = med["miss-on"] / med["miss-off"]
     finally:
-        stop_all()
+        P.stop_all()
         shutil.rmtree(run, ignore_errors=True)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")

@@ -13,11 +13,9 @@ Writes OUT/profile.md (the table) and OUT/<scenario>.symbols.txt (the top functi
 """
 
 import collections
-import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +28,9 @@ BIN = os.environ.get("AUTHGATE", "target/profiling/authgate")
 FREQ = os.environ.get("FREQ", "1999")
 OUT = os.environ.get("OUT", "target/profile")
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from procs import CPUS, OTHER_CPUS, PROXY_CPUS, Procs  # noqa: E402
 P_ECHO, P_RESOLVER, P_AUTHGATE, P_PLAIN = BASE, BASE + 1, BASE + 2, BASE + 3
-CPUS = os.cpu_count() or 1
-PROXY = ["taskset", "-c", "0"] if CPUS >= 2 else []
-OTHERS = ["taskset", "-c", f"1-{CPUS - 1}"] if CPUS >= 2 else []
 HZ = os.sysconf("SC_CLK_TCK")
 
 # Parts of a request, by the function a sample landed in (first match wins). With fat LTO
@@ -56,36 +53,8 @@ BUCKETS = [
     ("std/core/libc, other", r"^core::|^std::|^alloc::|^<|^__|libc"),
 ]
 
-procs = []
-
-
-def log(msg):
-    print(f"profile: {msg}", file=sys.stderr, flush=True)
-
-
-def die(msg):
-    log(msg)
-    sys.exit(1)
-
-
-def start(argv, run, name):
-    p = subprocess.Popen(argv, stdout=open(os.path.join(run, name + ".log"), "w"),
-                         stderr=subprocess.STDOUT, env=dict(os.environ, RUST_LOG="warn"))
-    procs.append(p)
-    return p
-
-
-def wait_port(port):
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/_ready")
-            c.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    die(f"nothing answers on port {port}")
+P = Procs("profile")
+log, die = P.log, P.die
 
 
 def render(template, out, run, port):
@@ -117,7 +86,8 @@ def ticks(pid):
 
 
 def wrk(url, cookie, script=None, arg=None):
-    argv = OTHERS + ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s"]
+    argv = (["taskset", "-c", OTHER_CPUS] if OTHER_CPUS else []) + [
+        "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s"]
     if cookie:
         argv += ["-H", f"Cookie: {cookie}"]
     if script:
@@ -186,23 +156,23 @@ def main():
     run = tempfile.mkdtemp(prefix="authgate-profile.", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.makedirs(OUT, exist_ok=True)
     try:
-        start(OTHERS + [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], run, "echo")
-        start(OTHERS + [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
-                        "conf/users.yaml", "--any-session-prefix", "bench-"], run, "standin")
+        P.start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], OTHER_CPUS, run)
+        P.start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
+                            "conf/users.yaml", "--any-session-prefix", "bench-"], OTHER_CPUS, run)
         conf = os.path.join(run, "authgate.yaml")
         text = open(os.path.join(HERE, "authgate.yaml")).read()
         for k, v in (("@WORKERS@", "1"), ("@DIR@", run), ("@PORT@", str(P_AUTHGATE)),
                      ("@RESOLVER_PORT@", str(P_RESOLVER)), ("@BACKEND_PORT@", str(P_ECHO))):
             text = text.replace(k, v)
         open(conf, "w").write(text)
-        ag = start(PROXY + [BIN, "-c", conf], run, "authgate")
+        ag = P.start("authgate", [BIN, "-c", conf], PROXY_CPUS, run)
         for f in ("nginx-common.conf", "nginx-http-common.conf"):
             render(f, os.path.join(run, f.replace("nginx-", "")), run, P_PLAIN)
         render("nginx-plain.conf", os.path.join(run, "nginx.conf"), run, P_PLAIN)
-        ng = start(PROXY + [nginx, "-p", run, "-e", os.path.join(run, "error.log"), "-c",
-                            os.path.join(run, "nginx.conf")], run, "nginx")
+        ng = P.start("nginx", [nginx, "-p", run, "-e", os.path.join(run, "error.log"), "-c",
+                               os.path.join(run, "nginx.conf")], PROXY_CPUS, run)
         for p in (P_ECHO, P_RESOLVER, P_AUTHGATE, P_PLAIN):
-            wait_port(p)
+            P.wait_http(p, f"port {p}")
         time.sleep(0.5)
         # authgate's pid: the process taskset exec'd into.
         cookie = "session=demo-session-alice"
@@ -219,14 +189,7 @@ def main():
                          None if script else cookie, script, nonce + name[-4:] if script else None, perf)
             rows[name] = (us, buckets(perf, os.path.join(OUT, re.sub(r"\W+", "-", name) + ".symbols.txt")))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        P.stop_all()
         shutil.rmtree(run, ignore_errors=True)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
