@@ -123,23 +123,8 @@ async fn a_herd_for_one_new_session_makes_one_call() {
         .resolver_latency(Duration::from_millis(300))
         .start()
         .await;
-    let proxy = &s.proxy;
-    let c = client();
-    let requests: Vec<_> = (0..100)
-        .map(|_| {
-            let req = c
-                .get(proxy.url("/"))
-                .header("cookie", "session=sess-alice")
-                .send();
-            tokio::spawn(async move { echoed(req.await.unwrap()).await })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(
-            r.await.unwrap().header_values("x-authgear-user-id"),
-            ["user-alice"]
-        );
-    }
+    let urls = (0..100).map(|_| s.proxy.url("/")).collect();
+    herd_as(urls, "session=sess-alice", "user-alice").await;
     assert_eq!(s.resolver_calls(), 1);
 }
 

@@ -294,22 +294,8 @@ async fn a_herd_over_two_instances_makes_one_call() {
         .timeout("1s")
         .start()
         .await;
-    let c = client();
-    let requests: Vec<_> = (0..20)
-        .map(|n| {
-            let req = c
-                .get(fleet.node(n % 2).proxy.url("/"))
-                .header("cookie", ALICE)
-                .send();
-            tokio::spawn(async move { echoed(req.await.unwrap()).await })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(
-            r.await.unwrap().header_values("x-authgear-user-id"),
-            ["user-alice"]
-        );
-    }
+    let urls = (0..20).map(|n| fleet.node(n % 2).proxy.url("/")).collect();
+    herd_as(urls, ALICE, "user-alice").await;
     assert_eq!(fleet.resolver_calls(), 1, "one call for the whole fleet");
 }
 

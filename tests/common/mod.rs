@@ -1050,6 +1050,27 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Sends one request with `cookie` to each of `urls` at the same time, and checks that each
+/// reached the backend as `user`.
+pub async fn herd_as(urls: Vec<String>, cookie: &str, user: &str) {
+    let c = client();
+    let requests: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let req = c.get(url).header("cookie", cookie).send();
+            tokio::spawn(async move { echoed(req.await.expect("response")).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(
+            r.await
+                .expect("request task")
+                .header_values("x-authgear-user-id"),
+            [user]
+        );
+    }
+}
+
 /// The `x-authgear-body-signature` Authgear puts on a webhook delivery: hex HMAC-SHA256 of the
 /// body, keyed with the webhook secret.
 pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
