@@ -254,11 +254,37 @@ impl Admin {
             .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
         map.insert("purges".into(), purges.into());
+        if let Some(fleet) = &rt.fleet {
+            map.insert("fleet".into(), fleet_status(fleet));
+        }
         reply(
             StatusCode::OK,
             format!("{}\n", serde_json::Value::Object(map)),
         )
     }
+}
+
+/// Fleet mode at a glance: connected or not, where, and its counters.
+fn fleet_status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
+    use crate::fleet::STATS;
+    let counters = |pairs: &[(&str, u64)]| -> serde_json::Value {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    serde_json::json!({
+        "up": STATS.up.load(std::sync::atomic::Ordering::Relaxed) == 1,
+        "redis": fleet.settings().url,
+        "prefix": fleet.settings().prefix,
+        "shared_cache": fleet.settings().shared_cache,
+        "bus": counters(&STATS.bus()),
+        "lookups": counters(&STATS.lookups()),
+        "writes": g(&STATS.writes),
+        "resyncs": g(&STATS.resyncs),
+    })
 }
 
 /// Every pool's backends and whether each is up: `{"app": {"127.0.0.1:3000": "up"}}`.

@@ -283,6 +283,11 @@ async fn an_answer_resolved_on_one_instance_is_a_hit_on_another() {
     assert_eq!(lines[0]["cache"], "shared", "{}", lines[0]);
     assert_eq!(lines[0]["user_id"], "user-alice", "{}", lines[0]);
     assert_eq!(lines[1]["cache"], "hit", "{}", lines[1]);
+    // The admin's cache stats carry the fleet's state too.
+    let stats = admin_get(fleet.admin(b), "/cache/stats").await;
+    assert_eq!(stats["fleet"]["up"], true, "{stats}");
+    assert_eq!(stats["fleet"]["prefix"], "authgate:", "{stats}");
+    assert_eq!(stats["fleet"]["lookups"]["hit"], 1, "{stats}");
 }
 
 /// A herd for one never-seen session, split over two instances: one resolver call.
