@@ -76,6 +76,14 @@ bench-fleet: test-deps
 # public, identify (hit) and miss paths, and authgate's broken down with perf
 # (benches/load/profile.py; needs wrk, nginx and linux-perf). About a minute.
 profile: deps
+	@command -v perf >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 && { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing linux-perf, wrk and nginx-light (needed by make profile)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf wrk nginx-light >/dev/null; \
+	  else \
+	    echo "make profile needs perf, wrk and nginx: run 'sudo apt-get install -y linux-perf wrk nginx-light', then retry" >&2; \
+	    exit 1; \
+	  fi; }
 	$(CARGO) build --profile profiling --bin authgate
 	AUTHGATE=target/profiling/authgate python3 benches/load/profile.py
 
