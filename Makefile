@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile instructions check-config upgrade clean
 
 all: build
 
@@ -86,6 +86,13 @@ profile: deps
 	  fi; }
 	$(CARGO) build --profile profiling --bin authgate
 	AUTHGATE=target/profiling/authgate python3 benches/load/profile.py
+
+# Instructions per request under callgrind (issue 14): a repeatable A/B of two binaries on a
+# noisy machine, e.g. `AUTHGATE_B=/tmp/before/authgate make instructions` (benches/load/instructions.py).
+instructions: deps
+	@command -v valgrind >/dev/null 2>&1 || { echo "make instructions needs valgrind: run 'sudo apt-get install -y valgrind', then retry" >&2; exit 1; }
+	$(CARGO) build --profile profiling --bin authgate
+	AUTHGATE_A=target/profiling/authgate python3 benches/load/instructions.py
 
 # Micro-benchmarks (criterion) of the per-request work and the cache's memory per entry.
 bench-micro: deps
