@@ -167,21 +167,26 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A loopback port nobody listens on (bound, then released), never one this test process
-/// handed out before: two tests running side by side could otherwise be given the same
-/// released port; the process that binds it second fails to start, and its test, waiting for
-/// the port to answer, talks to the other test's process.
+/// A loopback port nobody listens on (bound, then released), for a process to listen on or a
+/// peer that refuses connections. Taken below the kernel's ephemeral range (32768 and up by
+/// default), so no `bind` to port 0 (this process's echo backends and stand-ins, or any
+/// other) can be given it between now and its use; and never handed out twice in one test
+/// process. (A port from the ephemeral range could go to an echo backend started next, and a
+/// test would then talk to that backend instead of the proxy that failed to bind it.)
 pub fn closed_port() -> SocketAddr {
+    const LOW: u16 = 15_000;
+    const HIGH: u16 = 32_000;
     static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
         Mutex::new(std::collections::BTreeSet::new());
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let fresh = HANDED_OUT
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.port());
-        if fresh {
+        let port = LOW + rand::random::<u16>() % (HIGH - LOW);
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if handed.contains(&port) {
+            continue;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            handed.insert(port);
             return addr;
         }
     }
