@@ -453,28 +453,6 @@ async fn ambiguous_credentials_are_refused_before_the_resolver() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unrouted_paths_get_404_without_a_resolve() {
-    let s = Stack::builder()
-        .routes(
-            r#"
-            - path: /api
-              upstream: app
-            "#,
-        )
-        .start()
-        .await;
-    let proxy = &s.proxy;
-    let c = client();
-    assert_eq!(
-        c.get(proxy.url("/apix")).send().await.unwrap().status(),
-        404
-    );
-    assert_eq!(s.resolver_calls(), 0);
-    let e = send_echo(c.get(proxy.url("/api/v1"))).await;
-    assert_eq!(e.uri, "/api/v1");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_intact_fixed_and_chunked() {
     let s = Stack::start().await;
     let proxy = &s.proxy;

@@ -107,10 +107,15 @@ async fn no_route_is_404_without_a_resolve() {
         )
         .start()
         .await;
-    let r = fetch(&s.proxy, "/other").await;
-    assert_eq!(r.status(), 404);
-    assert!(r.text().await.unwrap().contains("no route"));
+    // Prefixes are segment-aware: /apix is not under /api.
+    for path in ["/other", "/apix"] {
+        let r = fetch(&s.proxy, path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.text().await.unwrap().contains("no route"), "{path}");
+    }
     assert_eq!(s.resolver_calls(), 0);
+    let e = get_as(&s.proxy, "/api/v1", "").await;
+    assert_eq!(e.uri, "/api/v1");
 }
 
 /// Routing decides on the path the backend will act on. Sent raw: HTTP clients would
