@@ -526,6 +526,16 @@ async fn redis_killed_under_traffic_fails_no_request() {
         assert!(fleet.metric(i, "authgate_fleet_resyncs_total").await >= 1.0);
     }
     assert!(total >= 300, "{total} requests");
+    // One line per state change, whatever the number of requests or reconnection attempts.
+    for i in [a, b] {
+        let log = fleet.node(i).proxy.log();
+        assert_eq!(log.matches("fleet: lost Redis").count(), 1, "{log}");
+        assert!(
+            log.matches("fleet: cannot reach Redis").count() <= 1,
+            "{log}"
+        );
+        assert!(!log.contains("fleet: Redis error"), "{log}");
+    }
 
     let applied = fleet.metric(b, BUS_APPLIED).await;
     let (status, body) = fleet
