@@ -251,11 +251,6 @@ pub struct Fetched {
     pub left: Option<Duration>,
 }
 
-enum Read {
-    Found(Arc<Identity>, Duration),
-    Absent,
-}
-
 pub struct Fleet {
     settings: FleetSettings,
     client: redis::Client,
@@ -394,7 +389,13 @@ impl Fleet {
 
     /// A shared answer, checked: sealed for this key, resolved after every purge that covers
     /// it, still fresh; for a refresh, resolved after `resolved_after` (unix ms).
-    fn check(&self, digest: &[u8; 32], key: &str, wire: &[u8], resolved_after: u64) -> Read {
+    fn check(
+        &self,
+        digest: &[u8; 32],
+        key: &str,
+        wire: &[u8],
+        resolved_after: u64,
+    ) -> Option<(Arc<Identity>, Duration)> {
         let entry = match seal::open_entry(&self.keys, key, &self.namespace, wire) {
             Ok(e) => e,
             Err(why) => {
@@ -402,7 +403,7 @@ impl Fleet {
                 if self.warn_forged.ready() {
                     log::warn!("fleet: refused a shared answer ({why:?}): written without the fleet secret, altered, or moved from another key; resolving afresh");
                 }
-                return Read::Absent;
+                return None;
             }
         };
         let allowed = self
@@ -410,18 +411,18 @@ impl Fleet {
             .allows(digest, entry.identity.user_id(), entry.resolved_at);
         if !allowed {
             bump(&STATS.entries_rejected);
-            return Read::Absent;
+            return None;
         }
         let now = unix_ms();
         if now >= entry.fresh_until || entry.resolved_at < resolved_after {
             bump(&STATS.misses);
-            return Read::Absent;
+            return None;
         }
         bump(&STATS.hits);
-        Read::Found(
+        Some((
             Arc::new(entry.identity),
             Duration::from_millis(entry.fresh_until - now),
-        )
+        ))
     }
 
     fn tombs(&self) -> std::sync::MutexGuard<'_, Tombstones> {
@@ -473,7 +474,7 @@ impl Fleet {
                 .await;
             let taken = match got {
                 Some((wire, _)) if !wire.is_empty() => {
-                    if let Read::Found(identity, left) =
+                    if let Some((identity, left)) =
                         self.check(&key.digest, &answer_key, &wire, resolved_after)
                     {
                         return found(identity, left);
@@ -508,7 +509,7 @@ impl Fleet {
                         .await;
                     match polled {
                         Some((wire, _)) if !wire.is_empty() => {
-                            if let Read::Found(identity, left) =
+                            if let Some((identity, left)) =
                                 self.check(&key.digest, &answer_key, &wire, resolved_after)
                             {
                                 return found(identity, left);
