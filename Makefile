@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile instructions check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -93,6 +93,14 @@ instructions: deps
 	@command -v valgrind >/dev/null 2>&1 || { echo "make instructions needs valgrind: run 'sudo apt-get install -y valgrind', then retry" >&2; exit 1; }
 	$(CARGO) build --profile profiling --bin authgate
 	AUTHGATE_A=target/profiling/authgate python3 benches/load/instructions.py
+
+# CPU per request and req/s of two binaries, alternated rounds on the machine itself (needs wrk):
+# the check that an instruction-count gain is real, e.g.
+# `AUTHGATE_A=/tmp/before/authgate AUTHGATE_B=target/profiling/authgate make ab` (benches/load/ab.py).
+ab:
+	@command -v wrk >/dev/null 2>&1 || { echo "make ab needs wrk: run 'sudo apt-get install -y wrk', then retry" >&2; exit 1; }
+	@[ -n "$(AUTHGATE_A)" ] && [ -n "$(AUTHGATE_B)" ] || { echo "make ab needs AUTHGATE_A and AUTHGATE_B (two authgate binaries)" >&2; exit 1; }
+	python3 benches/load/ab.py
 
 # Micro-benchmarks (criterion) of the per-request work and the cache's memory per entry.
 bench-micro: deps

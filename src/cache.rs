@@ -338,8 +338,10 @@ impl Cache {
                         "{key:?}: waited {:?} for a resolve; calling the resolver",
                         self.settings.load().lock_timeout
                     );
+                    // Boxed: inline, the resolve's state (about 11 KiB) would be part of
+                    // every request's future, hits included, and copied with it each time.
                     let outcome = match fetch {
-                        Some(fetch) => fetch().await.map_err(Arc::new),
+                        Some(fetch) => Box::pin(fetch()).await.map_err(Arc::new),
                         None => Err(Arc::new(ResolveError::Timeout(
                             "waiting for another resolve".into(),
                         ))),
