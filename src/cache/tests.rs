@@ -596,3 +596,20 @@ async fn refreshes_are_bounded_overall() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(cache.refreshing.load(Ordering::SeqCst), MAX_REFRESHES);
 }
+
+/// Every request's future holds `Cache::resolve`'s, and async_trait copies that whole into a box
+/// per request: a resolve whose own future is large (the resolver call's is about 11 KiB) must
+/// not make the cache's future large, hits included.
+#[test]
+fn a_large_fetch_does_not_make_the_lookup_future_large() {
+    let cache = Cache::new(settings());
+    let fetch = || async {
+        let state = [7u8; 16 * 1024];
+        tokio::task::yield_now().await;
+        Ok::<_, ResolveError>(identity(Some(state[100] == 7)))
+    };
+    let k = key(1, true);
+    let future = cache.resolve(&k, fetch);
+    let size = std::mem::size_of_val(&future);
+    assert!(size < 2048, "Cache::resolve's future is {size} bytes");
+}
