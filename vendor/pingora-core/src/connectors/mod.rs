@@ -389,7 +389,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: a new connection's state (TCP connect, TLS handshake: about 8 KiB) would
+            // otherwise sit inline in every caller's future, which the proxy copies into a
+            // box for every request, reused connections included.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
