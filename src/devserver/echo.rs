@@ -3,7 +3,13 @@
 //! The body is hashed as it streams (never held whole), so a 64 MiB upload costs no memory.
 //! An `Upgrade` request is answered `101`, then the backend writes one JSON line describing
 //! the request and echoes every byte it reads.
+//!
+//! For cache tests and benchmarks, the query can shape the answer: each `h-<name>=<value>`
+//! pair (percent-decoded) becomes a response header, `status=<code>` sets the status, and a
+//! request whose `If-None-Match` equals the `h-etag` value is answered `304` without a body.
+//! `seq` numbers the requests this backend has served, so a cached copy shows an old one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +34,9 @@ pub struct Echo {
     pub body_len: u64,
     pub body_sha256: String,
     pub trailers: Vec<(String, String)>,
+    /// This backend's count of requests served, this one included.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 impl Echo {
@@ -61,11 +70,44 @@ pub fn handler(
        + Sync
        + 'static {
     let name: Arc<str> = Arc::from(name);
-    move |req| handle(name.clone(), req).boxed()
+    let served = Arc::new(AtomicU64::new(0));
+    move |req| handle(name.clone(), served.clone(), req).boxed()
 }
 
-pub async fn handle(name: Arc<str>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The response headers and status the query asks for (see the module's note).
+fn shaped(uri: &http::Uri) -> (u16, Vec<(String, String)>) {
+    let (mut status, mut headers) = (200, Vec::new());
+    for pair in uri.query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        if let Some(name) = k.strip_prefix("h-") {
+            headers.push((name.to_string(), v));
+        } else if k == "status" {
+            status = v.parse().unwrap_or(200);
+        }
+    }
+    (status, headers)
+}
+
+pub async fn handle(
+    name: Arc<str>,
+    served: Arc<AtomicU64>,
+    mut req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let seq = served.fetch_add(1, Ordering::SeqCst) + 1;
+    let (status, extra) = shaped(req.uri());
+    let etag = extra.iter().find(|(n, _)| n.eq_ignore_ascii_case("etag"));
+    if let (Some((_, etag)), Some(inm)) = (etag, req.headers().get(http::header::IF_NONE_MATCH)) {
+        if inm.as_bytes() == etag.as_bytes() {
+            let refs: Vec<(&str, String)> =
+                extra.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+            return response(304, &refs, Bytes::new());
+        }
+    }
     let mut echo = Echo {
+        seq,
         served_by: name.to_string(),
         method: req.method().to_string(),
         uri: req.uri().to_string(),
@@ -111,8 +153,10 @@ pub async fn handle(name: Arc<str>, mut req: Request<Incoming>) -> Response<Full
         }
     }
     echo.body_sha256 = hex::encode(hasher.finalize());
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.clone())));
     match serde_json::to_vec(&echo) {
-        Ok(json) => response(200, &[("content-type", "application/json".into())], json),
+        Ok(json) => response(status, &headers, json),
         Err(e) => response(500, &[], format!("{e}\n")),
     }
 }
