@@ -50,7 +50,11 @@ pub struct Entry<'a> {
     pub backend: Option<SocketAddr>,
     pub user_id: Option<&'a str>,
     pub resolver: &'a str,
+    /// The resolver-answer cache: where the caller's identity came from.
     pub cache: &'a str,
+    /// The response cache (routes with `cache:`): hit, miss, stale, revalidated, expired,
+    /// uncacheable, bypass; `-` elsewhere.
+    pub response_cache: &'a str,
     pub bytes: usize,
     pub total_ms: f64,
     pub resolver_ms: Option<f64>,
@@ -114,7 +118,8 @@ impl AccessLog {
     }
 }
 
-/// `ip - user [time] "METHOD path" status bytes route backend resolver cache total_ms resolver_ms`
+/// `ip - user [time] "METHOD path" status bytes route backend resolver cache response_cache
+/// total_ms resolver_ms`
 fn text_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
     let path = match e.query {
@@ -123,7 +128,7 @@ fn text_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     };
     let _ = write!(
         out,
-        "{} - {} [{}] \"{} {}\" {} {} {} {} {} {} {:.3} {}",
+        "{} - {} [{}] \"{} {}\" {} {} {} {} {} {} {} {:.3} {}",
         dash(e.client_ip.map(|i| i.to_string())),
         e.user_id.unwrap_or("-"),
         humantime::format_rfc3339_millis(e.time),
@@ -135,6 +140,7 @@ fn text_line(out: &mut Vec<u8>, e: &Entry<'_>) {
         dash(e.backend.map(|b| b.to_string())),
         e.resolver,
         e.cache,
+        e.response_cache,
         e.total_ms,
         dash(e.resolver_ms.map(|m| format!("{m:.3}"))),
     );

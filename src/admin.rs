@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::cache::PurgeCause;
 use crate::credentials::Credentials;
 use crate::metrics::METRICS;
+use crate::response_cache;
 use crate::runtime::Runtime;
 use crate::webhook::{Accepted, Receiver};
 
@@ -53,6 +54,13 @@ struct PurgeRequest {
     /// Every cached answer of this user (`x-authgear-user-id`).
     #[serde(default)]
     user_id: Option<String>,
+    /// The response cache: the object stored for this URL (`http://host/path?query`), all
+    /// its variants.
+    #[serde(default)]
+    url: Option<String>,
+    /// The response cache: every object whose URL starts with this.
+    #[serde(default)]
+    prefix: Option<String>,
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Vec<u8>> {
@@ -155,6 +163,38 @@ impl Admin {
             Ok(r) => r,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
         };
+        let credentials = req.authorization.is_some()
+            || req.cookie.is_some()
+            || !req.cookies.is_empty()
+            || req.user_id.is_some();
+        if let Some((target, prefix)) = match (&req.url, &req.prefix) {
+            (Some(u), None) => Some((u, false)),
+            (None, Some(p)) => Some((p, true)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return json_error(StatusCode::BAD_REQUEST, "give url or prefix, not both")
+            }
+        } {
+            if credentials {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "give url or prefix alone (the response cache), or credentials or user_id",
+                );
+            }
+            let Some(engine) = rt.response_cache else {
+                return json_error(StatusCode::BAD_REQUEST, "no route has a response cache");
+            };
+            return match response_cache::purge(engine, target, prefix) {
+                Ok(n) => {
+                    log::info!("admin: purged {n} stored responses ({target})");
+                    reply(
+                        StatusCode::OK,
+                        format!("{}\n", serde_json::json!({ "purged": n })),
+                    )
+                }
+                Err(why) => json_error(StatusCode::BAD_REQUEST, &why),
+            };
+        }
         if let Some(user) = req.user_id.clone() {
             if req.authorization.is_some() || req.cookie.is_some() || !req.cookies.is_empty() {
                 return json_error(

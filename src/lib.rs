@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod resolver;
+pub mod response_cache;
 pub mod routes;
 pub mod runtime;
 pub mod tls;

@@ -205,6 +205,31 @@ fn render_fleet(text: &mut String) {
     let _ = writeln!(text, "# HELP authgate_fleet_resyncs_total Times the bus came back and local answers were dropped\n# TYPE authgate_fleet_resyncs_total counter\nauthgate_fleet_resyncs_total {}", STATS.resyncs.load(Ordering::Relaxed));
 }
 
+fn render_response_cache(text: &mut String, engine: &crate::response_cache::Engine) {
+    use std::sync::atomic::Ordering;
+    let s = &crate::response_cache::STATS;
+    let _ = writeln!(text, "# HELP authgate_response_cache_requests_total Requests on routes with a response cache, by what the cache did\n# TYPE authgate_response_cache_requests_total counter");
+    for (result, counter) in [
+        ("hit", &s.hit),
+        ("miss", &s.miss),
+        ("stale", &s.stale),
+        ("revalidated", &s.revalidated),
+        ("expired", &s.expired),
+        ("uncacheable", &s.uncacheable),
+        ("bypass", &s.bypass),
+    ] {
+        let _ = writeln!(
+            text,
+            "authgate_response_cache_requests_total{{result=\"{result}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(text, "# HELP authgate_response_cache_evicted_total Stored responses evicted to stay within max_bytes\n# TYPE authgate_response_cache_evicted_total counter\nauthgate_response_cache_evicted_total {}", engine.store.evicted());
+    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_response_cache_bytes Bytes held by the response cache\n# TYPE authgate_response_cache_bytes gauge\nauthgate_response_cache_bytes {}", engine.store.bytes());
+    let _ = writeln!(text, "# HELP authgate_response_cache_objects Responses held by the response cache\n# TYPE authgate_response_cache_objects gauge\nauthgate_response_cache_objects {}", engine.store.objects());
+}
+
 /// The text exposition: the registered series, then the cache counters and backend health of
 /// the current configuration.
 pub fn render(rt: &Runtime) -> String {
@@ -231,6 +256,9 @@ pub fn render(rt: &Runtime) -> String {
     }
     if rt.fleet.is_some() {
         render_fleet(&mut text);
+    }
+    if let Some(engine) = rt.response_cache {
+        render_response_cache(&mut text, engine);
     }
     let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
     for pool in &rt.pools {

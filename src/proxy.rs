@@ -30,6 +30,7 @@ use crate::metrics::{self, InFlight};
 use crate::outcome::Outcome;
 use crate::policy::{self, login_location, wants_html, Verdict};
 use crate::request::{self, RequestError};
+use crate::response_cache::{self, RouteCache};
 use crate::routes::{Policy, Route};
 use crate::runtime::Runtime;
 use crate::upstreams::{hash_input, Pool};
@@ -68,6 +69,8 @@ struct Routed {
     rewrite: Option<String>,
     /// The canonical `Host`, when it differs from the client's (or the client sent none).
     set_host: Option<HeaderValue>,
+    /// On a route with `cache:`: its settings, and the canonical `host/path?query`.
+    cache: Option<(RouteCache, Policy, Box<str>)>,
 }
 
 /// Per-request state, filled by `request_filter` and read by the later phases.
@@ -92,6 +95,8 @@ pub struct Ctx {
     forged: bool,
     /// On a logout route: the cache key to drop once the backend answers 2xx.
     logout: Option<CacheKey>,
+    /// The request may not use the response cache (see `response_cache::bypass`).
+    cache_bypass: bool,
 }
 
 /// An answer authgate gives itself instead of the backend's.
@@ -276,6 +281,13 @@ fn route<'r>(
         counters: rt.route_counters.get(route.index).cloned(),
         pool: route.pool.clone(),
         forwarded,
+        cache: route.cache.map(|c| {
+            let url = match canon.query {
+                Some(q) => format!("{}{}?{q}", canon.host, canon.path),
+                None => format!("{}{}", canon.host, canon.path),
+            };
+            (c, route.policy, url.into_boxed_str())
+        }),
         rewrite: canon.rewrite,
         set_host: canon.set_host,
     };
@@ -408,6 +420,7 @@ impl ProxyHttp for AuthGate {
             outcome: Outcome::Undecided,
             forged: false,
             logout: None,
+            cache_bypass: false,
         }
     }
 
@@ -453,6 +466,89 @@ impl ProxyHttp for AuthGate {
             }
             Err(refusal) => refusal.send(session, ctx).await,
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+        let Some(routed) = &ctx.routed else {
+            return Ok(());
+        };
+        if routed.cache.is_none() {
+            return Ok(());
+        }
+        let Some(engine) = routed.runtime.response_cache else {
+            return Ok(());
+        };
+        if let Some(why) = response_cache::bypass(session.req_header()) {
+            log::debug!("response cache bypassed: {why}");
+            ctx.cache_bypass = true;
+            return Ok(());
+        }
+        session.cache.enable(
+            engine.store,
+            Some(engine.eviction),
+            None,
+            Some(engine.lock),
+            None,
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(engine.settings.max_object_bytes);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        _session: &Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<pingora::cache::CacheKey> {
+        let Some((routed, (_, policy, url))) = ctx
+            .routed
+            .as_ref()
+            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
+        else {
+            return Error::e_explain(ErrorType::InternalError, "cache key for an uncached route");
+        };
+        let f = &routed.forwarded;
+        let host = f.host.as_ref().map_or(&b""[..], |h| h.as_bytes());
+        let primary = response_cache::primary(*policy, f.proto.as_bytes(), host, url);
+        Ok(pingora::cache::CacheKey::new(primary, ""))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<pingora::cache::RespCacheable> {
+        let Some((routed, (route_cache, policy, _))) = ctx
+            .routed
+            .as_ref()
+            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
+        else {
+            return Ok(pingora::cache::RespCacheable::Uncacheable(
+                pingora::cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        let rt = &routed.runtime;
+        // A request whose credentials cannot even be read is treated as carrying some.
+        let credentials = Credentials::from_request(session.req_header())
+            .map_or(true, |c| rt.keys.key(&c).has_credentials);
+        Ok(response_cache::storable(
+            route_cache,
+            *policy,
+            credentials,
+            &rt.namespace,
+            resp,
+        ))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora::cache::CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<pingora::cache::key::HashBinary> {
+        response_cache::variance(meta, req)
     }
 
     async fn upstream_peer(
@@ -554,7 +650,7 @@ impl ProxyHttp for AuthGate {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
@@ -574,6 +670,14 @@ impl ProxyHttp for AuthGate {
             upstream_request.insert_header(HOST, host.clone())?;
         }
         single_content_length(upstream_request)?;
+        if session.cache.enabled() {
+            // The whole object (HEAD as GET, no client preconditions or ranges); on a stale
+            // object, the validators it was stored with.
+            pingora::cache::filters::upstream::request_filter(
+                upstream_request,
+                session.cache.maybe_cache_meta(),
+            );
+        }
         if ctx.forged {
             // The client sent identity headers (all removed above): look once more, on the
             // copy that goes upstream. A request that sent none (nearly all) skips this.
@@ -652,6 +756,11 @@ impl ProxyHttp for AuthGate {
             status,
         );
         let cache = ctx.lookup.map_or("-", Lookup::as_str);
+        let response_cache = if ctx.routed.as_ref().is_some_and(|r| r.cache.is_some()) {
+            response_cache::record(&session.cache.phase(), ctx.cache_bypass)
+        } else {
+            "-"
+        };
         if let Some(e) = e {
             log::debug!(
                 "{} {}: {e}",
@@ -684,6 +793,7 @@ impl ProxyHttp for AuthGate {
             user_id: ctx.identity.as_ref().and_then(|i| i.user_id()),
             resolver: ctx.outcome.as_str(),
             cache,
+            response_cache,
             bytes: session.body_bytes_sent(),
             total_ms: ms(ctx.started.elapsed()),
             resolver_ms: ctx.resolver_time.map(ms),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::response_cache::RouteCache;
 use crate::upstreams::Pool;
 
 /// What a route asks of the caller before the request reaches its backend.
@@ -86,6 +87,8 @@ pub struct Route {
     pub index: usize,
     /// A 2xx answer drops the cached answer for the request's credentials.
     pub logout: bool,
+    /// Responses are stored and served by the response cache.
+    pub cache: Option<RouteCache>,
     /// `host/prefix` (`*` for any host), for logs and metrics.
     pub label: Arc<str>,
 }
@@ -100,6 +103,7 @@ pub struct RouteSpec<'a> {
     pub roles: &'a [String],
     pub index: usize,
     pub logout: bool,
+    pub cache: Option<RouteCache>,
 }
 
 /// What a route rule is made from: a route of the file, naming its upstream.
@@ -112,6 +116,7 @@ pub struct RuleSpec<'a> {
     pub roles: &'a [String],
     pub index: usize,
     pub logout: bool,
+    pub cache: Option<RouteCache>,
 }
 
 /// A checked route of the file, not yet bound to its pool (plain settings data).
@@ -126,6 +131,7 @@ pub struct RouteRule {
     pub roles: Box<[String]>,
     pub index: usize,
     pub logout: bool,
+    pub cache: Option<RouteCache>,
     pub label: Arc<str>,
 }
 
@@ -173,6 +179,7 @@ impl RouteRule {
             roles: spec.roles.to_vec().into_boxed_slice(),
             index: spec.index,
             logout: spec.logout,
+            cache: spec.cache,
         })
     }
 }
@@ -189,6 +196,7 @@ impl Route {
             roles: spec.roles,
             index: spec.index,
             logout: spec.logout,
+            cache: spec.cache,
         })?;
         Ok(Route::bind(&rule, spec.pool))
     }
@@ -204,6 +212,7 @@ impl Route {
             roles: rule.roles.clone(),
             index: rule.index,
             logout: rule.logout,
+            cache: rule.cache,
             label: rule.label.clone(),
         }
     }

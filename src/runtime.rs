@@ -24,6 +24,7 @@ use crate::identity::Namespace;
 use crate::metrics::{self, RequestCounters};
 use crate::policy::Login;
 use crate::resolver::Resolver;
+use crate::response_cache;
 use crate::routes::{Route, Routes};
 use crate::upstreams::Pool;
 use crate::webhook::WebhookSettings;
@@ -50,6 +51,9 @@ pub struct Runtime {
     pub route_counters: Vec<RequestCounters>,
     /// Fleet mode, when configured; the cache's misses and purges go through it.
     pub fleet: Option<Arc<Fleet>>,
+    /// The response cache's store, once a route has `cache:` (made at the first such
+    /// configuration and kept for the life of the process).
+    pub response_cache: Option<&'static response_cache::Engine>,
 }
 
 impl Runtime {
@@ -139,7 +143,13 @@ impl Runtime {
         };
         // Last: a build that fails leaves the running cache as it was.
         cache.attach_fleet(fleet.clone());
+        let response_cache = settings
+            .routes
+            .iter()
+            .any(|r| r.cache.is_some())
+            .then(|| response_cache::engine(settings.response_cache));
         Ok(Runtime {
+            response_cache,
             namespace: settings.namespace.clone(),
             resolver,
             keys: settings.keys.clone(),

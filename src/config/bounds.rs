@@ -54,6 +54,35 @@ fn dur(field: &str, v: Duration, min: Duration, max: Duration) -> Result<(), (St
 pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (String, String)> {
     let ms = Duration::from_millis;
     let zero = Duration::ZERO;
+    let rc = &f.response_cache;
+    num("response_cache.max_bytes", rc.max_bytes, 4096, 1 << 40)?;
+    num(
+        "response_cache.max_object_bytes",
+        rc.max_object_bytes,
+        1,
+        1 << 32,
+    )?;
+    dur(
+        "response_cache.lock_timeout",
+        rc.lock_timeout,
+        ms(1),
+        Duration::from_secs(60),
+    )?;
+    for (i, r) in f.routes.iter().enumerate() {
+        if let Some(c) = &r.cache {
+            let year = DAY * 366;
+            let field = |k: &str| format!("routes[{i}].cache.{k}");
+            dur(&field("ttl"), c.ttl, zero, year)?;
+            dur(&field("max_ttl"), c.max_ttl, Duration::from_secs(1), year)?;
+            dur(
+                &field("stale_while_revalidate"),
+                c.stale_while_revalidate,
+                zero,
+                DAY,
+            )?;
+            dur(&field("stale_if_error"), c.stale_if_error, zero, DAY)?;
+        }
+    }
     num("pingora.threads", server.threads, 1, 1024)?;
     num(
         "pingora.listener_tasks_per_fd",

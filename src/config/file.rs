@@ -43,6 +43,8 @@ pub struct FileConfig {
     /// Several instances as one fleet through Redis; off when absent.
     #[serde(default)]
     pub fleet: Option<FleetFile>,
+    #[serde(default)]
+    pub response_cache: ResponseCacheFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +338,46 @@ pub struct RouteFile {
     /// request's credentials, so the next request is resolved afresh.
     #[serde(default)]
     pub logout: bool,
+    /// Store and serve the backend's cacheable responses (off when absent).
+    #[serde(default)]
+    pub cache: Option<RouteCacheFile>,
+}
+
+/// A route's `cache:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheFile {
+    /// Freshness of a response that states none; 0s: only responses that state theirs.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default = "defaults::response_max_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
+}
+
+/// `response_cache:`: the store every route with `cache:` shares.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCacheFile {
+    #[serde(default = "defaults::response_max_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "defaults::response_max_object_bytes")]
+    pub max_object_bytes: usize,
+    #[serde(default = "defaults::response_lock_timeout", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+}
+
+impl Default for ResponseCacheFile {
+    fn default() -> Self {
+        ResponseCacheFile {
+            max_bytes: defaults::response_max_bytes(),
+            max_object_bytes: defaults::response_max_object_bytes(),
+            lock_timeout: defaults::response_lock_timeout(),
+        }
+    }
 }
 
 /// Reloading on `SIGHUP` is always on; watching the file is optional.
@@ -428,6 +470,18 @@ pub(super) mod defaults {
     }
     pub fn header_prefix() -> String {
         "x-authgear-".into()
+    }
+    pub fn response_max_ttl() -> Duration {
+        Duration::from_secs(86_400)
+    }
+    pub fn response_max_bytes() -> usize {
+        64 << 20
+    }
+    pub fn response_max_object_bytes() -> usize {
+        1 << 20
+    }
+    pub fn response_lock_timeout() -> Duration {
+        Duration::from_secs(5)
     }
     pub fn route_path() -> String {
         "/".into()

@@ -31,6 +31,7 @@ use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::policy::Login;
 use crate::resolver::{ResolverSettings, POOL_NAME as RESOLVER_POOL};
+use crate::response_cache::{ResponseCacheSettings, RouteCache};
 use crate::routes::{Policy, RouteRule, RuleSpec};
 use crate::upstreams::{HashKey, HealthKind, HealthSettings, LbKind, PoolSettings, TlsSettings};
 use crate::webhook::WebhookSettings;
@@ -101,6 +102,8 @@ pub struct Settings {
     pub client: ClientLimits,
     /// Fleet mode through Redis, when configured.
     pub fleet: Option<FleetSettings>,
+    /// The response cache's store (used by routes with `cache:`).
+    pub response_cache: ResponseCacheSettings,
 }
 
 /// Reads, parses and checks a configuration file.
@@ -286,8 +289,22 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             roles: &r.roles,
             index: i,
             logout: r.logout,
+            cache: r.cache.as_ref().map(|c| RouteCache {
+                ttl: c.ttl,
+                max_ttl: c.max_ttl,
+                stale_while_revalidate: c.stale_while_revalidate,
+                stale_if_error: c.stale_if_error,
+            }),
         })
         .map_err(|(k, why)| err(&format!("routes[{i}].{k}"), why))?;
+        if let Some(c) = &r.cache {
+            if c.ttl > c.max_ttl {
+                return Err(err(
+                    &format!("routes[{i}].cache.ttl"),
+                    "is longer than cache.max_ttl".into(),
+                ));
+            }
+        }
         if pool.hash_key == Some(HashKey::UserId) && route.policy == Policy::Public {
             return Err(err(
                 &format!("routes[{i}].auth"),
@@ -362,7 +379,19 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         None => None,
         Some(f) => Some(fleet_settings(f, base).map_err(|(k, r)| err(&format!("fleet.{k}"), r))?),
     };
+    let rc = &parsed.response_cache;
+    if rc.max_object_bytes > rc.max_bytes {
+        return Err(err(
+            "response_cache.max_object_bytes",
+            "is larger than response_cache.max_bytes".into(),
+        ));
+    }
     Ok(Settings {
+        response_cache: ResponseCacheSettings {
+            max_bytes: rc.max_bytes,
+            max_object_bytes: rc.max_object_bytes,
+            lock_timeout: rc.lock_timeout,
+        },
         fleet,
         file: file.to_string(),
         server,

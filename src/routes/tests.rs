@@ -21,6 +21,7 @@ fn route(host: Option<&str>, path: &str, methods: &[&str], name: &str, index: us
         roles: &[],
         index,
         logout: false,
+        cache: None,
     })
     .unwrap()
 }
@@ -145,6 +146,7 @@ fn bad_route_specs_are_refused() {
             roles: &[],
             index: 0,
             logout: false,
+            cache: None,
         })
         .err()
         .map(|(f, _)| f)
@@ -214,6 +216,7 @@ fn guarded(path: &str, policy: Policy, roles: &[&str], index: usize) -> Route {
         roles: &roles,
         index,
         logout: false,
+        cache: None,
     })
     .unwrap()
 }

@@ -1,0 +1,333 @@
+//! The response cache: which backend responses a route may store and serve (RFC 9111, for a
+//! shared cache, with identity safety first), the key they are stored under, and the one
+//! bounded in-memory store (`storage`) with Pingora's LRU eviction manager and cache lock.
+
+mod storage;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use http::header::{SET_COOKIE, VARY};
+use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora::cache::eviction::simple_lru;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{
+    key::HashBinary, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::identity::Namespace;
+use crate::routes::Policy;
+pub use storage::Store;
+
+/// A route's `cache:` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Freshness of a storable response that states none (no `max-age`, `s-maxage`,
+    /// `Expires`); zero: only responses that state their freshness are stored.
+    pub ttl: Duration,
+    /// No response is fresh longer than this, whatever it states.
+    pub max_ttl: Duration,
+    /// Defaults for responses that do not state them (`stale-while-revalidate`,
+    /// `stale-if-error`).
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+/// The store shared by every route (`response_cache:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCacheSettings {
+    pub max_bytes: usize,
+    pub max_object_bytes: usize,
+    /// How long a request waits for another request's fetch of the same object.
+    pub lock_timeout: Duration,
+}
+
+/// The store, its eviction manager and its lock: made once, at start, and kept for the life
+/// of the process (Pingora's cache phases take `'static` references).
+pub struct Engine {
+    pub store: &'static Store,
+    pub eviction: &'static simple_lru::Manager,
+    pub lock: &'static CacheKeyLockImpl,
+    pub settings: ResponseCacheSettings,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The engine, made from `settings` the first time; later calls return the first one (its
+/// sizes take effect at start, and a reload that changes them says so in the log).
+pub fn engine(settings: ResponseCacheSettings) -> &'static Engine {
+    let engine = ENGINE.get_or_init(|| {
+        let store: &'static Store = Box::leak(Box::new(Store::new(settings.max_object_bytes)));
+        Engine {
+            store,
+            eviction: Box::leak(Box::new(simple_lru::Manager::new(settings.max_bytes))),
+            lock: Box::leak(Box::new(CacheLock::new(settings.lock_timeout))),
+            settings,
+        }
+    });
+    if engine.settings != settings {
+        log::warn!(
+            "response_cache: sizes and lock_timeout take effect at start; still using {:?}",
+            engine.settings
+        );
+    }
+    engine
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Default)]
+pub struct Stats {
+    pub hit: AtomicU64,
+    pub miss: AtomicU64,
+    pub stale: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub expired: AtomicU64,
+    pub bypass: AtomicU64,
+    pub uncacheable: AtomicU64,
+    pub purged: AtomicU64,
+}
+
+pub static STATS: Stats = Stats {
+    hit: AtomicU64::new(0),
+    miss: AtomicU64::new(0),
+    stale: AtomicU64::new(0),
+    revalidated: AtomicU64::new(0),
+    expired: AtomicU64::new(0),
+    bypass: AtomicU64::new(0),
+    uncacheable: AtomicU64::new(0),
+    purged: AtomicU64::new(0),
+};
+
+/// The access log's `response_cache` value for a request whose route caches, counted once.
+pub fn record(phase: &CachePhase, bypassed: bool) -> &'static str {
+    let (counter, word) = match phase {
+        _ if bypassed => (&STATS.bypass, "bypass"),
+        CachePhase::Hit => (&STATS.hit, "hit"),
+        CachePhase::Miss => (&STATS.miss, "miss"),
+        CachePhase::Stale | CachePhase::StaleUpdating => (&STATS.stale, "stale"),
+        CachePhase::Revalidated => (&STATS.revalidated, "revalidated"),
+        CachePhase::RevalidatedNoCache(_) => (&STATS.revalidated, "revalidated"),
+        CachePhase::Expired => (&STATS.expired, "expired"),
+        CachePhase::Disabled(NoCacheReason::NeverEnabled) => return "-",
+        CachePhase::Disabled(_) | CachePhase::Bypass => (&STATS.uncacheable, "uncacheable"),
+        CachePhase::Uninit | CachePhase::CacheKey => return "-",
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    word
+}
+
+/// Request headers that some frameworks act on (another method, another path, another host
+/// or scheme) but that are not part of the key: a request carrying one bypasses the cache, so
+/// it can neither be served a stored answer nor store the answer it provoked.
+const UNKEYED: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-host",
+    "forwarded",
+];
+
+/// Why a request may not use the cache at all, if it may not.
+pub fn bypass(req: &RequestHeader) -> Option<&'static str> {
+    if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        return Some("method");
+    }
+    if let Some(h) = UNKEYED.iter().find(|h| req.headers.contains_key(**h)) {
+        return Some(h);
+    }
+    // `_method` in the query is a method override too (routing refused one that leads
+    // elsewhere; one that names another method of the same route still changes the answer).
+    let query = req.uri.query().unwrap_or("");
+    if query.split('&').any(|p| {
+        p.split('=')
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("_method"))
+    }) {
+        return Some("_method");
+    }
+    None
+}
+
+/// The key's primary string: the route's policy (a response stored under one policy is never
+/// served under another after a reload), the scheme and host the backend was told of, and the
+/// canonical host and target. Hosts are part of it, so two hosts never share an object.
+pub fn primary(policy: Policy, proto: &[u8], forwarded_host: &[u8], url: &str) -> String {
+    // `|` separates the parts: escaped in the two that a trusted proxy's headers supply.
+    let part = |b: &[u8]| String::from_utf8_lossy(b).replace('|', "%7C");
+    format!(
+        "{:?}|{}|{}|{url}",
+        policy,
+        part(proto),
+        part(forwarded_host)
+    )
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 15.1 "heuristically
+/// cacheable"), less 206 (partial content is not stored).
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Whether a response may be stored, and how long it is fresh.
+///
+/// `credentials`: the request carried a credential (an `Authorization` header or a configured
+/// credential cookie); `namespace`: the identity headers' prefix.
+pub fn storable(
+    route: &RouteCache,
+    policy: Policy,
+    credentials: bool,
+    namespace: &Namespace,
+    resp: &ResponseHeader,
+) -> RespCacheable {
+    let no = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
+    let status = resp.status.as_u16();
+    if status == 206 || resp.status.is_informational() {
+        return no("status");
+    }
+    // A response that sets a cookie is the caller's, whatever it says of caching.
+    if resp.headers.contains_key(SET_COOKIE) {
+        return no("set-cookie");
+    }
+    // Varies on who is calling: never shared between users.
+    for vary in resp.headers.get_all(VARY) {
+        for name in String::from_utf8_lossy(vary.as_bytes()).split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "*" || name == "cookie" || name == "authorization" || namespace.covers(&name)
+            {
+                return no("vary");
+            }
+        }
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if let Some(cc) = &cc {
+        if cc.is_cacheable() == Cacheable::No || cc.has_key("private") {
+            return no("cache-control");
+        }
+    }
+    // Identity routes and requests with credentials: only what the backend marks shareable.
+    let shareable = cc
+        .as_ref()
+        .is_some_and(|cc| cc.public() || cc.s_maxage().ok().flatten().is_some());
+    if (policy != Policy::Public || credentials) && !shareable {
+        return no("not-shared");
+    }
+    let now = SystemTime::now();
+    let stated = cc.as_ref().and_then(|cc| cc.fresh_duration()).or_else(|| {
+        pingora::cache::filters::calculate_expires_header_time(resp)
+            .map(|t| t.duration_since(now).unwrap_or_default())
+    });
+    let fresh = match stated {
+        Some(d) => d,
+        None if !route.ttl.is_zero() && heuristically_cacheable(status) => route.ttl,
+        None => return no("no-freshness"),
+    }
+    .min(route.max_ttl);
+    let (swr, sie) = {
+        let swr = cc
+            .as_ref()
+            .and_then(|cc| cc.serve_stale_while_revalidate_duration())
+            .unwrap_or(route.stale_while_revalidate);
+        let sie = cc
+            .as_ref()
+            .and_then(|cc| cc.serve_stale_if_error_duration())
+            .unwrap_or(route.stale_if_error);
+        (secs(swr), secs(sie))
+    };
+    let fresh_until = if fresh.is_zero() {
+        // Stored, but stale at once: every use is revalidated (`no-cache`, `max-age=0`).
+        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    } else {
+        now + fresh
+    };
+    let mut header = resp.clone();
+    if let Some(cc) = &cc {
+        cc.strip_private_headers(&mut header);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// The variance of a stored response: the request's values of the headers its `Vary` names.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = Vec::new();
+    for vary in meta.headers().get_all(VARY) {
+        for name in String::from_utf8_lossy(vary.as_bytes()).split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let mut builder = VarianceBuilder::new();
+    for name in names {
+        let value: Vec<u8> = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .flat_map(|v| v.as_bytes().iter().copied().chain([b'\n']))
+            .collect();
+        builder.add_owned_name_value(name, value);
+    }
+    builder.finalize()
+}
+
+/// Drops the stored responses for `url` (`http(s)://host/path?query`, or `host/path?query`),
+/// or, with `prefix`, for every URL that starts with it; counted. How many were dropped.
+pub fn purge(engine: &Engine, url: &str, prefix: bool) -> Result<usize, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let (host, target) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None if prefix => (rest, ""),
+        None => (rest, "/"),
+    };
+    // The key holds the canonical host: lower case, no port, no trailing dot.
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() || host.bytes().any(|b| b == b'|' || b.is_ascii_whitespace()) {
+        return Err(format!("`{url}` does not name a host"));
+    }
+    let wanted = format!("{host}{target}");
+    // The primary string ends with the URL after its third `|` (see `primary`).
+    let url_of = |primary: &str| primary.splitn(4, '|').nth(3).unwrap_or("").to_string();
+    let n = engine.store.purge_where(engine.eviction, |p| {
+        let u = url_of(p);
+        if prefix {
+            u.starts_with(&wanted)
+        } else {
+            u == wanted
+        }
+    });
+    STATS.purged.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(n)
+}
+
+#[cfg(test)]
+#[path = "response_cache/tests.rs"]
+mod tests;

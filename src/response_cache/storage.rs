@@ -1,0 +1,321 @@
+//! The response cache's store: complete objects in memory, each body one `Bytes` served
+//! without a copy; its size is bounded by Pingora's eviction manager (which calls `purge`
+//! for what it evicts) and each object by `max_object_bytes`. Partial objects are never read:
+//! concurrent misses wait on the cache lock for the complete one.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::eviction::{CacheEntryKeyRef, EvictionManager};
+use pingora::cache::key::HashBinary;
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta};
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+
+/// What a stored object's meta is rebuilt from on a hit (no serialisation on the hit path).
+struct Meta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    updated: SystemTime,
+    swr: u32,
+    sie: u32,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl Meta {
+    fn of(meta: &CacheMeta) -> Meta {
+        Meta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            updated: meta.updated(),
+            swr: meta.stale_while_revalidate_sec(),
+            sie: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    fn build(&self) -> CacheMeta {
+        let mut m = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.swr,
+            self.sie,
+            self.header.clone(),
+        );
+        if self.updated != self.created {
+            // Age counts from the last revalidation.
+            m.set_epoch_override(self.updated);
+        }
+        if let Some(v) = self.variance {
+            m.set_variance(v);
+        }
+        m
+    }
+}
+
+struct Object {
+    meta: Meta,
+    body: Bytes,
+    /// The key's primary string (`policy|scheme|host|url`), for purges by URL and prefix.
+    primary: Box<str>,
+    compact: CompactCacheKey,
+}
+
+impl Object {
+    fn weight(&self) -> usize {
+        self.body.len() + self.primary.len() + 512
+    }
+}
+
+/// The store.
+pub struct Store {
+    objects: Mutex<HashMap<HashBinary, Object>>,
+    max_object_bytes: usize,
+    bytes: AtomicUsize,
+    evicted: AtomicU64,
+}
+
+impl Store {
+    pub fn new(max_object_bytes: usize) -> Store {
+        Store {
+            objects: Mutex::new(HashMap::new()),
+            max_object_bytes,
+            bytes: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HashBinary, Object>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes held (bodies and their bookkeeping).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn objects(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Objects evicted to stay within `max_bytes`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Drops every object whose primary string matches (all its variants); tells the eviction
+    /// manager, so their bytes are no longer counted. How many were dropped.
+    pub fn purge_where(
+        &self,
+        eviction: &dyn EvictionManager,
+        matches: impl Fn(&str) -> bool,
+    ) -> usize {
+        let gone: Vec<Object> = {
+            let mut objects = self.lock();
+            let keys: Vec<HashBinary> = objects
+                .iter()
+                .filter(|(_, o)| matches(&o.primary))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| objects.remove(k)).collect()
+        };
+        for o in &gone {
+            self.bytes.fetch_sub(o.weight(), Ordering::Relaxed);
+            eviction.remove(CacheEntryKeyRef::from_entry_id(&o.compact, None));
+        }
+        gone.len()
+    }
+
+    fn insert(&self, key: HashBinary, object: Object) {
+        let weight = object.weight();
+        let old = self.lock().insert(key, object);
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
+        if let Some(old) = old {
+            self.bytes.fetch_sub(old.weight(), Ordering::Relaxed);
+        }
+    }
+}
+
+struct Hit {
+    body: Bytes,
+    done: bool,
+    range: (usize, usize),
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.range.0..self.range.1)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        let end = end.unwrap_or(len);
+        if start > end || end > len {
+            return Error::e_explain(ErrorType::InternalError, "range outside the stored body");
+        }
+        self.range = (start, end);
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+struct Miss {
+    store: &'static Store,
+    key: HashBinary,
+    meta: Meta,
+    primary: Box<str>,
+    compact: CompactCacheKey,
+    body: BytesMut,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.body.len() + data.len() > self.store.max_object_bytes {
+            // Pingora's size check usually stops it first (from Content-Length or as it
+            // streams); this one holds for a body without a length, too.
+            return Error::e_explain(ErrorType::InternalError, "object over max_object_bytes");
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let Miss {
+            store,
+            key,
+            meta,
+            primary,
+            compact,
+            body,
+        } = *self;
+        let object = Object {
+            meta,
+            body: body.freeze(),
+            primary,
+            compact,
+        };
+        let size = object.weight();
+        store.insert(key, object);
+        Ok(MissFinishType::Created(size))
+    }
+}
+
+#[async_trait]
+impl Storage for Store {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let objects = self.lock();
+        let Some(o) = objects.get(&key.combined_bin()) else {
+            return Ok(None);
+        };
+        let hit = Hit {
+            body: o.body.clone(),
+            done: false,
+            range: (0, o.body.len()),
+        };
+        Ok(Some((o.meta.build(), Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(Miss {
+            store: self,
+            key: key.combined_bin(),
+            meta: Meta::of(meta),
+            primary: key.primary_key_str().unwrap_or_default().into(),
+            compact: key.to_compact(),
+            body: BytesMut::new(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let key = target.key().combined_bin();
+        let gone = self.lock().remove(&key);
+        Ok(match gone {
+            Some(o) => {
+                self.bytes.fetch_sub(o.weight(), Ordering::Relaxed);
+                if matches!(purge_type, PurgeType::Eviction) {
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                PurgeOutcome::Purged(None)
+            }
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let mut objects = self.lock();
+        match objects.get_mut(&key.combined_bin()) {
+            Some(o) => {
+                o.meta = Meta::of(meta);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
