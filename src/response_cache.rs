@@ -59,7 +59,10 @@ static ENGINE: OnceLock<Engine> = OnceLock::new();
 /// sizes take effect at start, and a reload that changes them says so in the log).
 pub fn engine(settings: ResponseCacheSettings) -> &'static Engine {
     let engine = ENGINE.get_or_init(|| {
-        let store: &'static Store = Box::leak(Box::new(Store::new(settings.max_object_bytes)));
+        let store: &'static Store = Box::leak(Box::new(Store::new(
+            settings.max_object_bytes,
+            settings.lock_timeout,
+        )));
         Engine {
             store,
             eviction: Box::leak(Box::new(simple_lru::Manager::new(settings.max_bytes))),

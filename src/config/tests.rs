@@ -577,3 +577,47 @@ fn fleet_section() {
     assert_error(&fleet(url, "  prefix: \"a b\"\n"), "fleet.prefix", "spaces");
     assert_error(&fleet(url, "  shard: 1\n"), "fleet.shard", "unknown field");
 }
+
+#[test]
+fn matrix_response_cache() {
+    let route = "  - path: /\n    upstream: app\n";
+    let cached = |cache: &str| GOOD.replace(route, &format!("{route}    cache:\n{cache}"));
+    let s = parse("t.yaml", &cached("      ttl: 30s\n"), None).unwrap();
+    let c = s.routes[0].cache.expect("cache settings");
+    assert_eq!(c.ttl, Duration::from_secs(30));
+    assert_eq!(c.max_ttl, Duration::from_secs(86_400));
+    assert_eq!(s.response_cache.max_bytes, 64 << 20);
+    assert!(parse("t.yaml", GOOD, None).unwrap().routes[0]
+        .cache
+        .is_none());
+    assert_error(
+        &cached("      ttl: 2h\n      max_ttl: 1h\n"),
+        "routes[0].cache.ttl",
+        "longer than cache.max_ttl",
+    );
+    assert_error(
+        &cached("      max_ttl: 0s\n"),
+        "routes[0].cache.max_ttl",
+        "greater than zero",
+    );
+    assert_error(
+        &cached("      tll: 1s\n"),
+        "routes[0].cache.tll",
+        "unknown field `tll`",
+    );
+    assert_error(
+        &format!("{GOOD}response_cache:\n  max_bytes: 1024\n"),
+        "response_cache.max_bytes",
+        "out of range",
+    );
+    assert_error(
+        &format!("{GOOD}response_cache:\n  max_bytes: 65536\n  max_object_bytes: 1048576\n"),
+        "response_cache.max_object_bytes",
+        "larger than response_cache.max_bytes",
+    );
+    assert_error(
+        &format!("{GOOD}response_cache:\n  lock_timeout: 0s\n"),
+        "response_cache.lock_timeout",
+        "greater than zero",
+    );
+}

@@ -1,13 +1,14 @@
 //! The response cache's store: complete objects in memory, each body one `Bytes` served
 //! without a copy; its size is bounded by Pingora's eviction manager (which calls `purge`
 //! for what it evicts) and each object by `max_object_bytes`. Partial objects are never read:
-//! concurrent misses wait on the cache lock for the complete one.
+//! concurrent misses wait on the cache lock for the complete one, and a lookup that comes
+//! while an object is being written waits for it (see `Store::lookup`).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -80,18 +81,28 @@ impl Object {
     }
 }
 
+/// An object being written: its writer's id, and a flag set when the writer is done.
+type Fill = (u64, Arc<tokio::sync::watch::Sender<bool>>);
+
 /// The store.
 pub struct Store {
     objects: Mutex<HashMap<HashBinary, Object>>,
+    /// Objects being written, by key: each with its writer's id and a flag set when done.
+    filling: Mutex<HashMap<HashBinary, Fill>>,
+    next_fill: AtomicU64,
+    lock_timeout: Duration,
     max_object_bytes: usize,
     bytes: AtomicUsize,
     evicted: AtomicU64,
 }
 
 impl Store {
-    pub fn new(max_object_bytes: usize) -> Store {
+    pub fn new(max_object_bytes: usize, lock_timeout: Duration) -> Store {
         Store {
             objects: Mutex::new(HashMap::new()),
+            filling: Mutex::new(HashMap::new()),
+            next_fill: AtomicU64::new(0),
+            lock_timeout,
             max_object_bytes,
             bytes: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
@@ -137,6 +148,31 @@ impl Store {
             eviction.remove(CacheEntryKeyRef::from_entry_id(&o.compact, None));
         }
         gone.len()
+    }
+
+    fn filling(&self) -> std::sync::MutexGuard<'_, HashMap<HashBinary, Fill>> {
+        self.filling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer `id` of `key` is done (stored or not): waiting lookups look again.
+    fn filled(&self, key: &HashBinary, id: u64) {
+        let mut filling = self.filling();
+        if filling.get(key).is_some_and(|(owner, _)| *owner == id) {
+            if let Some((_, tx)) = filling.remove(key) {
+                tx.send_replace(true);
+            }
+        }
+    }
+
+    fn hit(&self, key: &HashBinary) -> Option<(CacheMeta, HitHandler)> {
+        let objects = self.lock();
+        let o = objects.get(key)?;
+        let hit = Hit {
+            body: o.body.clone(),
+            done: false,
+            range: (0, o.body.len()),
+        };
+        Some((o.meta.build(), Box::new(hit)))
     }
 
     fn insert(&self, key: HashBinary, object: Object) {
@@ -205,7 +241,10 @@ impl HandleHit for Hit {
 struct Miss {
     store: &'static Store,
     key: HashBinary,
-    meta: Meta,
+    /// This writer's entry in `Store::filling`.
+    fill: u64,
+    /// Taken by `finish`.
+    meta: Option<Meta>,
     primary: Box<str>,
     compact: CompactCacheKey,
     body: BytesMut,
@@ -223,44 +262,49 @@ impl HandleMiss for Miss {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let Miss {
-            store,
-            key,
-            meta,
-            primary,
-            compact,
-            body,
-        } = *self;
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let Some(meta) = self.meta.take() else {
+            return Error::e_explain(ErrorType::InternalError, "miss handler finished twice");
+        };
         let object = Object {
             meta,
-            body: body.freeze(),
-            primary,
-            compact,
+            body: std::mem::take(&mut self.body).freeze(),
+            primary: std::mem::take(&mut self.primary),
+            compact: std::mem::take(&mut self.compact),
         };
         let size = object.weight();
-        store.insert(key, object);
+        self.store.insert(self.key, object);
+        // `Drop` tells the waiting lookups, now that the object is there.
         Ok(MissFinishType::Created(size))
+    }
+}
+
+impl Drop for Miss {
+    fn drop(&mut self) {
+        self.store.filled(&self.key, self.fill);
     }
 }
 
 #[async_trait]
 impl Storage for Store {
+    /// An object being written when the lookup comes is waited for (up to the lock
+    /// timeout): Pingora takes its cache lock after a lookup misses, so a lookup just before
+    /// the writer stores its object, and a lock taken just after the writer lets go, would
+    /// otherwise send a second request of a herd to the backend.
     async fn lookup(
         &'static self,
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let objects = self.lock();
-        let Some(o) = objects.get(&key.combined_bin()) else {
+        let key = key.combined_bin();
+        if let Some(hit) = self.hit(&key) {
+            return Ok(Some(hit));
+        }
+        let Some(mut done) = self.filling().get(&key).map(|(_, tx)| tx.subscribe()) else {
             return Ok(None);
         };
-        let hit = Hit {
-            body: o.body.clone(),
-            done: false,
-            range: (0, o.body.len()),
-        };
-        Ok(Some((o.meta.build(), Box::new(hit))))
+        let _ = tokio::time::timeout(self.lock_timeout, done.wait_for(|d| *d)).await;
+        Ok(self.hit(&key))
     }
 
     async fn get_miss_handler(
@@ -269,10 +313,15 @@ impl Storage for Store {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
+        let combined = key.combined_bin();
+        let fill = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        let (tx, _) = tokio::sync::watch::channel(false);
+        self.filling().insert(combined, (fill, Arc::new(tx)));
         Ok(Box::new(Miss {
             store: self,
-            key: key.combined_bin(),
-            meta: Meta::of(meta),
+            key: combined,
+            fill,
+            meta: Some(Meta::of(meta)),
             primary: key.primary_key_str().unwrap_or_default().into(),
             compact: key.to_compact(),
             body: BytesMut::new(),

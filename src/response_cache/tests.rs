@@ -1,1 +1,174 @@
-//! Unit tests of `response_cache`.
+//! Unit tests of `response_cache`: the storability rules, the bypass list, the key.
+
+use super::*;
+
+fn route() -> RouteCache {
+    RouteCache {
+        ttl: Duration::from_secs(60),
+        max_ttl: Duration::from_secs(3600),
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+    }
+}
+
+fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+    let mut r = ResponseHeader::build(status, None).unwrap();
+    for (n, v) in headers {
+        r.append_header(n.to_string(), *v).unwrap();
+    }
+    r
+}
+
+fn ns() -> Namespace {
+    Namespace::new("x-authgear-")
+}
+
+/// Seconds of freshness, or `None` when not storable.
+fn fresh(policy: Policy, credentials: bool, r: &ResponseHeader) -> Option<u64> {
+    match storable(&route(), policy, credentials, &ns(), r) {
+        RespCacheable::Cacheable(meta) => Some(meta.fresh_sec()),
+        RespCacheable::Uncacheable(_) => None,
+    }
+}
+
+#[test]
+fn public_routes_store_what_the_backend_allows() {
+    let p = Policy::Public;
+    assert_eq!(
+        fresh(p, false, &resp(200, &[("cache-control", "max-age=30")])),
+        Some(30)
+    );
+    // s-maxage wins for a shared cache; the route's max_ttl caps everything.
+    assert_eq!(
+        fresh(
+            p,
+            false,
+            &resp(200, &[("cache-control", "max-age=30, s-maxage=90")])
+        ),
+        Some(90)
+    );
+    assert_eq!(
+        fresh(p, false, &resp(200, &[("cache-control", "max-age=99999")])),
+        Some(3600)
+    );
+    // Nothing stated: the route's TTL, for heuristically cacheable statuses only.
+    assert_eq!(fresh(p, false, &resp(200, &[])), Some(60));
+    assert_eq!(fresh(p, false, &resp(404, &[])), Some(60));
+    assert_eq!(fresh(p, false, &resp(302, &[])), None);
+    assert_eq!(fresh(p, false, &resp(500, &[])), None);
+    for refused in [
+        &[("cache-control", "no-store")][..],
+        &[("cache-control", "private")],
+        &[("cache-control", "private=\"x\", max-age=60")],
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "a=b"),
+        ],
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("vary", "Accept, Cookie"),
+        ],
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("vary", "authorization"),
+        ],
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("vary", "X-Authgear-User-Id"),
+        ],
+        &[("cache-control", "public, max-age=60"), ("vary", "*")],
+    ] {
+        assert_eq!(fresh(p, false, &resp(200, refused)), None, "{refused:?}");
+    }
+    assert_eq!(
+        fresh(p, false, &resp(206, &[("cache-control", "max-age=60")])),
+        None
+    );
+}
+
+#[test]
+fn identity_routes_and_credentials_need_an_explicit_shareable_mark() {
+    for (policy, credentials) in [
+        (Policy::Identify, false),
+        (Policy::Require, true),
+        (Policy::Public, true),
+    ] {
+        let f = |h: &[(&str, &str)]| fresh(policy, credentials, &resp(200, h));
+        assert_eq!(f(&[]), None, "{policy:?}: default TTL applied");
+        assert_eq!(f(&[("cache-control", "max-age=60")]), None, "{policy:?}");
+        assert_eq!(f(&[("cache-control", "public, max-age=60")]), Some(60));
+        assert_eq!(f(&[("cache-control", "s-maxage=20")]), Some(20));
+        assert_eq!(
+            f(&[("cache-control", "public")]),
+            Some(60),
+            "public, no age: route TTL"
+        );
+    }
+}
+
+#[test]
+fn no_cache_and_max_age_zero_are_stored_stale() {
+    let r = resp(
+        200,
+        &[("cache-control", "public, max-age=0"), ("etag", "\"v\"")],
+    );
+    match storable(&route(), Policy::Public, false, &ns(), &r) {
+        RespCacheable::Cacheable(meta) => assert!(!meta.is_fresh(SystemTime::now())),
+        RespCacheable::Uncacheable(why) => panic!("not stored: {why:?}"),
+    }
+}
+
+#[test]
+fn unkeyed_overrides_and_other_methods_bypass() {
+    let req = |method: &str, uri: &str, h: &[(&str, &str)]| {
+        let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+        for (n, v) in h {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    };
+    assert_eq!(bypass(&req("GET", "/a", &[])), None);
+    assert_eq!(bypass(&req("HEAD", "/a", &[])), None);
+    assert_eq!(bypass(&req("POST", "/a", &[])), Some("method"));
+    assert_eq!(
+        bypass(&req("GET", "/a", &[("X-HTTP-Method-Override", "PUT")])),
+        Some("x-http-method-override")
+    );
+    assert_eq!(
+        bypass(&req("GET", "/a", &[("X-Original-URL", "/b")])),
+        Some("x-original-url")
+    );
+    assert_eq!(
+        bypass(&req("GET", "/a?x=1&_METHOD=put", &[])),
+        Some("_method")
+    );
+    assert_eq!(bypass(&req("GET", "/a?my_method=1", &[])), None);
+}
+
+#[test]
+fn the_key_separates_policies_schemes_and_forwarded_hosts_unambiguously() {
+    let a = primary(Policy::Public, b"http", b"h", "h/x");
+    assert_ne!(a, primary(Policy::Identify, b"http", b"h", "h/x"));
+    assert_ne!(a, primary(Policy::Public, b"https", b"h", "h/x"));
+    // A `|` in a forwarded host cannot shift the parts into the URL.
+    assert_ne!(
+        primary(Policy::Public, b"http", b"a|b", "c/x"),
+        primary(Policy::Public, b"http", b"a", "b|c/x")
+    );
+    assert!(primary(Policy::Public, b"http", b"a|b", "c/x").ends_with("|c/x"));
+}
+
+#[test]
+fn variance_follows_the_stored_vary_and_the_request_values() {
+    let r = resp(200, &[("vary", "Accept-Encoding, accept-language")]);
+    let meta = CacheMeta::new(SystemTime::now(), SystemTime::now(), 0, 0, r);
+    let req = |enc: &str| {
+        let mut q = RequestHeader::build("GET", b"/", None).unwrap();
+        q.append_header("accept-encoding", enc).unwrap();
+        q
+    };
+    assert_eq!(variance(&meta, &req("gzip")), variance(&meta, &req("gzip")));
+    assert_ne!(variance(&meta, &req("gzip")), variance(&meta, &req("br")));
+    let plain = CacheMeta::new(SystemTime::now(), SystemTime::now(), 0, 0, resp(200, &[]));
+    assert_eq!(variance(&plain, &req("gzip")), None);
+}

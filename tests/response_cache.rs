@@ -1,0 +1,468 @@
+//! The response cache end to end: a real echo backend (whose `seq` counts the requests that
+//! reached it), authgate in front, a real HTTP client. What is stored and served on public
+//! routes, what is never shared on identity routes, poisoning and deception attempts, the
+//! cache lock, revalidation, purges, eviction and the metrics.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ALICE: &str = "session=sess-alice";
+const BOB: &str = "session=sess-bob";
+/// `Cache-Control: public, max-age=60`, as the echo backend's query asks for it.
+const PUBLIC_60: &str = "h-cache-control=public%2C%20max-age%3D60";
+
+/// A stack with an admin listener, `routes`, and a response cache of `max_bytes`.
+async fn stack(routes: &str, max_bytes: usize) -> Stack {
+    Stack::builder()
+        .admin()
+        .routes(routes)
+        .yaml(&format!(
+            r#"
+            response_cache:
+              max_bytes: {max_bytes}
+              max_object_bytes: 4096
+            "#
+        ))
+        .start()
+        .await
+}
+
+/// Public `/static` (default TTL 60 s), identify `/id`, require `/members`, all cached.
+const ROUTES: &str = r#"
+- path: /static
+  upstream: app
+  auth: public
+  cache:
+    ttl: 60s
+- path: /id
+  upstream: app
+  auth: identify
+  cache:
+    ttl: 60s
+- path: /members
+  upstream: app
+  auth: require
+  cache:
+    ttl: 60s
+- path: /
+  upstream: app
+"#;
+
+/// What one request got: status, the backend's `seq` (0 when the body is not an echo), the
+/// response headers.
+struct Got {
+    status: u16,
+    seq: u64,
+    headers: reqwest::header::HeaderMap,
+    echo: Option<authgate::devserver::echo::Echo>,
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Got {
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let echo: Option<authgate::devserver::echo::Echo> = serde_json::from_str(&text).ok();
+    Got {
+        status,
+        seq: echo.as_ref().map_or(0, |e| e.seq),
+        headers,
+        echo,
+    }
+}
+
+async fn get(s: &Stack, path: &str) -> Got {
+    send(client().get(s.proxy.url(path))).await
+}
+
+async fn get_as(s: &Stack, path: &str, cookie: &str) -> Got {
+    send(client().get(s.proxy.url(path)).header("cookie", cookie)).await
+}
+
+/// The admin's `/metrics` text.
+async fn metrics(s: &Stack) -> String {
+    client()
+        .get(format!("http://{}/metrics", s.admin()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Polls `/metrics` until `series` is at least `want` (at most 5 s).
+async fn reaches(s: &Stack, series: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics(s).await;
+        if metric(&m, series) >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {want}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_route_stores_what_the_backend_allows_and_nothing_else() {
+    let s = stack(ROUTES, 1 << 20).await;
+    // Allowed by the backend: one backend request, then hits (HEAD included).
+    let first = get(&s, &format!("/static/a?{PUBLIC_60}")).await;
+    assert_eq!(first.status, 200);
+    let again = get(&s, &format!("/static/a?{PUBLIC_60}")).await;
+    assert_eq!(again.seq, first.seq, "the second GET was not a hit");
+    assert!(again.headers.contains_key("age"), "a hit carries Age");
+    let head = send(client().head(s.proxy.url(&format!("/static/a?{PUBLIC_60}")))).await;
+    assert_eq!(head.status, 200);
+    let after_head = get(&s, &format!("/static/a?{PUBLIC_60}")).await;
+    assert_eq!(after_head.seq, first.seq, "HEAD went to the backend");
+
+    // No freshness stated: the route's default TTL.
+    let plain = get(&s, "/static/plain").await;
+    assert_eq!(get(&s, "/static/plain").await.seq, plain.seq);
+
+    // Refused by the backend, or the caller's: every request reaches the backend.
+    for query in [
+        "h-cache-control=no-store",
+        "h-cache-control=private%2C%20max-age%3D60",
+        "h-cache-control=public%2C%20max-age%3D60&h-set-cookie=sid%3D1",
+        "h-cache-control=public%2C%20max-age%3D60&h-vary=Cookie",
+        "h-cache-control=public%2C%20max-age%3D60&h-vary=Authorization",
+        "h-cache-control=public%2C%20max-age%3D60&h-vary=X-Authgear-User-Id",
+        "h-cache-control=public%2C%20max-age%3D60&h-vary=*",
+        "status=206&h-cache-control=public%2C%20max-age%3D60",
+        "status=500",
+    ] {
+        let path = format!("/static/never?{query}");
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert!(b.seq > a.seq, "{query}: stored ({} then {})", a.seq, b.seq);
+    }
+    // A request with credentials on a public route: only what is marked shareable.
+    let path = "/static/personal";
+    let a = get_as(&s, path, ALICE).await;
+    let b = get_as(&s, path, ALICE).await;
+    assert!(
+        b.seq > a.seq,
+        "a response to a request with credentials was stored"
+    );
+    // Counted when each request's log line is made, just after its answer: polled.
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"hit\"}",
+        4,
+    )
+    .await;
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"miss\"}",
+        2,
+    )
+    .await;
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"uncacheable\"}",
+        20,
+    )
+    .await;
+    assert!(metric(&metrics(&s).await, "authgate_response_cache_bytes") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_routes_never_share_what_depends_on_the_caller() {
+    let s = stack(ROUTES, 1 << 20).await;
+    // Web-cache deception: a page of Alice's under a static-looking path, the backend saying
+    // nothing about caching. Bob must get his own page.
+    let alice = get_as(&s, "/id/account/x.css", ALICE).await;
+    let bob = get_as(&s, "/id/account/x.css", BOB).await;
+    assert!(bob.seq > alice.seq, "Bob was served Alice's stored page");
+    let bob_echo = bob.echo.clone().expect("echo");
+    let bob_user = bob_echo
+        .header_values("x-authgear-user-id")
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(bob_user, ["user-bob"], "{:?}", bob_echo.headers);
+    // Marked public, but varying on the cookie: still never shared.
+    let path = format!("/id/v?{PUBLIC_60}&h-vary=Cookie");
+    let a = get_as(&s, &path, ALICE).await;
+    let b = get_as(&s, &path, BOB).await;
+    assert!(b.seq > a.seq, "a response varying on Cookie was shared");
+    // Marked public by the backend: shared, and still only behind the route's policy.
+    let path = format!("/members/news?{PUBLIC_60}");
+    let a = get_as(&s, &path, ALICE).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(get_as(&s, &path, BOB).await.seq, a.seq, "public not shared");
+    let anonymous = get(&s, &path).await;
+    assert_eq!(
+        anonymous.status, 401,
+        "a stored page skipped the require check"
+    );
+    let forged = send(
+        client()
+            .get(s.proxy.url(&path))
+            .header("x-authgear-session-valid", "true")
+            .header("x-authgear-user-id", "user-alice"),
+    )
+    .await;
+    assert_eq!(
+        forged.status, 401,
+        "forged identity headers passed the policy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_headers_and_other_hosts_cannot_poison_the_cache() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = format!("/static/p?{PUBLIC_60}");
+    // A forged X-Forwarded-Host from an untrusted client is replaced, and forged identity
+    // headers are stripped, before the backend sees the request: the stored copy holds
+    // neither.
+    let poisoned = send(
+        client()
+            .get(s.proxy.url(&path))
+            .header("x-forwarded-host", "evil.test")
+            .header("x-forwarded-proto", "javascript")
+            .header("x-authgear-user-id", "mallory"),
+    )
+    .await;
+    let clean = get(&s, &path).await;
+    assert_eq!(clean.seq, poisoned.seq, "expected the same stored object");
+    let seen = clean.echo.expect("echo");
+    assert!(seen.header_values("x-authgear-user-id").is_empty());
+    assert!(!seen
+        .header_values("x-forwarded-host")
+        .contains(&"evil.test"));
+    assert!(!seen
+        .header_values("x-forwarded-proto")
+        .contains(&"javascript"));
+
+    // Headers some frameworks act on but that are not in the key: such a request neither
+    // reads nor writes the cache.
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-forwarded-scheme", "http"),
+        ("x-host", "evil.test"),
+        ("forwarded", "host=evil.test"),
+    ] {
+        let path = format!("/static/o-{name}?{PUBLIC_60}");
+        let tainted = send(client().get(s.proxy.url(&path)).header(name, value)).await;
+        let next = get(&s, &path).await;
+        assert!(
+            next.seq > tainted.seq,
+            "{name}: the tainted answer was stored"
+        );
+        let served = send(client().get(s.proxy.url(&path)).header(name, value)).await;
+        assert!(
+            served.seq > next.seq,
+            "{name}: a tainted request was served a stored copy"
+        );
+    }
+    let path = format!("/static/m?{PUBLIC_60}&_method=DELETE");
+    let a = get(&s, &path).await;
+    assert!(get(&s, &path).await.seq > a.seq, "_method was cached");
+
+    // Two hosts never share an object.
+    let on = |host: &'static str| {
+        client()
+            .get(s.proxy.url(&path.replace("&_method=DELETE", "")))
+            .header("host", host)
+    };
+    let a = send(on("a.test")).await;
+    let b = send(on("b.test")).await;
+    assert!(b.seq > a.seq, "b.test was served a.test's object");
+    assert_eq!(send(on("a.test")).await.seq, a.seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_misses_makes_one_backend_request() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let before = get(&s, "/count").await.seq;
+    let path = format!("/static/herd?{PUBLIC_60}");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = s.proxy.url(&path);
+        tasks.push(tokio::spawn(
+            async move { send(client().get(url)).await.seq },
+        ));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("task"));
+    }
+    assert!(
+        seqs.iter().all(|&q| q == seqs[0]),
+        "answers from several backend requests: {seqs:?}"
+    );
+    // The backend served one request for the herd (its count moved by one, plus this probe's).
+    let after = get(&s, "/count").await.seq;
+    assert_eq!(
+        after,
+        before + 2,
+        "backend requests: {}",
+        after - before - 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_object_is_revalidated_with_its_validators() {
+    let s = stack(ROUTES, 1 << 20).await;
+    // Stored stale at once (max-age=0) with an ETag: each use asks the backend, which answers
+    // 304 to the validator; the stored body is served.
+    let path = "/static/r?h-cache-control=public%2C%20max-age%3D0&h-etag=%22v1%22";
+    let first = get(&s, path).await;
+    let second = get(&s, path).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.seq, first.seq, "not served from the stored body");
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"revalidated\"}",
+        1,
+    )
+    .await;
+    // A client's own validator gets a 304 from the stored object.
+    let cond = send(
+        client().get(
+            s.proxy
+                .url(&format!("/static/c?{PUBLIC_60}&h-etag=%22v2%22")),
+        ),
+    )
+    .await;
+    let not_modified = send(
+        client()
+            .get(
+                s.proxy
+                    .url(&format!("/static/c?{PUBLIC_60}&h-etag=%22v2%22")),
+            )
+            .header("if-none-match", "\"v2\""),
+    )
+    .await;
+    assert_eq!(cond.status, 200);
+    assert_eq!(not_modified.status, 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_ttl_caps_what_the_backend_states() {
+    let routes = r#"
+- path: /static
+  upstream: app
+  auth: public
+  cache:
+    max_ttl: 1s
+"#;
+    let s = stack(routes, 1 << 20).await;
+    let path = "/static/long?h-cache-control=public%2C%20max-age%3D86400";
+    let first = get(&s, path).await;
+    assert_eq!(get(&s, path).await.seq, first.seq);
+    // Fresh for at most 1 s: within 5 s the backend is asked again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if get(&s, path).await.seq > first.seq {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served after max_ttl");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_by_url_and_by_prefix_are_counted() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let a = get(&s, "/static/x/1").await;
+    let b = get(&s, "/static/x/2").await;
+    let c = get(&s, "/static/y").await;
+    for (p, first) in [("/static/x/1", &a), ("/static/x/2", &b), ("/static/y", &c)] {
+        assert_eq!(get(&s, p).await.seq, first.seq, "{p} not stored");
+    }
+    let purge = |body: serde_json::Value| {
+        client()
+            .post(format!("http://{}/cache/purge", s.admin()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let host = s.proxy.addr.to_string();
+    let r: serde_json::Value =
+        purge(serde_json::json!({ "url": format!("http://{host}/static/y") }))
+            .await
+            .expect("purge")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(r["purged"], 1);
+    assert!(
+        get(&s, "/static/y").await.seq > c.seq,
+        "purged URL still served"
+    );
+    assert_eq!(
+        get(&s, "/static/x/1").await.seq,
+        a.seq,
+        "a purge by URL dropped another"
+    );
+    let r: serde_json::Value =
+        purge(serde_json::json!({ "prefix": format!("http://{host}/static/x/") }))
+            .await
+            .expect("purge")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(r["purged"], 2);
+    assert!(get(&s, "/static/x/1").await.seq > a.seq);
+    assert!(get(&s, "/static/x/2").await.seq > b.seq);
+    // Hostile bodies: both targets, a target with credentials, no host.
+    for body in [
+        serde_json::json!({ "url": "http://h/a", "prefix": "http://h/" }),
+        serde_json::json!({ "url": "http://h/a", "user_id": "u" }),
+        serde_json::json!({ "url": "/just/a/path" }),
+    ] {
+        let status = purge(body.clone()).await.expect("purge").status();
+        assert_eq!(status, 400, "{body}");
+    }
+    let m = metrics(&s).await;
+    assert_eq!(metric(&m, "authgate_response_cache_purged_total"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_bounded_by_evicting_and_large_objects_are_not_stored() {
+    // 16 KiB for objects of about 1 KiB each (echo body, headers and bookkeeping).
+    let s = stack(ROUTES, 16 * 1024).await;
+    for i in 0..64 {
+        get(&s, &format!("/static/e/{i}?{PUBLIC_60}")).await;
+    }
+    // Evictions are purged just after each store: the held bytes settle within the bound.
+    reaches(&s, "authgate_response_cache_evicted_total", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bytes = metric(&metrics(&s).await, "authgate_response_cache_bytes");
+        if bytes <= 16 * 1024 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "holding {bytes} bytes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Over max_object_bytes (4 KiB): served, never stored.
+    let pad = "x".repeat(5000);
+    let path = format!("/static/big?{PUBLIC_60}&pad={pad}");
+    let a = get(&s, &path).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        get(&s, &path).await.seq > a.seq,
+        "an object over max_object_bytes was stored"
+    );
+}
