@@ -542,6 +542,21 @@ impl ProxyHttp for AuthGate {
         ))
     }
 
+    /// Stale is served (within the object's own windows, which Pingora checks) while it
+    /// revalidates, and when the backend cannot answer: a transport error, or no backend left
+    /// to try (`upstream_peer`'s 502). Never for a client's own error.
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        error.is_none_or(|e| {
+            e.esource() == &ErrorSource::Upstream
+                || matches!(e.etype(), ErrorType::HTTPStatus(502 | 503 | 504))
+        })
+    }
+
     fn cache_vary_filter(
         &self,
         meta: &pingora::cache::CacheMeta,

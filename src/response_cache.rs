@@ -246,7 +246,12 @@ pub fn storable(
             .as_ref()
             .and_then(|cc| cc.serve_stale_if_error_duration())
             .unwrap_or(route.stale_if_error);
-        (secs(swr), secs(sie))
+        // `no-cache`: never used without a successful revalidation, errors included.
+        if cc.as_ref().is_some_and(|cc| cc.no_cache()) {
+            (0, 0)
+        } else {
+            (secs(swr), secs(sie))
+        }
     };
     let fresh_until = if fresh.is_zero() {
         // Stored, but stale at once: every use is revalidated (`no-cache`, `max-age=0`).

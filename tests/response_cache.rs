@@ -466,3 +466,82 @@ async fn memory_is_bounded_by_evicting_and_large_objects_are_not_stored() {
         "an object over max_object_bytes was stored"
     );
 }
+
+/// `stale-if-error`: a stored object past its freshness is served while the backend is down,
+/// within the window the response (or the route) allows, and not after it; `must-revalidate`
+/// forbids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_objects_are_served_on_backend_errors_only_where_allowed() {
+    let mut backend = EchoProcess::start(closed_port());
+    let s = Stack::builder()
+        .admin()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(
+            r#"
+- path: /static
+  upstream: app
+  auth: public
+  cache:
+    ttl: 60s
+"#,
+        )
+        .start()
+        .await;
+    let allowed = "/static/sie?h-cache-control=public%2C%20max-age%3D1%2C%20stale-if-error%3D600";
+    let strict =
+        "/static/mr?h-cache-control=public%2C%20max-age%3D1%2C%20must-revalidate%2C%20stale-if-error%3D600";
+    let a = get(&s, allowed).await;
+    let m = get(&s, strict).await;
+    assert_eq!(get(&s, allowed).await.seq, a.seq, "not stored");
+    backend.kill();
+    // Past max-age=1: the next use must ask the (dead) backend.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(&s, allowed).await;
+        assert_eq!(r.status, 200, "stale-if-error was not honoured");
+        assert_eq!(r.seq, a.seq);
+        if metric(
+            &metrics(&s).await,
+            "authgate_response_cache_requests_total{result=\"stale\"}",
+        ) > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.status, 200);
+    let r = get(&s, strict).await;
+    assert_eq!(
+        r.status, 502,
+        "must-revalidate was served stale on an error"
+    );
+}
+
+/// `stale-while-revalidate`: past max-age, the stored object is served at once and refreshed
+/// in the background; the refreshed copy follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_at_once_and_refreshes() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path =
+        "/static/swr?h-cache-control=public%2C%20max-age%3D1%2C%20stale-while-revalidate%3D600";
+    let first = get(&s, path).await;
+    // Once stale, answers stay the stored one until the background refresh lands.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let refreshed = loop {
+        let r = get(&s, path).await;
+        assert_eq!(r.status, 200);
+        if r.seq > first.seq {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refreshed.seq, first.seq + 1, "refreshed more than once");
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"stale\"}",
+        1,
+    )
+    .await;
+}
