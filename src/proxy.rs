@@ -553,7 +553,7 @@ impl ProxyHttp for AuthGate {
     ) -> bool {
         error.is_none_or(|e| {
             e.esource() == &ErrorSource::Upstream
-                || matches!(e.etype(), ErrorType::HTTPStatus(502 | 503 | 504))
+                || matches!(e.etype(), ErrorType::HTTPStatus(502..=504))
         })
     }
 
