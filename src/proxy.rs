@@ -70,7 +70,15 @@ struct Routed {
     /// The canonical `Host`, when it differs from the client's (or the client sent none).
     set_host: Option<HeaderValue>,
     /// On a route with `cache:`: its settings, and the canonical `host/path?query`.
-    cache: Option<(RouteCache, Policy, Box<str>)>,
+    cache: Option<CachedRoute>,
+}
+
+/// What the response cache phases need of a route with `cache:`.
+struct CachedRoute {
+    settings: RouteCache,
+    policy: Policy,
+    /// The canonical `host/path?query`.
+    url: Box<str>,
 }
 
 /// Per-request state, filled by `request_filter` and read by the later phases.
@@ -97,6 +105,14 @@ pub struct Ctx {
     logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     cache_bypass: bool,
+}
+
+impl Ctx {
+    /// The route and its cache settings, on a route with `cache:`.
+    fn cached_route(&self) -> Option<(&Routed, &CachedRoute)> {
+        let routed = self.routed.as_ref()?;
+        Some((routed, routed.cache.as_ref()?))
+    }
 }
 
 /// An answer authgate gives itself instead of the backend's.
@@ -286,7 +302,11 @@ fn route<'r>(
                 Some(q) => format!("{}{}?{q}", canon.host, canon.path),
                 None => format!("{}{}", canon.host, canon.path),
             };
-            (c, route.policy, url.into_boxed_str())
+            CachedRoute {
+                settings: c,
+                policy: route.policy,
+                url: url.into_boxed_str(),
+            }
         }),
         rewrite: canon.rewrite,
         set_host: canon.set_host,
@@ -501,16 +521,12 @@ impl ProxyHttp for AuthGate {
         _session: &Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<pingora::cache::CacheKey> {
-        let Some((routed, (_, policy, url))) = ctx
-            .routed
-            .as_ref()
-            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
-        else {
+        let Some((routed, c)) = ctx.cached_route() else {
             return Error::e_explain(ErrorType::InternalError, "cache key for an uncached route");
         };
         let f = &routed.forwarded;
         let host = f.host.as_ref().map_or(&b""[..], |h| h.as_bytes());
-        let primary = response_cache::primary(*policy, f.proto.as_bytes(), host, url);
+        let primary = response_cache::primary(c.policy, f.proto.as_bytes(), host, &c.url);
         Ok(pingora::cache::CacheKey::new(primary, ""))
     }
 
@@ -520,11 +536,7 @@ impl ProxyHttp for AuthGate {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<pingora::cache::RespCacheable> {
-        let Some((routed, (route_cache, policy, _))) = ctx
-            .routed
-            .as_ref()
-            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
-        else {
+        let Some((routed, c)) = ctx.cached_route() else {
             return Ok(pingora::cache::RespCacheable::Uncacheable(
                 pingora::cache::NoCacheReason::NeverEnabled,
             ));
@@ -534,8 +546,8 @@ impl ProxyHttp for AuthGate {
         let credentials = Credentials::from_request(session.req_header())
             .map_or(true, |c| rt.keys.key(&c).has_credentials);
         Ok(response_cache::storable(
-            route_cache,
-            *policy,
+            &c.settings,
+            c.policy,
             credentials,
             &rt.namespace,
             resp,
