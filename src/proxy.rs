@@ -527,7 +527,11 @@ impl ProxyHttp for AuthGate {
         let f = &routed.forwarded;
         let host = f.host.as_ref().map_or(&b""[..], |h| h.as_bytes());
         let primary = response_cache::primary(c.policy, f.proto.as_bytes(), host, &c.url);
-        Ok(pingora::cache::CacheKey::new(primary, ""))
+        // Hashed once here: Pingora hashes the primary string again at each use otherwise.
+        let hash = pingora::cache::key::hash_key(&primary);
+        let mut key = pingora::cache::CacheKey::new(primary, "");
+        key.set_primary_bin_override(hash);
+        Ok(key)
     }
 
     fn response_cache_filter(
