@@ -543,3 +543,43 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes() {
     )
     .await;
 }
+
+/// The access log tells the two caches apart: `cache` is the resolver answer's, and
+/// `response_cache` the stored response's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_tells_response_cache_hits_from_answer_hits() {
+    let stack = Stack::builder();
+    let log_path = stack.path("access.log");
+    let s = stack
+        .routes(ROUTES)
+        .yaml(&format!(
+            r#"
+            access_log:
+              path: {}
+            "#,
+            log_path.display()
+        ))
+        .start()
+        .await;
+    let path = format!("/id/shared?{PUBLIC_60}");
+    get_as(&s, &path, ALICE).await;
+    get_as(&s, &path, ALICE).await;
+    get(&s, "/static/plain").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            break text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON line"))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no access log lines: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pair = |v: &serde_json::Value| (v["cache"].clone(), v["response_cache"].clone());
+    let want = |a: &str, b: &str| (serde_json::json!(a), serde_json::json!(b));
+    assert_eq!(pair(&lines[0]), want("miss", "miss"));
+    assert_eq!(pair(&lines[1]), want("hit", "hit"));
+    assert_eq!(pair(&lines[2]), want("-", "miss"));
+}
