@@ -55,7 +55,7 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
     let ms = Duration::from_millis;
     let zero = Duration::ZERO;
     let rc = &f.response_cache;
-    num("response_cache.max_bytes", rc.max_bytes, 4096, 1 << 40)?;
+    num("response_cache.max_bytes", rc.max_bytes, 65_536, 1 << 40)?;
     num(
         "response_cache.max_object_bytes",
         rc.max_object_bytes,
