@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-micro profile instructions ab check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-respcache bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -71,6 +71,22 @@ bench-load: deps
 bench-fleet: test-deps
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/fleet.py
+
+# authgate's per-route response cache against nginx's proxy_cache on the same cached object:
+# req/s and CPU per request, alternated rounds, medians (target: authgate/nginx >= 1.0x), and
+# authgate's memory per cached object (benches/load/respcache.py; needs wrk and nginx). About
+# a minute; e.g. a smoke run: `ROUNDS=1 DURATION=2 OBJECTS=200 make bench-respcache`.
+bench-respcache: deps
+	@command -v wrk >/dev/null 2>&1 && { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk and nginx-light (needed by make bench-respcache)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; \
+	  else \
+	    echo "make bench-respcache needs wrk and nginx: run 'sudo apt-get install -y wrk nginx-light', then retry" >&2; \
+	    exit 1; \
+	  fi; }
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate python3 benches/load/respcache.py
 
 # Where a request's CPU goes (issue 14): CPU per request of nginx-plain and of authgate's
 # public, identify (hit) and miss paths, and authgate's broken down with perf
