@@ -583,3 +583,25 @@ async fn the_access_log_tells_response_cache_hits_from_answer_hits() {
     assert_eq!(pair(&lines[1]), want("hit", "hit"));
     assert_eq!(pair(&lines[2]), want("-", "miss"));
 }
+
+/// `Vary` on a request header: one stored variant per value, each served only to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_follow_vary() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = format!("/static/v?{PUBLIC_60}&h-vary=Accept-Language");
+    let lang = |l: &'static str| {
+        client()
+            .get(s.proxy.url(&path))
+            .header("accept-language", l)
+    };
+    let en = send(lang("en")).await;
+    let fr = send(lang("fr")).await;
+    assert!(fr.seq > en.seq, "fr was served the en variant");
+    assert_eq!(send(lang("en")).await.seq, en.seq);
+    assert_eq!(send(lang("fr")).await.seq, fr.seq);
+    let none = get(&s, &path).await;
+    assert!(
+        none.seq > fr.seq,
+        "a request without the header got a variant"
+    );
+}
