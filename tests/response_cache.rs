@@ -605,3 +605,43 @@ async fn variants_follow_vary() {
         "a request without the header got a variant"
     );
 }
+
+/// A reload turns a route's cache on, then off; what was stored is not served once it is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_a_routes_cache_on_and_off() {
+    let s = Stack::builder().start().await;
+    let path = format!("/static/r?{PUBLIC_60}");
+    let a = get(&s, &path).await;
+    assert!(
+        get(&s, &path).await.seq > a.seq,
+        "cached before any route asked"
+    );
+    let cached = s.config.with_routes(ROUTES);
+    s.rewrite(&cached);
+    s.proxy.signal("HUP");
+    // Until the reload lands, every request reaches the backend; then the second is a hit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let first = get(&s, &path).await;
+        if get(&s, &path).await.seq == first.seq {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload never turned the cache on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    s.rewrite(&s.config);
+    s.proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&s, &path).await.seq == stored.seq {
+        assert!(
+            Instant::now() < deadline,
+            "still served from the cache after it was turned off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let x = get(&s, &path).await;
+    assert!(get(&s, &path).await.seq > x.seq, "the route still caches");
+}
