@@ -172,3 +172,43 @@ fn variance_follows_the_stored_vary_and_the_request_values() {
     let plain = CacheMeta::new(SystemTime::now(), SystemTime::now(), 0, 0, resp(200, &[]));
     assert_eq!(variance(&plain, &req("gzip")), None);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever a backend sends in its caching headers, the decision neither panics nor stores
+    /// a response that sets a cookie or varies on the caller.
+    #[test]
+    fn any_caching_headers_are_decided_without_a_panic(
+        cc in "[ -~]{0,60}",
+        vary in "[ -~]{0,30}",
+        expires in "[ -~]{0,40}",
+        status in 100u16..600,
+        set_cookie in proptest::prelude::any::<bool>(),
+    ) {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (n, v) in [("cache-control", &cc), ("vary", &vary), ("expires", &expires)] {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                r.append_header(n, v).unwrap();
+            }
+        }
+        if set_cookie {
+            r.append_header("set-cookie", "a=b").unwrap();
+        }
+        for policy in [Policy::Public, Policy::Identify] {
+            let decided = storable(&route(), policy, false, &ns(), &r);
+            if let RespCacheable::Cacheable(meta) = decided {
+                proptest::prop_assert!(!set_cookie);
+                let v = vary.to_ascii_lowercase();
+                for name in v.split(',').map(str::trim) {
+                    proptest::prop_assert!(
+                        !matches!(name, "*" | "cookie" | "authorization")
+                            && !name.starts_with("x-authgear-"),
+                        "stored with Vary: {vary}"
+                    );
+                }
+                proptest::prop_assert!(meta.fresh_sec() <= 3600);
+            }
+        }
+    }
+}
