@@ -645,3 +645,34 @@ async fn a_reload_turns_a_routes_cache_on_and_off() {
     let x = get(&s, &path).await;
     assert!(get(&s, &path).await.seq > x.seq, "the route still caches");
 }
+
+/// The resolver's `Set-Cookie` (passed on with `forward_set_cookie`) is added for each client
+/// after the backend's response is stored: a stored page never carries one client's cookie
+/// to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_page_never_carries_the_resolvers_set_cookie_to_others() {
+    let s = Stack::builder()
+        .routes(ROUTES)
+        .resolver_keys("forward_set_cookie: true")
+        .start()
+        .await;
+    let path = format!("/id/page?{PUBLIC_60}");
+    // An unknown session: the resolver clears it with a Set-Cookie, passed on to this client.
+    let gone = get_as(&s, &path, "session=gone").await;
+    let cleared = gone
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap_or(""));
+    assert!(
+        cleared.is_some_and(|c| c.starts_with("session=;")),
+        "{cleared:?}"
+    );
+    // Alice is served the stored page, without that cookie.
+    let alice = get_as(&s, &path, ALICE).await;
+    assert_eq!(alice.seq, gone.seq, "expected the stored page");
+    assert!(
+        alice.headers.get("set-cookie").is_none(),
+        "{:?}",
+        alice.headers
+    );
+}
