@@ -184,7 +184,7 @@ impl Admin {
             let Some(engine) = rt.response_cache else {
                 return json_error(StatusCode::BAD_REQUEST, "no route has a response cache");
             };
-            return match response_cache::purge(engine, target, prefix) {
+            return match response_cache::purge(engine, rt.fleet.as_ref(), target, prefix) {
                 Ok(n) => {
                     log::info!("admin: purged {n} stored responses ({target})");
                     reply(

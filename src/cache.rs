@@ -650,6 +650,8 @@ impl Cache {
             Target::Flush => {
                 self.forget_all();
             }
+            // The response cache's, applied by the fleet's receiver; nothing here.
+            Target::Responses { .. } => return,
         }
         self.stats.purged(cause);
     }

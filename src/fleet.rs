@@ -23,6 +23,7 @@ use crate::cache::{Cache, PurgeCause};
 use crate::credentials::CacheKey;
 use crate::identity::{Answer, Identity, Namespace};
 use crate::resolver::ResolveError;
+use crate::response_cache;
 use crate::runtime::Runtime;
 pub use seal::Purge;
 
@@ -200,6 +201,8 @@ impl Tombstones {
                 self.keys.clear();
                 self.users.clear();
             }
+            // Not a resolver answer: nothing shared in Redis to refuse.
+            Target::Responses { .. } => return,
         }
         if self.keys.len() + self.users.len() > MAX_TOMBS {
             // Older than any fresh answer: nothing they refuse could be served anyway.
@@ -222,6 +225,11 @@ pub enum Target {
     Key([u8; 32]),
     User(String),
     Flush,
+    /// The response cache's objects for a URL or a prefix (not resolver answers).
+    Responses {
+        url: String,
+        prefix: bool,
+    },
 }
 
 impl Target {
@@ -230,6 +238,10 @@ impl Target {
             Purge::Key { key } => Target::Key(hex::decode(key).ok()?.try_into().ok()?),
             Purge::User { user } => Target::User(user.clone()),
             Purge::Flush => Target::Flush,
+            Purge::Responses { url, prefix } => Target::Responses {
+                url: url.clone(),
+                prefix: *prefix,
+            },
         })
     }
 
@@ -240,6 +252,10 @@ impl Target {
             },
             Target::User(u) => Purge::User { user: u.clone() },
             Target::Flush => Purge::Flush,
+            Target::Responses { url, prefix } => Purge::Responses {
+                url: url.clone(),
+                prefix: *prefix,
+            },
         }
     }
 }
@@ -683,6 +699,7 @@ impl Fleet {
                 }
                 Ok(())
             }
+            Target::Responses { .. } => Ok(()),
         }
     }
 
@@ -708,6 +725,15 @@ impl Fleet {
             return;
         };
         let rt = runtime.load();
+        if let Target::Responses { url, prefix } = &target {
+            if let Some(engine) = rt.response_cache {
+                if let Err(why) = response_cache::purge_local(engine, url, *prefix) {
+                    log::debug!("fleet: a response purge for `{url}` does not apply: {why}");
+                }
+            }
+            bump(&STATS.applied);
+            return;
+        }
         let at = msg.at.max(unix_ms());
         self.tombs().bury(&target, at, rt.cache.horizon());
         rt.cache.apply(&target, PurgeCause::Fleet);

@@ -303,9 +303,28 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     builder.finalize()
 }
 
+/// Drops the stored responses for `url` here and, in a fleet, on every other instance (through
+/// the bus, off the request path). How many were dropped here.
+pub fn purge(
+    engine: &Engine,
+    fleet: Option<&std::sync::Arc<crate::fleet::Fleet>>,
+    url: &str,
+    prefix: bool,
+) -> Result<usize, String> {
+    let n = purge_local(engine, url, prefix)?;
+    if let Some(fleet) = fleet {
+        let target = crate::fleet::Target::Responses {
+            url: url.to_string(),
+            prefix,
+        };
+        fleet.publish(target, Duration::ZERO);
+    }
+    Ok(n)
+}
+
 /// Drops the stored responses for `url` (`http(s)://host/path?query`, or `host/path?query`),
 /// or, with `prefix`, for every URL that starts with it; counted. How many were dropped.
-pub fn purge(engine: &Engine, url: &str, prefix: bool) -> Result<usize, String> {
+pub fn purge_local(engine: &Engine, url: &str, prefix: bool) -> Result<usize, String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

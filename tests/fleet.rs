@@ -728,3 +728,36 @@ async fn without_the_shared_cache_purges_still_travel() {
         assert_eq!(fleet.metric(i, SHARED_WRITES).await, 0.0);
     }
 }
+
+/// A response-cache purge on one instance drops the object on the others too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_purge_on_one_instance_reaches_the_others() {
+    let redis = RedisServer::start();
+    let fleet = Fleet::builder(&redis.url())
+        .routes(
+            r#"
+- path: /static
+  upstream: app
+  auth: public
+  cache:
+    ttl: 60s
+- path: /
+  upstream: app
+"#,
+        )
+        .start()
+        .await;
+    let target = "/static/x?h-cache-control=public%2C%20max-age%3D60";
+    let seq = |i: usize| {
+        let url = fleet.node(i).proxy.url(target);
+        async move { send_echo(client().get(url)).await.seq }
+    };
+    let (a, b) = (seq(0).await, seq(1).await);
+    assert_eq!((seq(0).await, seq(1).await), (a, b), "not stored on both");
+    let body = format!(r#"{{"url":"http://127.0.0.1{target}"}}"#);
+    let (status, answer) = fleet.admin_post(0, "/cache/purge", &body).await;
+    assert_eq!((status, answer.trim()), (200, r#"{"purged":1}"#));
+    fleet.reaches(1, BUS_APPLIED, 1.0).await;
+    assert!(seq(1).await > b, "B still serves the purged object");
+    assert!(seq(0).await > a, "A still serves the purged object");
+}

@@ -87,6 +87,9 @@ pub enum Purge {
     User { user: String },
     /// Every answer.
     Flush,
+    /// Stored responses of the response cache: one URL (all its variants), or every URL
+    /// under a prefix.
+    Responses { url: String, prefix: bool },
 }
 
 /// A bus message: who sent it, its number from that sender, and when (unix ms).

@@ -186,6 +186,26 @@ fn a_purge_key_must_be_a_digest() {
     assert_eq!(Target::from_purge(&p), Some(Target::Key([0xab; 32])));
 }
 
+/// A response-cache purge crosses the bus as its URL and kind, and leaves no tombstone (it
+/// refuses no resolver answer).
+#[test]
+fn a_response_purge_round_trips_and_buries_nothing() {
+    let target = Target::Responses {
+        url: "https://example.com/static/".into(),
+        prefix: true,
+    };
+    let wire = serde_json::to_string(&target.to_purge()).unwrap();
+    assert_eq!(
+        wire,
+        r#"{"op":"responses","url":"https://example.com/static/","prefix":true}"#
+    );
+    let back: Purge = serde_json::from_str(&wire).unwrap();
+    assert_eq!(Target::from_purge(&back), Some(target.clone()));
+    let mut t = Tombstones::default();
+    t.bury(&target, 100, Duration::from_secs(3600));
+    assert!(t.allows(&[1; 32], Some("u"), 50));
+}
+
 #[test]
 fn tombstones_refuse_answers_resolved_before_a_purge() {
     let hour = Duration::from_secs(3600);
