@@ -9,7 +9,8 @@ Both binaries run at once with 1 worker, pinned to CPU 0 as in `make profile`; o
 under load works. wrk, the echo backend and the stand-in share the other CPUs.
 
 Settings (environment): AUTHGATE_A, AUTHGATE_B (required), ROUNDS (5), DURATION (5 s),
-CONNECTIONS (32), SCENARIOS ("public identify"; also "miss"), BASE_PORT (18800).
+CONNECTIONS (32), SCENARIOS ("public identify"; also "miss", and "cached": a response-cache
+hit), BASE_PORT (18800).
 Prints a table: medians and each round's B/A of CPU per request.
 """
 
@@ -31,7 +32,8 @@ B = os.environ.get("AUTHGATE_B")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 SCENARIOS = os.environ.get("SCENARIOS", "public identify").split()
 P = Procs("ab")
-PATHS = {"public": ("/public/hello", False), "identify": ("/hello", False), "miss": ("/hello", True)}
+PATHS = {"public": ("/public/hello", False), "identify": ("/hello", False), "miss": ("/hello", True),
+         "cached": ("/static/obj?h-cache-control=public%2C%20max-age%3D600", False)}
 
 
 def main():
@@ -39,7 +41,7 @@ def main():
         P.die("set AUTHGATE_A and AUTHGATE_B to the two binaries")
     for s in SCENARIOS:
         if s not in PATHS:
-            P.die(f"unknown scenario {s!r} (public, identify, miss)")
+            P.die(f"unknown scenario {s!r} (public, identify, miss, cached)")
     run = tempfile.mkdtemp(prefix="authgate-ab.")
     ports = {"a": prof.BASE + 2, "b": prof.BASE + 3}
     rows = {s: {"a": [], "b": []} for s in SCENARIOS}

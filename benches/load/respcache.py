@@ -2,9 +2,10 @@
 """authgate's per-route response cache against nginx's proxy_cache, serving the same cached
 object: requests/s and CPU time per request, alternated rounds (nginx first, then authgate
 first, ...) in one run, medians, ratios authgate/nginx (target: authgate's requests/s >= 1.0x
-nginx's). Then memory: authgate's resident set before warming and after caching OBJECTS
-distinct objects, so bytes per cached object (and, for reference, what nginx's copies take on
-tmpfs).
+nginx's). Then memory: authgate's resident set before warming, after caching OBJECTS
+distinct objects and after OBJECTS more; the second batch's growth over OBJECTS is the bytes
+per cached object (the first batch's also carries the first requests' one-off costs). For
+reference, what nginx's copies take on tmpfs.
 
 The object is `GET /static/obj?h-cache-control=public%2C%20max-age%3D600`: the echo backend
 turns each `h-<name>=<value>` query pair into a response header, and its JSON body (a few
@@ -208,15 +209,16 @@ def check_hit_authgate(port):
         "is the response_cache feature built?")
 
 
-def fill(name, port):
-    """Caches OBJECTS distinct objects: returns (X-Cache-Status, seq) of each first answer."""
+def fill(name, port, start=0):
+    """Caches OBJECTS distinct objects (numbered from `start`): returns (X-Cache-Status, seq)
+    of each first answer."""
     c = Client(port)
     deadline = time.time() + FILL_LIMIT
     first = []
     for i in range(OBJECTS):
         if time.time() > deadline:
             die(f"{name}: filling {OBJECTS} objects took over {FILL_LIMIT} s")
-        path = f"/static/obj{i}?{CC}"
+        path = f"/static/obj{start + i}?{CC}"
         r, b = c.get(path)
         first.append((r.getheader("x-cache-status"), seq_of(path, r, b)))
     c.close()
@@ -296,6 +298,11 @@ def main():
             first = fill("authgate", P_AUTHGATE)
             time.sleep(0.2)
             mem["authgate_after"] = rss(procs["authgate"].pid)
+            # A second batch: its growth is the objects' alone, without the one-off costs of
+            # the first requests (buffers, pools, the allocator's first pages).
+            fill("authgate", P_AUTHGATE, OBJECTS)
+            time.sleep(0.2)
+            mem["authgate_after2"] = rss(procs["authgate"].pid)
             mem["authgate_hits"] = recheck("authgate", P_AUTHGATE, first, lambda a, b: a[1] == b[1])
         if "nginx" in tags:
             body["nginx"] = check_hit_nginx(P_NGINX)
@@ -303,6 +310,7 @@ def main():
             first = fill("nginx", P_NGINX)
             time.sleep(0.2)
             mem["nginx_files"] = tmpfs_bytes(os.path.join(run, "cache")) - files0
+            fill("nginx", P_NGINX, OBJECTS)  # the same number of objects as authgate holds
             mem["nginx_hits"] = recheck("nginx", P_NGINX, first,
                                         lambda a, b: a[0] != "HIT" and b[0] == "HIT")
 
@@ -336,7 +344,7 @@ def report(tags, rows, misses, body, mem):
     lines = [f"Machine: {CPUS} cores ({cpu}); 1 worker pinned to CPU {PROXY_CPUS or '(none)'}; "
              f"wrk -t1 -c{prof.CONNECTIONS}, {ROUNDS} rounds of {prof.DURATION} s, alternated; "
              f"medians; {time.strftime('%Y-%m-%d')}. Object: `GET {OBJ}` (cached by both; "
-             f"{OBJECTS + 1} objects in each cache during the rounds). authgate: {BIN}.", ""]
+             f"{2 * OBJECTS + 1} objects in each cache during the rounds). authgate: {BIN}.", ""]
     if len(tags) == 2:
         a, n = rows["authgate"], rows["nginx"]
         rps = med["authgate"][1] / med["nginx"][1]
@@ -371,11 +379,15 @@ def report(tags, rows, misses, body, mem):
                       f"({'; '.join(noisy)})"]
     lines += ["", "Memory:", ""]
     if "authgate" in tags:
-        before, after = mem["authgate_before"], mem["authgate_after"]
+        before, after, after2 = (mem["authgate_before"], mem["authgate_after"],
+                                 mem["authgate_after2"])
         lines.append(f"- authgate: resident set {before / 1024:,.0f} KiB before warming, "
                      f"{after / 1024:,.0f} KiB with {OBJECTS} distinct objects cached (and "
-                     f"/static/obj): **{(after - before) / OBJECTS:,.0f} bytes per cached object**; "
-                     f"{mem['authgate_hits']}/{OBJECTS} of them were hits when asked again.")
+                     f"/static/obj), {after2 / 1024:,.0f} KiB with {2 * OBJECTS}: "
+                     f"**{(after2 - after) / OBJECTS:,.0f} bytes per cached object** (the second "
+                     f"batch's growth; {(after - before) / OBJECTS:,.0f} over the first, which "
+                     f"includes one-off costs); {mem['authgate_hits']}/{OBJECTS} of the first "
+                     f"batch were hits when asked again.")
     if "nginx" in tags:
         lines.append(f"- nginx, for reference: the cache files take {mem['nginx_files'] / OBJECTS:,.0f} "
                      f"bytes per object on tmpfs (not in its resident set; plus a node each in the "
