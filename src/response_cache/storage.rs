@@ -108,11 +108,7 @@ impl Object {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        self.body.len()
-            + self.primary.len()
-            + header_bytes
-            + 200 * headers.len()
-            + OBJECT_OVERHEAD
+        self.body.len() + self.primary.len() + header_bytes + 200 * headers.len() + OBJECT_OVERHEAD
     }
 }
 
