@@ -676,3 +676,57 @@ async fn a_stored_page_never_carries_the_resolvers_set_cookie_to_others() {
         alice.headers
     );
 }
+
+/// A body without a length that outgrows `max_object_bytes` midway is served whole and not
+/// stored. The backend sends its chunks apart, so the proxy reads them one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_object_limit_is_served_whole_and_not_stored() {
+    use tokio::io::AsyncWriteExt;
+    let (l, backend) = listener().await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = l.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_head(&mut conn, &mut buf).await.is_some() {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..4 {
+                        let chunk = format!("bb8\r\n{}\r\n", "x".repeat(3_000));
+                        if conn.write_all(chunk.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        // Apart, so that the limit is crossed between two reads.
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                    if conn.write_all(b"0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let s = Stack::builder()
+        .admin()
+        .pool("app", Pool::at(&[backend]))
+        .routes(ROUTES)
+        .yaml("response_cache:\n  max_object_bytes: 4096\n")
+        .start()
+        .await;
+    for _ in 0..2 {
+        let resp = client()
+            .get(s.proxy.url("/static/big"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        let got = resp.text().await.map(|t| t.len());
+        assert_eq!(got.ok(), Some(12_000), "not served whole");
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "stored");
+}
