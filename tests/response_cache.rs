@@ -730,3 +730,32 @@ async fn a_chunked_body_over_the_object_limit_is_served_whole_and_not_stored() {
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "stored");
 }
+
+/// HTTP/2 over TLS: stored and served the same way, and apart from the plain listener's
+/// objects (the scheme is part of the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_served_from_the_cache_apart_from_plain_http() {
+    let (stack, ca) = Stack::builder().routes(ROUTES).tls(&["authgate.test"]);
+    let plain = closed_port();
+    let s = stack.listener(&format!("addr: {plain}\n")).start().await;
+    wait_for(plain);
+    let tls = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .resolve("authgate.test", s.proxy.addr)
+        .build()
+        .expect("client");
+    let path = format!("/static/h2?{PUBLIC_60}");
+    let https = format!("https://authgate.test:{}{path}", s.proxy.addr.port());
+    let http = format!("http://{plain}{path}");
+    let a = send(tls.get(&https)).await;
+    let again = tls.get(&https).send().await.expect("request");
+    assert_eq!(again.version(), reqwest::Version::HTTP_2);
+    let again = send(tls.get(&https)).await;
+    assert_eq!(again.seq, a.seq, "not a hit over HTTP/2");
+    let over_http = send(client().get(&http).header("host", "authgate.test")).await;
+    assert!(
+        over_http.seq > a.seq,
+        "plain HTTP was served the HTTPS object"
+    );
+}
