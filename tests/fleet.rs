@@ -734,17 +734,7 @@ async fn without_the_shared_cache_purges_still_travel() {
 async fn a_response_purge_on_one_instance_reaches_the_others() {
     let redis = RedisServer::start();
     let fleet = Fleet::builder(&redis.url())
-        .routes(
-            r#"
-- path: /static
-  upstream: app
-  auth: public
-  cache:
-    ttl: 60s
-- path: /
-  upstream: app
-"#,
-        )
+        .routes(CACHED_STATIC)
         .start()
         .await;
     let target = "/static/x?h-cache-control=public%2C%20max-age%3D60";

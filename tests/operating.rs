@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,18 +69,8 @@ async fn metrics_move_as_requests_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_names_the_user_never_the_credentials() {
-    let stack = Stack::builder();
-    let log_path = stack.path("access.log");
-    let s = stack
-        .yaml(&format!(
-            r#"
-            access_log:
-              path: {}
-            "#,
-            log_path.display()
-        ))
-        .start()
-        .await;
+    let (stack, log_path) = Stack::builder().access_log_file();
+    let s = stack.start().await;
     let (proxy, backend) = (&s.proxy, s.backend());
     send_echo(
         client()
@@ -91,15 +79,7 @@ async fn access_log_names_the_user_never_the_credentials() {
             .header("authorization", "Bearer tok-alice"),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(l) = text.lines().next() {
-            break l.to_string();
-        }
-        assert!(Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let line = access_log_lines(&log_path, 1).await.remove(0);
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["user_id"], "user-alice", "{line}");
     assert_eq!(v["status"], 200);

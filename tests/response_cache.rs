@@ -474,15 +474,7 @@ async fn stale_objects_are_served_on_backend_errors_only_where_allowed() {
     let s = Stack::builder()
         .admin()
         .pool("app", Pool::at(&[backend.addr]))
-        .routes(
-            r#"
-- path: /static
-  upstream: app
-  auth: public
-  cache:
-    ttl: 60s
-"#,
-        )
+        .routes(CACHED_STATIC)
         .start()
         .await;
     let allowed = "/static/sie?h-cache-control=public%2C%20max-age%3D1%2C%20stale-if-error%3D600";
@@ -548,35 +540,17 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes() {
 /// `response_cache` the stored response's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_tells_response_cache_hits_from_answer_hits() {
-    let stack = Stack::builder();
-    let log_path = stack.path("access.log");
-    let s = stack
-        .routes(ROUTES)
-        .yaml(&format!(
-            r#"
-            access_log:
-              path: {}
-            "#,
-            log_path.display()
-        ))
-        .start()
-        .await;
+    let (stack, log_path) = Stack::builder().routes(ROUTES).access_log_file();
+    let s = stack.start().await;
     let path = format!("/id/shared?{PUBLIC_60}");
     get_as(&s, &path, ALICE).await;
     get_as(&s, &path, ALICE).await;
     get(&s, "/static/plain").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines: Vec<serde_json::Value> = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.lines().count() >= 3 {
-            break text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("JSON line"))
-                .collect();
-        }
-        assert!(Instant::now() < deadline, "no access log lines: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines: Vec<serde_json::Value> = access_log_lines(&log_path, 3)
+        .await
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     let pair = |v: &serde_json::Value| (v["cache"].clone(), v["response_cache"].clone());
     let want = |a: &str, b: &str| (serde_json::json!(a), serde_json::json!(b));
     assert_eq!(pair(&lines[0]), want("miss", "miss"));

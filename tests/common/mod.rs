@@ -716,6 +716,13 @@ impl StackBuilder {
 
     /// A path in the stack's folder (the proxy's, kept while it runs), for files the YAML
     /// names.
+    /// The access log on, written to a file in the stack's folder: the builder and the path.
+    pub fn access_log_file(self) -> (Self, PathBuf) {
+        let path = self.path("access.log");
+        let yaml = format!("access_log:\n  path: {}\n", path.display());
+        (self.yaml(&yaml), path)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -1092,3 +1099,30 @@ pub fn unix_now() -> i64 {
         .expect("clock after 1970")
         .as_secs() as i64
 }
+
+/// The first `n` lines of the access log at `path`, once it has them (at most 10 s).
+pub async fn access_log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().take(n).map(str::to_string).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the access log has not {n} lines: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Everything routed to `app`, and `/static` public with a response cache (`ttl: 60s`).
+pub const CACHED_STATIC: &str = r#"
+- path: /static
+  upstream: app
+  auth: public
+  cache:
+    ttl: 60s
+- path: /
+  upstream: app
+"#;
