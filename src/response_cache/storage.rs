@@ -86,30 +86,32 @@ fn without_case(header: &ResponseHeader) -> ResponseHeader {
 }
 
 struct Object {
-    meta: Meta,
+    /// Shared with the hits being served, so a hit holds the store's lock for the lookup only.
+    meta: Arc<Meta>,
     body: Bytes,
     /// The key's primary string (`policy|scheme|host|url`), for purges by URL and prefix.
     primary: Box<str>,
     compact: CompactCacheKey,
+    /// What `max_bytes` counts for it, fixed when stored: the eviction manager, the `bytes`
+    /// gauge and every later removal see the same number, whatever a revalidation changes.
+    weight: usize,
 }
 
-/// What one object holds in memory beyond its body, key and header bytes: the header's two
-/// maps, the meta, the map slot, the eviction manager's node and the allocator's rounding.
+/// What one object holds in memory beyond its body, key and header bytes: the header map,
+/// the meta, the map slot, the eviction manager's node and the allocator's rounding.
 /// Calibrated with `make bench-respcache` (resident set per cached object: about 5.8 KB for
 /// a 394-byte body with 4 headers).
 const OBJECT_OVERHEAD: usize = 4096;
 
-impl Object {
-    /// The bytes `max_bytes` counts for this object: an estimate of its memory, not only its
-    /// body, so the bound holds for small objects too.
-    fn weight(&self) -> usize {
-        let headers = &self.meta.header.headers;
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        self.body.len() + self.primary.len() + header_bytes + 200 * headers.len() + OBJECT_OVERHEAD
-    }
+/// The bytes `max_bytes` counts for an object: an estimate of its memory, not only its body,
+/// so the bound holds for small objects too.
+fn weigh(meta: &Meta, body: &[u8], primary: &str) -> usize {
+    let headers = &meta.header.headers;
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    body.len() + primary.len() + header_bytes + 200 * headers.len() + OBJECT_OVERHEAD
 }
 
 /// An object being written: its writer's id, and a flag set when the writer is done.
@@ -175,7 +177,7 @@ impl Store {
             keys.iter().filter_map(|k| objects.remove(k)).collect()
         };
         for o in &gone {
-            self.bytes.fetch_sub(o.weight(), Ordering::Relaxed);
+            self.bytes.fetch_sub(o.weight, Ordering::Relaxed);
             eviction.remove(CacheEntryKeyRef::from_entry_id(&o.compact, None));
         }
         gone.len()
@@ -196,22 +198,26 @@ impl Store {
     }
 
     fn hit(&self, key: &HashBinary) -> Option<(CacheMeta, HitHandler)> {
-        let objects = self.lock();
-        let o = objects.get(key)?;
-        let hit = Hit {
-            body: o.body.clone(),
-            done: false,
-            range: (0, o.body.len()),
+        let (meta, body, weight) = {
+            let objects = self.lock();
+            let o = objects.get(key)?;
+            (o.meta.clone(), o.body.clone(), o.weight)
         };
-        Some((o.meta.build(), Box::new(hit)))
+        let hit = Hit {
+            range: (0, body.len()),
+            body,
+            done: false,
+            weight,
+        };
+        Some((meta.build(), Box::new(hit)))
     }
 
     fn insert(&self, key: HashBinary, object: Object) {
-        let weight = object.weight();
+        let weight = object.weight;
         let old = self.lock().insert(key, object);
         self.bytes.fetch_add(weight, Ordering::Relaxed);
         if let Some(old) = old {
-            self.bytes.fetch_sub(old.weight(), Ordering::Relaxed);
+            self.bytes.fetch_sub(old.weight, Ordering::Relaxed);
         }
     }
 }
@@ -220,6 +226,8 @@ struct Hit {
     body: Bytes,
     done: bool,
     range: (usize, usize),
+    /// The object's weight, for an eviction manager that meets it again on a hit.
+    weight: usize,
 }
 
 #[async_trait]
@@ -257,7 +265,7 @@ impl HandleHit for Hit {
     }
 
     fn get_eviction_weight(&self) -> usize {
-        self.body.len()
+        self.weight
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
@@ -297,13 +305,16 @@ impl HandleMiss for Miss {
         let Some(meta) = self.meta.take() else {
             return Error::e_explain(ErrorType::InternalError, "miss handler finished twice");
         };
+        let body = std::mem::take(&mut self.body).freeze();
+        let primary = std::mem::take(&mut self.primary);
+        let size = weigh(&meta, &body, &primary);
         let object = Object {
-            meta,
-            body: std::mem::take(&mut self.body).freeze(),
-            primary: std::mem::take(&mut self.primary),
+            meta: Arc::new(meta),
+            body,
+            primary,
             compact: std::mem::take(&mut self.compact),
+            weight: size,
         };
-        let size = object.weight();
         self.store.insert(self.key, object);
         // `Drop` tells the waiting lookups, now that the object is there.
         Ok(MissFinishType::Created(size))
@@ -369,7 +380,7 @@ impl Storage for Store {
         let gone = self.lock().remove(&key);
         Ok(match gone {
             Some(o) => {
-                self.bytes.fetch_sub(o.weight(), Ordering::Relaxed);
+                self.bytes.fetch_sub(o.weight, Ordering::Relaxed);
                 if matches!(purge_type, PurgeType::Eviction) {
                     self.evicted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -388,7 +399,7 @@ impl Storage for Store {
         let mut objects = self.lock();
         match objects.get_mut(&key.combined_bin()) {
             Some(o) => {
-                o.meta = Meta::of(meta);
+                o.meta = Arc::new(Meta::of(meta));
                 Ok(true)
             }
             None => Ok(false),

@@ -212,3 +212,33 @@ proptest::proptest! {
         }
     }
 }
+
+/// The bytes a stored object counts are the ones it is removed with, even after a
+/// revalidation replaced its header with a larger one (the gauge drifted, and could wrap).
+#[tokio::test]
+async fn bytes_held_return_to_zero_after_a_revalidated_object_is_purged() {
+    use pingora::cache::storage::{HandleMiss, PurgeTarget, PurgeType, Storage};
+    let store: &'static Store = Box::leak(Box::new(Store::new(1 << 20, Duration::from_secs(1))));
+    let trace = pingora::cache::trace::Span::inactive().handle();
+    let key = pingora::cache::CacheKey::new("Public|http||h/x", "");
+    let now = SystemTime::now();
+    let small = CacheMeta::new(now, now, 0, 0, resp(200, &[("etag", "\"v\"")]));
+    let mut miss = store.get_miss_handler(&key, &small, &trace).await.unwrap();
+    miss.write_body(bytes::Bytes::from_static(b"body"), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+    assert!(store.bytes() > 0);
+    let big = CacheMeta::new(now, now, 0, 0, resp(200, &[("x-long", &"y".repeat(5000))]));
+    assert!(store.update_meta(&key, &big, &trace).await.unwrap());
+    let compact = key.to_compact();
+    store
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &trace,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.bytes(), 0);
+}
