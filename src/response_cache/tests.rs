@@ -217,7 +217,7 @@ proptest::proptest! {
 /// revalidation replaced its header with a larger one (the gauge drifted, and could wrap).
 #[tokio::test]
 async fn bytes_held_return_to_zero_after_a_revalidated_object_is_purged() {
-    use pingora::cache::storage::{HandleMiss, PurgeTarget, PurgeType, Storage};
+    use pingora::cache::storage::{PurgeTarget, PurgeType, Storage};
     let store: &'static Store = Box::leak(Box::new(Store::new(1 << 20, Duration::from_secs(1))));
     let trace = pingora::cache::trace::Span::inactive().handle();
     let key = pingora::cache::CacheKey::new("Public|http||h/x", "");
