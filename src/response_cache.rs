@@ -80,7 +80,6 @@ pub fn engine(settings: ResponseCacheSettings) -> &'static Engine {
 }
 
 /// Counters for the metrics endpoint.
-#[derive(Default)]
 pub struct Stats {
     pub hit: AtomicU64,
     pub miss: AtomicU64,
@@ -110,8 +109,9 @@ pub fn record(phase: &CachePhase, bypassed: bool) -> &'static str {
         CachePhase::Hit => (&STATS.hit, "hit"),
         CachePhase::Miss => (&STATS.miss, "miss"),
         CachePhase::Stale | CachePhase::StaleUpdating => (&STATS.stale, "stale"),
-        CachePhase::Revalidated => (&STATS.revalidated, "revalidated"),
-        CachePhase::RevalidatedNoCache(_) => (&STATS.revalidated, "revalidated"),
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            (&STATS.revalidated, "revalidated")
+        }
         CachePhase::Expired => (&STATS.expired, "expired"),
         CachePhase::Disabled(NoCacheReason::NeverEnabled) => return "-",
         CachePhase::Disabled(_) | CachePhase::Bypass => (&STATS.uncacheable, "uncacheable"),
@@ -121,13 +121,11 @@ pub fn record(phase: &CachePhase, bypassed: bool) -> &'static str {
     word
 }
 
-/// Request headers that some frameworks act on (another method, another path, another host
-/// or scheme) but that are not part of the key: a request carrying one bypasses the cache, so
-/// it can neither be served a stored answer nor store the answer it provoked.
+/// Request headers that some frameworks act on (another path, another host or scheme) but
+/// that are not part of the key: a request carrying one bypasses the cache, so it can neither
+/// be served a stored answer nor store the answer it provoked. Method overrides are
+/// `request::method_overrides`'.
 const UNKEYED: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
     "x-original-url",
     "x-rewrite-url",
     "x-original-host",
@@ -153,15 +151,14 @@ pub fn bypass(req: &RequestHeader) -> Option<&'static str> {
     {
         return Some(h);
     }
-    // `_method` in the query is a method override too (routing refused one that leads
-    // elsewhere; one that names another method of the same route still changes the answer).
-    let query = req.uri.query().unwrap_or("");
-    if query.split('&').any(|p| {
-        p.split('=')
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case("_method"))
-    }) {
-        return Some("_method");
+    // Read as routing reads them (headers, and `_method` however it is escaped): routing
+    // refused an override that leads elsewhere; one that names another method of the same
+    // route still changes the answer.
+    if crate::request::method_overrides(req, req.uri.query())
+        .next()
+        .is_some()
+    {
+        return Some("method override");
     }
     None
 }
