@@ -207,14 +207,10 @@ pub fn storable(
         return no("set-cookie");
     }
     // Varies on who is calling: never shared between users.
-    for vary in resp.headers.get_all(VARY) {
-        for name in String::from_utf8_lossy(vary.as_bytes()).split(',') {
-            let name = name.trim().to_ascii_lowercase();
-            if name == "*" || name == "cookie" || name == "authorization" || namespace.covers(&name)
-            {
-                return no("vary");
-            }
-        }
+    if vary_names(&resp.headers).any(|name| {
+        name == "*" || name == "cookie" || name == "authorization" || namespace.covers(&name)
+    }) {
+        return no("vary");
     }
     let cc = CacheControl::from_resp_headers(resp);
     if let Some(cc) = &cc {
@@ -273,17 +269,20 @@ fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
+/// The header names a response's `Vary` fields list, lower case.
+fn vary_names(headers: &http::HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers.get_all(VARY).iter().flat_map(|vary| {
+        String::from_utf8_lossy(vary.as_bytes())
+            .split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect::<Vec<_>>()
+    })
+}
+
 /// The variance of a stored response: the request's values of the headers its `Vary` names.
 pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
-    let mut names: Vec<String> = Vec::new();
-    for vary in meta.headers().get_all(VARY) {
-        for name in String::from_utf8_lossy(vary.as_bytes()).split(',') {
-            let name = name.trim().to_ascii_lowercase();
-            if !name.is_empty() {
-                names.push(name);
-            }
-        }
-    }
+    let names: Vec<String> = vary_names(meta.headers()).collect();
     if names.is_empty() {
         return None;
     }
@@ -345,9 +344,8 @@ pub fn purge_local(engine: &Engine, url: &str, prefix: bool) -> Result<usize, St
     }
     let wanted = format!("{host}{target}");
     // The primary string ends with the URL after its third `|` (see `primary`).
-    let url_of = |primary: &str| primary.splitn(4, '|').nth(3).unwrap_or("").to_string();
     let n = engine.store.purge_where(engine.eviction, |p| {
-        let u = url_of(p);
+        let u = p.splitn(4, '|').nth(3).unwrap_or("");
         if prefix {
             u.starts_with(&wanted)
         } else {
