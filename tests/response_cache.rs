@@ -277,6 +277,13 @@ async fn unkeyed_headers_and_other_hosts_cannot_poison_the_cache() {
     let path = format!("/static/m?{PUBLIC_60}&_method=DELETE");
     let a = get(&s, &path).await;
     assert!(get(&s, &path).await.seq > a.seq, "_method was cached");
+    // Counted: 6 headers x 2 tainted requests, and the 2 with `_method`.
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"bypass\"}",
+        14,
+    )
+    .await;
 
     // Two hosts never share an object.
     let on = |host: &'static str| {

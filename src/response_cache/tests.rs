@@ -87,6 +87,31 @@ fn public_routes_store_what_the_backend_allows() {
 }
 
 #[test]
+fn expires_gives_freshness_when_cache_control_does_not() {
+    let at = |secs: i64| {
+        let t = if secs >= 0 {
+            SystemTime::now() + Duration::from_secs(secs as u64)
+        } else {
+            SystemTime::now() - Duration::from_secs((-secs) as u64)
+        };
+        httpdate::fmt_http_date(t)
+    };
+    let p = Policy::Public;
+    let in_two_minutes = at(120);
+    let fresh_for = fresh(p, false, &resp(200, &[("expires", &in_two_minutes)]));
+    assert!(matches!(fresh_for, Some(118..=120)), "{fresh_for:?}");
+    // Already past: stored stale, so each use is revalidated.
+    let past = at(-60);
+    assert_eq!(fresh(p, false, &resp(200, &[("expires", &past)])), Some(0));
+    // max-age wins over Expires.
+    let both = [
+        ("expires", in_two_minutes.as_str()),
+        ("cache-control", "max-age=5"),
+    ];
+    assert_eq!(fresh(p, false, &resp(200, &both)), Some(5));
+}
+
+#[test]
 fn identity_routes_and_credentials_need_an_explicit_shareable_mark() {
     for (policy, credentials) in [
         (Policy::Identify, false),
