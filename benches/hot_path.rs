@@ -114,7 +114,13 @@ fn benches(c: &mut Criterion) {
     });
     let counters = authgate::metrics::request_counters("app.example.com/api");
     g.bench_function("count_request_preresolved", |b| {
-        b.iter(|| authgate::metrics::count_request(Some(black_box(&counters)), 200))
+        b.iter(|| {
+            authgate::metrics::count_request(
+                Some(black_box(&counters)),
+                200,
+                black_box(std::time::Duration::from_micros(180)),
+            )
+        })
     });
     g.bench_function("credentials_from_request", |b| {
         b.iter(|| black_box(Credentials::from_request(black_box(&req))))

@@ -1,13 +1,14 @@
-//! Prometheus metrics: requests, resolver calls and latency, upstream errors, reloads and
-//! in-flight requests as registered series; cache counters and backend health read at scrape.
+//! Prometheus metrics: requests and their durations, resolver calls and latency, upstream
+//! errors, reloads, drain state and in-flight requests as registered series; cache counters and
+//! backend health read at scrape.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::outcome::Outcome;
@@ -16,6 +17,11 @@ use crate::runtime::Runtime;
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub client_disconnects: IntCounter,
+    pub draining: IntGauge,
+    pub resolver_retries: IntCounter,
+    pub tls_certificate_expiry: IntGaugeVec,
     pub resolver_calls: IntCounterVec,
     pub resolver_latency: Histogram,
     pub upstream_errors: IntCounterVec,
@@ -35,6 +41,36 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Requests answered, by route and status class",
         ),
         &["route", "status"],
+    )?;
+    let request_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "authgate_request_duration_seconds",
+            "Time from the request header to the end of the answer, by route and status class",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ]),
+        &["route", "status"],
+    )?;
+    let client_disconnects = IntCounter::new(
+        "authgate_client_disconnects_total",
+        "Requests whose client went away before the answer was sent (logged as status 499)",
+    )?;
+    let draining = IntGauge::new(
+        "authgate_draining",
+        "1 from SIGTERM on: readiness answers 503 while the listeners drain",
+    )?;
+    let resolver_retries = IntCounter::new(
+        "authgate_resolver_retries_total",
+        "Resolves sent again on a new connection after a reused one failed before any answer byte",
+    )?;
+    let tls_certificate_expiry = IntGaugeVec::new(
+        Opts::new(
+            "authgate_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate a TLS listener serves expires (notAfter, Unix seconds)",
+        ),
+        &["listener"],
     )?;
     let resolver_calls = IntCounterVec::new(
         Opts::new(
@@ -90,6 +126,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(client_connections.clone()))?;
     registry.register(Box::new(connections_closed.clone()))?;
     registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(request_duration.clone()))?;
+    registry.register(Box::new(client_disconnects.clone()))?;
+    registry.register(Box::new(draining.clone()))?;
+    registry.register(Box::new(resolver_retries.clone()))?;
+    registry.register(Box::new(tls_certificate_expiry.clone()))?;
     registry.register(Box::new(resolver_calls.clone()))?;
     registry.register(Box::new(resolver_latency.clone()))?;
     registry.register(Box::new(upstream_errors.clone()))?;
@@ -97,9 +138,25 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(inflight.clone()))?;
     registry.register(Box::new(webhook_events.clone()))?;
     registry.register(Box::new(webhook_rejections.clone()))?;
+    // Series with a fixed set of labels start at zero, so a rate() or an alert on them has a
+    // series to read before the first event.
+    for result in ["ok", "failed"] {
+        reloads.with_label_values(&[result]);
+    }
+    for reason in ["over_limit", "header_timeout"] {
+        connections_closed.with_label_values(&[reason]);
+    }
+    for outcome in Outcome::RESOLVER_CALLS {
+        resolver_calls.with_label_values(&[outcome.as_str()]);
+    }
     Ok(Metrics {
         registry,
         requests,
+        request_duration,
+        client_disconnects,
+        draining,
+        resolver_retries,
+        tls_certificate_expiry,
         resolver_calls,
         resolver_latency,
         upstream_errors,
@@ -121,16 +178,30 @@ pub static METRICS: LazyLock<Metrics> =
 /// The status classes of `authgate_requests_total`, in `status_index` order.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-/// One route's `authgate_requests_total` series, one per status class, looked up once when
-/// the runtime is built rather than by label on every request.
-pub type RequestCounters = Arc<[IntCounter; 6]>;
-
-pub fn request_counters(route: &str) -> RequestCounters {
-    Arc::new(STATUS_CLASSES.map(|class| METRICS.requests.with_label_values(&[route, class])))
+/// One route's request series (`authgate_requests_total` and
+/// `authgate_request_duration_seconds`), looked up once when the runtime is built rather than
+/// by label on every request.
+pub struct RouteSeries {
+    route: Box<str>,
+    counters: [IntCounter; 6],
+    /// Made on a class's first request: a route shows only the classes it answered, which
+    /// keeps the histogram's series to what happens.
+    durations: [OnceLock<Histogram>; 6],
 }
 
-/// Counts one answered request of a route (`None`: refused before it had one).
-pub fn count_request(counters: Option<&RequestCounters>, status: u16) {
+pub type RequestCounters = Arc<RouteSeries>;
+
+pub fn request_counters(route: &str) -> RequestCounters {
+    Arc::new(RouteSeries {
+        route: route.into(),
+        counters: STATUS_CLASSES.map(|class| METRICS.requests.with_label_values(&[route, class])),
+        durations: Default::default(),
+    })
+}
+
+/// Counts one answered request of a route (`None`: refused before it had one) and how long
+/// it took.
+pub fn count_request(series: Option<&RequestCounters>, status: u16, took: Duration) {
     let class = match status {
         100..=199 => 0,
         200..=299 => 1,
@@ -139,12 +210,26 @@ pub fn count_request(counters: Option<&RequestCounters>, status: u16) {
         500..=599 => 4,
         _ => 5,
     };
-    match counters {
-        Some(c) => c[class].inc(),
-        None => METRICS
-            .requests
-            .with_label_values(&["none", STATUS_CLASSES[class]])
-            .inc(),
+    let secs = took.as_secs_f64();
+    match series {
+        Some(s) => {
+            s.counters[class].inc();
+            s.durations[class]
+                .get_or_init(|| {
+                    METRICS
+                        .request_duration
+                        .with_label_values(&[&*s.route, STATUS_CLASSES[class]])
+                })
+                .observe(secs);
+        }
+        None => {
+            let labels = ["none", STATUS_CLASSES[class]];
+            METRICS.requests.with_label_values(&labels).inc();
+            METRICS
+                .request_duration
+                .with_label_values(&labels)
+                .observe(secs);
+        }
     }
 }
 

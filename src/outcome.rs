@@ -35,6 +35,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome a resolver call can have (`of_resolve`).
+    pub const RESOLVER_CALLS: [Outcome; 8] = [
+        Outcome::Valid,
+        Outcome::Invalid,
+        Outcome::Anonymous,
+        Outcome::Denied,
+        Outcome::Unreachable,
+        Outcome::Timeout,
+        Outcome::Broken,
+        Outcome::BadAnswer,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Undecided => "-",

@@ -785,6 +785,7 @@ impl ProxyHttp for AuthGate {
         metrics::count_request(
             ctx.routed.as_ref().and_then(|r| r.counters.as_ref()),
             status,
+            ctx.started.elapsed(),
         );
         let cache = ctx.lookup.map_or("-", Lookup::as_str);
         let response_cache = if ctx.routed.as_ref().is_some_and(|r| r.cache.is_some()) {
