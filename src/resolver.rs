@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::credentials::Credentials;
@@ -22,8 +24,10 @@ use crate::upstreams::{HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
 
 /// A resolver reply body larger than this is not drained: the connection is dropped instead.
 const MAX_BODY: usize = 64 * 1024;
-/// Attempts on reused connections that turn out closed, before giving up.
-const MAX_ATTEMPTS: usize = 2;
+
+/// Group keys that no pooled connection is filed under: a peer given one gets a new connection
+/// (the retry after a reused one failed; see `exchange`).
+static FRESH_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 
 /// The name the resolver's own pool goes by in `/upstreams` and the health metrics; no
 /// upstream may take it.
@@ -203,20 +207,37 @@ impl Resolver {
         ns: &Namespace,
     ) -> Result<Result<Answer, AnswerError>, ResolveError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut reuse_failures = 0;
+        // After a reused connection failed: the instance to send to again, on a new connection.
+        let mut again: Option<HttpPeer> = None;
         loop {
-            let Some(mut peer) = self.pool.select(b"", &tried) else {
-                return Err(ResolveError::Unreachable(Error::explain(
-                    ErrorType::ConnectError,
-                    if tried.is_empty() {
-                        "no resolver instance is up"
-                    } else {
-                        "every resolver instance failed"
-                    },
-                )));
+            let (mut peer, fresh) = match again.take() {
+                Some(peer) => (peer, true),
+                None => match self.pool.select(b"", &tried) {
+                    Some(peer) => (peer, false),
+                    None => {
+                        return Err(ResolveError::Unreachable(Error::explain(
+                            ErrorType::ConnectError,
+                            if tried.is_empty() {
+                                "no resolver instance is up"
+                            } else {
+                                "every resolver instance failed"
+                            },
+                        )))
+                    }
+                },
             };
             peer.options.idle_timeout = Some(self.settings.idle_timeout);
-            let (mut http, reused) = match self.connector.get_http_session(&peer).await {
+            // The pool files idle connections by the peer's hash, group key included: under a
+            // group of its own the checkout finds none and connects. Released under the
+            // instance's own hash (`peer`), the new connection joins the pool.
+            let checkout = if fresh {
+                let mut new = peer.clone();
+                new.group_key = FRESH_GROUP.fetch_add(1, Ordering::Relaxed);
+                self.connector.get_http_session(&new).await
+            } else {
+                self.connector.get_http_session(&peer).await
+            };
+            let (mut http, reused) = match checkout {
                 Ok(s) => s,
                 Err(e) => {
                     // Another instance may answer: a connect failure has sent nothing.
@@ -244,12 +265,14 @@ impl Resolver {
                     return Err(ResolveError::Answer(AnswerError::Malformed(why)))
                 }
                 // A reused keep-alive connection the resolver closed meanwhile: a GET without
-                // a body is safe to send again, on a new connection.
-                Err(Failure::BeforeAnswer(e))
-                    if reused && reuse_failures + 1 < MAX_ATTEMPTS && !is_timeout(&e) =>
-                {
-                    reuse_failures += 1;
+                // a body is safe to send again. Not on another pooled connection: when the
+                // resolver (or a load balancer before it) closes idle connections, it closes
+                // them all, and the next one is as stale as this one. A new connection is
+                // never reused, so this happens once per resolve.
+                Err(Failure::BeforeAnswer(e)) if reused && !is_timeout(&e) => {
+                    metrics::METRICS.resolver_retries.inc();
                     log::debug!("resolver: reused connection failed ({e}), retrying on a new one");
+                    again = Some(peer);
                 }
                 Err(Failure::BeforeAnswer(e) | Failure::AfterAnswer(e)) => {
                     return Err(if is_timeout(&e) {

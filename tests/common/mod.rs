@@ -106,6 +106,8 @@ pub struct Canned {
     pub calls: Arc<AtomicU64>,
     pub reply: Arc<Mutex<&'static [u8]>>,
     pub delay_ms: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicU64>,
 }
 
 pub async fn serve_canned(reply: &'static [u8], delay: Duration, keep_open: bool) -> Canned {
@@ -115,14 +117,17 @@ pub async fn serve_canned(reply: &'static [u8], delay: Duration, keep_open: bool
         calls: Arc::new(AtomicU64::new(0)),
         reply: Arc::new(Mutex::new(reply)),
         delay_ms: Arc::new(AtomicU64::new(delay.as_millis() as u64)),
+        connections: Arc::new(AtomicU64::new(0)),
     };
-    let (c, r, d) = (
+    let (c, r, d, n) = (
         canned.calls.clone(),
         canned.reply.clone(),
         canned.delay_ms.clone(),
+        canned.connections.clone(),
     );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
             let (c, r, d) = (c.clone(), r.clone(), d.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
