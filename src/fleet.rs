@@ -25,6 +25,7 @@ use crate::identity::{Answer, Identity, Namespace};
 use crate::resolver::ResolveError;
 use crate::response_cache;
 use crate::runtime::Runtime;
+use crate::throttle::Throttle;
 pub use seal::Purge;
 
 /// The `fleet:` section, checked.
@@ -153,20 +154,7 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Warnings about what peers send come at most once in this long, not once per message.
-struct Throttle(AtomicU64);
-
-impl Throttle {
-    const EVERY_MS: u64 = 10_000;
-    fn ready(&self) -> bool {
-        let now = unix_ms();
-        let last = self.0.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= Self::EVERY_MS
-            && self
-                .0
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
+const WARN_EVERY_MS: u64 = 10_000;
 
 /// Purges remembered for as long as an answer resolved before them could still be fresh: a
 /// shared answer resolved before a purge that covers it is refused, whoever wrote it when.
@@ -329,9 +317,9 @@ impl Fleet {
             slow: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
             tombs: Mutex::new(Tombstones::default()),
-            warn_refused: Throttle(AtomicU64::new(0)),
-            warn_forged: Throttle(AtomicU64::new(0)),
-            warn_publish: Throttle(AtomicU64::new(0)),
+            warn_refused: Throttle::every_ms(WARN_EVERY_MS),
+            warn_forged: Throttle::every_ms(WARN_EVERY_MS),
+            warn_publish: Throttle::every_ms(WARN_EVERY_MS),
         })
     }
 

@@ -21,6 +21,7 @@ pub mod resolver;
 pub mod response_cache;
 pub mod routes;
 pub mod runtime;
+pub mod throttle;
 pub mod tls;
 pub mod upstreams;
 pub mod webhook;
