@@ -8,6 +8,9 @@
 //! that closes it when a request header is not complete in time. The proxy tells the
 //! watcher, through a task-local, when a header has arrived (`header_received`) and when a
 //! request is done (`request_done`); idle keep-alive itself is Pingora's (`keepalive_secs`).
+//!
+//! A client that goes away before its answer is not a proxy error (`client_left`): it is
+//! never retried, is logged below `ERROR` at most once a second, and is counted.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +24,30 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
 use crate::metrics::METRICS;
+use crate::throttle::Throttle;
+
+/// The status the access log gives a request whose client left before its answer (nginx's).
+pub const CLIENT_LEFT: u16 = 499;
+
+/// Whether a proxy error is the client going away: its connection closed or broke while
+/// authgate read the request or wrote the answer.
+pub fn client_left(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::{ConnectionClosed, ReadError, WriteError};
+    e.esource() == &pingora::ErrorSource::Downstream
+        && matches!(e.etype(), ConnectionClosed | ReadError | WriteError)
+}
+
+static LEFT_LOG: Throttle = Throttle::every_ms(1_000);
+
+/// Counts a client that left, and says so in the log at most once a second.
+pub fn count_client_left(e: &pingora::Error, method: &http::Method, path: &str) {
+    METRICS.client_disconnects.inc();
+    if LEFT_LOG.ready() {
+        log::info!(
+            "client went away before its answer ({method} {path}: {e}); counted in authgate_client_disconnects_total, logged at most once a second"
+        );
+    }
+}
 
 /// The limits on client connections, from the `client:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

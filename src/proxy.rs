@@ -105,6 +105,8 @@ pub struct Ctx {
     logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     cache_bypass: bool,
+    /// The client went away before its answer was done.
+    client_left: bool,
 }
 
 impl Ctx {
@@ -441,6 +443,7 @@ impl ProxyHttp for AuthGate {
             forged: false,
             logout: None,
             cache_bypass: false,
+            client_left: false,
         }
     }
 
@@ -635,8 +638,14 @@ impl ProxyHttp for AuthGate {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        count_upstream_error(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
+        // Only the backend's side of the exchange is worth another try: a client that went
+        // away would only have its request sent again for nobody.
+        if e.esource() != &ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
+        count_upstream_error(ctx);
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
@@ -747,7 +756,30 @@ impl ProxyHttp for AuthGate {
         Ok(())
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        connections::client_left(e)
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        e: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        connections::client_left(e)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if connections::client_left(e) {
+            ctx.client_left = true;
+            let req = session.req_header();
+            connections::count_client_left(e, &req.method, req.uri.path());
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let timeout = matches!(
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -758,10 +790,6 @@ impl ProxyHttp for AuthGate {
             }
             (_, ErrorSource::Upstream) if timeout => (504, Some("backend timed out".into())),
             (_, ErrorSource::Upstream) => (502, Some("backend failed".into())),
-            (
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-                ErrorSource::Downstream,
-            ) => (0, None),
             (_, ErrorSource::Downstream) => (400, Some("bad request".into())),
             _ => (500, Some("internal error".into())),
         };
@@ -780,7 +808,11 @@ impl ProxyHttp for AuthGate {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         connections::request_done();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            None if ctx.client_left => connections::CLIENT_LEFT,
+            None => 0,
+        };
         let route = ctx.routed.as_ref().map(|r| &*r.label);
         metrics::count_request(
             ctx.routed.as_ref().and_then(|r| r.counters.as_ref()),

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,4 +103,58 @@ async fn access_log_names_the_user_never_the_credentials() {
             "{secret} leaked into the access log: {line}"
         );
     }
+}
+
+/// A client that goes away while its request waits on the backend: the request is not sent
+/// to the backend again (it was, as a retry of a "failed" reused backend connection), the
+/// access log says 499 (nginx's code), a metric counts it, and the log has no error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_is_neither_retried_nor_an_error() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let backend = serve_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::ZERO,
+        true,
+    )
+    .await;
+    let (stack, log_path) = Stack::builder()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(ALL_PUBLIC)
+        .admin()
+        .access_log_file();
+    let s = stack.start().await;
+    // A first request leaves a pooled backend connection, which the next one reuses.
+    let r = client().get(s.proxy.url("/first")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    backend.delay_ms.store(3_000, Ordering::SeqCst);
+    let mut conn = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
+    let request = format!("GET /left HTTP/1.1\r\nHost: {}\r\n\r\n", s.proxy.addr);
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the backend never got the request"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(conn);
+    // The request's log line is written once authgate is done with it, retries included.
+    let lines = access_log_lines(&log_path, 2).await;
+    let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(v["path"], "/left", "{}", lines[1]);
+    assert_eq!(v["status"], 499, "{}", lines[1]);
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        2,
+        "sent to the backend again"
+    );
+    metric_reaches(s.admin(), "authgate_client_disconnects_total", 1.0).await;
+    let log = s.proxy.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") || l.contains("WARN  pingora")),
+        "{log}"
+    );
 }
