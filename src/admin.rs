@@ -1,7 +1,9 @@
-//! The operator's endpoint on its own listener: cache purge and flush, cache counters, health.
+//! The operator's endpoint on its own listener: cache purge and flush, cache counters, health
+//! and readiness.
 //!
-//! Every route but `GET /health` needs `Authorization: Bearer <token>`; the token comes from a
-//! file or an environment variable, never from the main YAML.
+//! Every route but `GET /health`, `GET /ready` and `GET /metrics` needs
+//! `Authorization: Bearer <token>`; the token comes from a file or an environment variable,
+//! never from the main YAML.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::PurgeCause;
 use crate::credentials::Credentials;
+use crate::drain::Readiness;
 use crate::metrics::METRICS;
 use crate::response_cache;
 use crate::runtime::Runtime;
@@ -27,13 +30,15 @@ pub struct Admin {
     runtime: Arc<ArcSwap<Runtime>>,
     /// Remembers event ids across reloads.
     hooks: Receiver,
+    readiness: Readiness,
 }
 
 impl Admin {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, readiness: Readiness) -> Self {
         Admin {
             runtime,
             hooks: Receiver::default(),
+            readiness,
         }
     }
 }
@@ -353,8 +358,18 @@ impl ServeHttp for Admin {
         let rt = self.runtime.load_full();
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        // Liveness: the process answers. Nothing outside it (the resolver, Redis, backends)
+        // makes it fail, or an outage elsewhere would restart every instance at once.
         if path == "/health" {
             return reply(StatusCode::OK, "ok\n".into());
+        }
+        // Readiness: fails from SIGTERM on, while the listeners still serve (see `drain`).
+        if path == "/ready" {
+            return if self.readiness.draining() {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+            } else {
+                reply(StatusCode::OK, "ready\n".into())
+            };
         }
         if path == "/hooks/authgear" {
             if method != Method::POST {

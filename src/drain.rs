@@ -1,4 +1,11 @@
-//! Listener shutdown that serves what it accepted: the drain window of a graceful upgrade.
+//! Stopping without failing requests: the readiness state, the delay between `SIGTERM` and
+//! closing the listeners, and the window in which a stopping listener serves what it accepted.
+//!
+//! On `SIGTERM` a load balancer (a Kubernetes Service, say) still sends traffic for a few
+//! seconds: it learns of the stop from the readiness probe or the endpoint update, not from
+//! the signal. So readiness fails at once, every answer asks its client to close its
+//! connection (clients move to other instances), and the listeners keep accepting and serving
+//! for `shutdown.drain_delay`; only then does Pingora's graceful shutdown close them.
 //!
 //! When a Pingora listener stops (graceful upgrade or shutdown), the proxy app's cleanup
 //! aborts every connection parked waiting for a request, so a connection the old process
@@ -7,17 +14,106 @@
 //! and be served (with `Connection: close`, since the service is shutting down); idle
 //! keep-alive connections get the same treatment on their next request.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::metrics::METRICS;
 
 /// How long a connection accepted just before the listener stopped has to send its request.
 /// It must stay well below `grace_period_seconds`, after which the runtime is dropped.
 pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// Whether this process still wants new traffic: no from `SIGTERM` on. The signal watcher
+/// writes it; the admin's `/ready` and the proxy read it.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// `SIGTERM` arrived: the listeners are about to close.
+    pub fn draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start_draining(&self) {
+        self.0.store(true, Ordering::Relaxed);
+        METRICS.draining.set(1);
+    }
+}
+
+/// Pingora's shutdown signals (`SIGQUIT` upgrade, `SIGTERM` graceful, `SIGINT` fast), with
+/// `SIGTERM` held for the drain delay while readiness fails.
+pub struct Signals<D> {
+    readiness: Readiness,
+    /// Read when `SIGTERM` arrives, so a reload's value applies.
+    delay: D,
+}
+
+impl<D: Fn() -> Duration + Send + Sync> Signals<D> {
+    pub fn new(readiness: Readiness, delay: D) -> Self {
+        Signals { readiness, delay }
+    }
+}
+
+/// One signal's stream; a signal that cannot be watched never fires (and says so once).
+fn watch(kind: SignalKind, name: &str) -> Option<Signal> {
+    signal(kind)
+        .map_err(|e| log::error!("cannot watch {name}: {e}"))
+        .ok()
+}
+
+fn next(s: &mut Option<Signal>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    Box::pin(async move {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    })
+}
+
+#[async_trait]
+impl<D: Fn() -> Duration + Send + Sync> ShutdownSignalWatch for Signals<D> {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut quit = watch(SignalKind::quit(), "SIGQUIT");
+        let mut term = watch(SignalKind::terminate(), "SIGTERM");
+        let mut int = watch(SignalKind::interrupt(), "SIGINT");
+        tokio::select! {
+            _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
+            _ = next(&mut int) => return ShutdownSignal::FastShutdown,
+            _ = next(&mut term) => {}
+        }
+        let delay = (self.delay)();
+        self.readiness.start_draining();
+        if delay.is_zero() {
+            return ShutdownSignal::GracefulTerminate;
+        }
+        log::info!(
+            "SIGTERM: draining for {delay:?} (readiness 503, listeners still serving, answers close their connections); then graceful shutdown"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {
+                log::info!("drain delay over: closing the listeners");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = next(&mut term) => {
+                log::info!("second SIGTERM: closing the listeners now");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = next(&mut int) => ShutdownSignal::FastShutdown,
+            _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
 
 /// Wraps a server app so that its cleanup runs `window` after its listener stopped.
 pub struct Draining<A> {

@@ -12,12 +12,12 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::Opt;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use authgate::connections::Guarded;
 use authgate::devserver::{self, echo, standin};
-use authgate::drain::{self, Draining};
+use authgate::drain::{self, Draining, Readiness};
 use authgate::reload::{Fixed, Reloader};
 use authgate::runtime::Runtime;
 use authgate::upstreams::HealthChecks;
@@ -144,9 +144,13 @@ fn run_proxy(cli: &Cli) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+    let readiness = Readiness::default();
     for l in &settings.listen {
         let name = format!("authgate {}", l.addr);
-        let mut proxy = http_proxy(&server.configuration, AuthGate::new(runtime.clone()));
+        let mut proxy = http_proxy(
+            &server.configuration,
+            AuthGate::new(runtime.clone(), readiness.clone()),
+        );
         // Read at start: a change of these needs a graceful upgrade (see reload).
         let limits = runtime.load().client;
         authgate::connections::apply_to_pingora(&limits);
@@ -179,7 +183,10 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         server.add_service(service);
     }
     if let Some(addr) = settings.admin_listen {
-        let mut admin = Service::new("authgate admin".into(), Admin::new(runtime.clone()));
+        let mut admin = Service::new(
+            "authgate admin".into(),
+            Admin::new(runtime.clone(), readiness.clone()),
+        );
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
         log::info!("admin endpoint on {addr}");
@@ -213,7 +220,14 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         })
         .collect();
     log::info!("authgate listening on {}", addrs.join(", "));
-    server.run_forever()
+    let drain_delay = runtime.clone();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(drain::Signals::new(readiness, move || {
+            drain_delay.load().drain_delay
+        })),
+    });
+    // As Pingora's run_forever: the runtimes are gone; nothing left to drop in order.
+    std::process::exit(0)
 }
 
 fn run_standin(

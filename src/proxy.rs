@@ -24,6 +24,7 @@ use crate::access_log::{ms, Entry};
 use crate::cache::{Lookup, PurgeCause};
 use crate::connections::{self, ClientLimits, LimitsSource};
 use crate::credentials::{CacheKey, Credentials};
+use crate::drain::Readiness;
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity};
 use crate::metrics::{self, InFlight};
@@ -38,14 +39,15 @@ use crate::upstreams::{hash_input, Pool};
 /// Group keys for peers that must not reuse a pooled connection (see `upstream_peer`).
 static FRESH_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 
-/// The proxy. Holds only the swappable runtime snapshot.
+/// The proxy: the swappable runtime snapshot, and whether the process is draining.
 pub struct AuthGate {
     runtime: Arc<ArcSwap<Runtime>>,
+    readiness: Readiness,
 }
 
 impl AuthGate {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        AuthGate { runtime }
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, readiness: Readiness) -> Self {
+        AuthGate { runtime, readiness }
     }
 }
 
@@ -453,7 +455,14 @@ impl ProxyHttp for AuthGate {
         // Only where keep-alive is still on: Pingora turns it off for a client that asked to
         // close and for a listener that is shutting down.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(rt.client.keepalive_secs());
+            // Draining: the answer closes the connection, so the client's next request opens
+            // one where the load balancer now sends it.
+            let keepalive = if self.readiness.draining() {
+                None
+            } else {
+                rt.client.keepalive_secs()
+            };
+            session.set_keepalive(keepalive);
         }
         if let Err(refusal) = admit(session.req_header(), &rt.client) {
             return refusal.send(session, ctx).await;

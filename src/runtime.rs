@@ -9,9 +9,11 @@
 //! | access log writer | its settings are unchanged | one writer thread, lines in order |
 //! | fleet (its Redis connections, purges remembered) | its settings and the namespace are unchanged | new settings need new connections; shared answers are named by the namespace |
 //!
-//! Everything else (routes, namespace, trusted proxies, login, limits) is plain data, rebuilt.
+//! Everything else (routes, namespace, trusted proxies, login, limits, the drain delay) is plain
+//! data, rebuilt.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::access_log::AccessLog;
 use crate::cache::Cache;
@@ -47,6 +49,8 @@ pub struct Runtime {
     pub access_log: Option<Arc<AccessLog>>,
     pub forward_set_cookie: bool,
     pub client: ClientLimits,
+    /// `shutdown.drain_delay`, read when `SIGTERM` arrives (a reload changes it).
+    pub drain_delay: Duration,
     /// Each route's request counters, by the route's position in the file.
     pub route_counters: Vec<RequestCounters>,
     /// Fleet mode, when configured; the cache's misses and purges go through it.
@@ -163,6 +167,7 @@ impl Runtime {
             access_log,
             forward_set_cookie: settings.forward_set_cookie,
             client: settings.client,
+            drain_delay: settings.drain_delay,
             route_counters,
             fleet,
         })

@@ -249,6 +249,7 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
     num("client.max_headers", l.max_headers, 8, 256)?;
 
     dur("reload.interval", f.reload.interval, zero, DAY)?;
+    dur("shutdown.drain_delay", f.shutdown.drain_delay, zero, HOUR)?;
     if let Some(a) = &f.admin {
         if let Some(w) = &a.webhook {
             dur("admin.webhook.max_age", w.max_age, ms(1), 7 * DAY)?;

@@ -45,6 +45,18 @@ pub struct FileConfig {
     pub fleet: Option<FleetFile>,
     #[serde(default)]
     pub response_cache: ResponseCacheFile,
+    /// What SIGTERM does before listeners close.
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+}
+
+/// A graceful stop (`SIGTERM`): readiness fails at once, the listeners keep serving for
+/// `drain_delay` (a load balancer is still sending traffic), then Pingora's shutdown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug, Deserialize)]

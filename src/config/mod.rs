@@ -104,6 +104,8 @@ pub struct Settings {
     pub fleet: Option<FleetSettings>,
     /// The response cache's store (used by routes with `cache:`).
     pub response_cache: ResponseCacheSettings,
+    /// From `SIGTERM` to closing the listeners: readiness fails, traffic is still served.
+    pub drain_delay: Duration,
 }
 
 /// Reads, parses and checks a configuration file.
@@ -393,6 +395,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             lock_timeout: rc.lock_timeout,
         },
         fleet,
+        drain_delay: parsed.shutdown.drain_delay,
         file: file.to_string(),
         server,
         listen,
