@@ -142,6 +142,11 @@ pub fn bypass(req: &RequestHeader) -> Option<&'static str> {
     if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
         return Some("method");
     }
+    // A body the key does not cover (a "fat GET"): a backend that reads it could answer
+    // from it, and the answer would be served to everyone.
+    if has_body(req) {
+        return Some("request body");
+    }
     // One pass over the request's few names (a lookup by name would parse and hash each of
     // the list's names on every request).
     if let Some(h) = req
@@ -161,6 +166,21 @@ pub fn bypass(req: &RequestHeader) -> Option<&'static str> {
         return Some("method override");
     }
     None
+}
+
+/// Whether a request carries a body: any `Transfer-Encoding`, or a `Content-Length` other
+/// than 0 (an unreadable one counts: the cache is no place to guess).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|n| n.trim_ascii() != b"0")
+            })
 }
 
 /// The key's primary string: the route's policy (a response stored under one policy is never

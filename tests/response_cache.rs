@@ -740,3 +740,65 @@ async fn http2_over_tls_is_served_from_the_cache_apart_from_plain_http() {
         "plain HTTP was served the HTTPS object"
     );
 }
+
+/// A `GET` with a body, sent as written (`chunked`: in two chunks), and the backend's echo.
+async fn fat_get(s: &Stack, path: &str, chunked: bool) -> authgate::devserver::echo::Echo {
+    use tokio::io::AsyncWriteExt;
+    let addr = s.proxy.addr;
+    let body = if chunked {
+        "Transfer-Encoding: chunked\r\n\r\n3\r\npoi\r\n3\r\nson\r\n0\r\n\r\n"
+    } else {
+        "Content-Length: 6\r\n\r\npoison"
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{body}");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let answer = read_response(&mut conn).await;
+    let (head, json) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+/// A request with a body (a "fat GET": some frameworks read a GET's body) could make the
+/// backend answer from it, and that answer would be stored for everyone: a request with a body
+/// is neither served from the cache nor stored, whether the body is sized or chunked; an empty
+/// `Content-Length: 0` body is no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_neither_uses_nor_fills_the_cache() {
+    let s = stack(ROUTES, 1 << 20).await;
+    for (name, chunked) in [("sized", false), ("chunked", true)] {
+        let path = format!("/static/{name}?{PUBLIC_60}");
+        // Sent first, the fat GET's answer is not stored: the next plain GET reaches the
+        // backend.
+        let fat = fat_get(&s, &path, chunked).await;
+        assert_eq!(fat.body_len, 6, "{name}: the body reaches the backend");
+        let plain = get(&s, &path).await;
+        assert_ne!(
+            plain.seq, fat.seq,
+            "{name}: the fat GET's answer was stored"
+        );
+        assert_eq!(plain.echo.expect("echo").body_len, 0);
+        // Now stored, the object is not served to a fat GET either.
+        let again = fat_get(&s, &path, chunked).await;
+        assert!(
+            again.seq > plain.seq,
+            "{name}: a fat GET was served from the cache"
+        );
+        let stored = get(&s, &path).await;
+        assert_eq!(
+            stored.seq, plain.seq,
+            "{name}: the clean object stays stored"
+        );
+    }
+    // An empty body is no body: stored and served as usual.
+    let url = s.proxy.url(&format!("/static/empty?{PUBLIC_60}"));
+    let empty = send(client().get(&url).header("content-length", "0")).await;
+    let hit = send(client().get(&url).header("content-length", "0")).await;
+    assert_eq!(hit.seq, empty.seq, "an empty body bypassed the cache");
+    reaches(
+        &s,
+        "authgate_response_cache_requests_total{result=\"bypass\"}",
+        4,
+    )
+    .await;
+}

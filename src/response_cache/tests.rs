@@ -155,6 +155,28 @@ fn unkeyed_overrides_and_other_methods_bypass() {
     assert_eq!(bypass(&req("GET", "/a", &[])), None);
     assert_eq!(bypass(&req("HEAD", "/a", &[])), None);
     assert_eq!(bypass(&req("POST", "/a", &[])), Some("method"));
+    // A body the key does not cover, in any framing; an empty one is none.
+    for body in [
+        [("Content-Length", "6")].as_slice(),
+        &[("Content-Length", "6, 6")],
+        &[("Content-Length", "0"), ("Content-Length", "1")],
+        &[("Content-Length", "x")],
+        &[("Transfer-Encoding", "chunked")],
+        &[("Transfer-Encoding", "gzip, chunked")],
+    ] {
+        for method in ["GET", "HEAD"] {
+            assert_eq!(
+                bypass(&req(method, "/a", body)),
+                Some("request body"),
+                "{body:?}"
+            );
+        }
+    }
+    assert_eq!(bypass(&req("GET", "/a", &[("Content-Length", "0")])), None);
+    assert_eq!(
+        bypass(&req("GET", "/a", &[("Content-Length", "0, 0")])),
+        None
+    );
     assert_eq!(
         bypass(&req("GET", "/a", &[("X-HTTP-Method-Override", "PUT")])),
         Some("method override")
