@@ -188,6 +188,9 @@ inside() {
     s=$(status "$PROXY/hello")
     [ "$s" = 000 ] && ok "the proxy stops accepting after the drain delay ($(elapsed "$t0") s: refused)" \
         || bad "the proxy still answers $s $(elapsed "$t0") s after SIGTERM, past the drain delay"
+    s=$(status "$ADMIN/health")
+    [ "$s" = 000 ] && ok "the admin listener closes with it (README: the drain)" \
+        || bad "the admin listener still answers $s past the drain delay"
     local rc=0 took
     wait "$pid" || rc=$?
     took=$(elapsed "$t0")
