@@ -50,6 +50,7 @@ test: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+	$(MAKE) test-observability
 	$(MAKE) test-image
 	$(MAKE) test-kubernetes
 
@@ -88,6 +89,25 @@ test-image: deps deploy-deps
 test-kubernetes: deps deploy-deps
 	$(CARGO) build --bin authgate
 	AUTHGATE=target/debug/authgate python3 deploy/test-kubernetes.py
+
+# deploy/grafana and deploy/prometheus (README, "Dashboard and alerts"): promtool checks the
+# alert rules and runs their unit tests; the dashboard must parse as JSON. tests/observability.rs
+# (in `cargo test`) checks that every series they read is on /metrics. promtool comes with
+# Debian's prometheus package, installed when missing (as root; on a host with systemd the
+# package also starts a Prometheus server on :9090).
+.PHONY: test-observability
+test-observability:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing prometheus (its promtool checks the alert rules)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "make test-observability needs promtool: run 'sudo apt-get install -y prometheus' (or your OS's equivalent), then retry" >&2; \
+	    exit 1; \
+	  fi; }
+	promtool check rules deploy/prometheus/authgate-rules.yaml
+	promtool test rules deploy/prometheus/authgate-rules.test.yaml
+	python3 -m json.tool deploy/grafana/authgate.json >/dev/null
 
 # `make bench` runs both benchmarks below, one after the other (never side by side, even
 # under make -j: they would disturb each other's figures); figures go to BENCHMARKS.md.
