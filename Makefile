@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet bench-respcache bench-micro profile instructions ab check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -130,19 +130,30 @@ bench-fleet: test-deps
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/fleet.py
 
+# wrk and nginx, for make soak and make bench-respcache: installed when missing (as root).
+wrk-nginx:
+	@command -v wrk >/dev/null 2>&1 && { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk and nginx-light"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; \
+	  else \
+	    echo "this needs wrk and nginx: run 'sudo apt-get install -y wrk nginx-light', then retry" >&2; \
+	    exit 1; \
+	  fi; }
+
+# Soak (issue 20): 40 s of hits and new sessions while the resolver's nginx reloads gracefully
+# twice (every idle resolver connection closed at once), then wrk's clients leave; fails on
+# any non-2xx answer, socket error or ERROR line (benches/load/soak.py; needs wrk and nginx).
+# E.g. `DURATION=20 make soak`.
+soak: deps wrk-nginx
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate python3 benches/load/soak.py
+
 # authgate's per-route response cache against nginx's proxy_cache on the same cached object:
 # req/s and CPU per request, alternated rounds, medians (target: authgate/nginx >= 1.0x), and
 # authgate's memory per cached object (benches/load/respcache.py; needs wrk and nginx). About
 # a minute; e.g. a smoke run: `ROUNDS=1 DURATION=2 OBJECTS=200 make bench-respcache`.
-bench-respcache: deps
-	@command -v wrk >/dev/null 2>&1 && { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing wrk and nginx-light (needed by make bench-respcache)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; \
-	  else \
-	    echo "make bench-respcache needs wrk and nginx: run 'sudo apt-get install -y wrk nginx-light', then retry" >&2; \
-	    exit 1; \
-	  fi; }
+bench-respcache: deps wrk-nginx
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/respcache.py
 
