@@ -73,13 +73,13 @@ chmod 1777 "$dest/tmp"
 
 # Package records, where the build machine is Debian's (the builder image is).
 if command -v dpkg-query >/dev/null 2>&1; then
-    pkgs=ca-certificates
+    pkgs="ca-certificates"
     for p in $paths; do
         owner=$(dpkg-query -S "$p" 2>/dev/null | head -n 1 | cut -d: -f1) || true
         [ -n "$owner" ] && pkgs="$pkgs $owner"
     done
     mkdir -p "$dest/var/lib/dpkg/status.d"
-    for pkg in $(printf '%s\n' $pkgs | sort -u); do
+    for pkg in $(echo "$pkgs" | tr ' ' '\n' | sort -u); do
         dpkg-query -s "$pkg" >"$dest/var/lib/dpkg/status.d/$pkg"
         chmod 0644 "$dest/var/lib/dpkg/status.d/$pkg"
         if [ -r "/usr/share/doc/$pkg/copyright" ]; then

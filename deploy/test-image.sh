@@ -20,6 +20,9 @@
 #
 # Needs root (namespaces, chroot). Everything runs under `timeout`; processes die with their PID
 # namespace, mounts with their mount namespace, and the temporary folder is removed on any exit.
+#
+# `[ test ] && ok ... || bad ...` throughout: ok always succeeds, so bad runs only on a failed test.
+# shellcheck disable=SC2015
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,8 +97,7 @@ inside() {
 
     in_image /usr/local/bin/authgate -c /etc/authgate/authgate.yaml >"$tmp/authgate.out" 2>"$tmp/authgate.log" &
     local pid=$!
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         [ "$(status "$ADMIN/ready")" = 200 ] && [ "$(status "$PROXY/")" != 000 ] \
             && [ "$(status 127.0.0.1:3001/)" != 000 ] && [ "$(status 127.0.0.1:3000/)" != 000 ] && break
         kill -0 "$pid" 2>/dev/null || break
@@ -168,7 +170,7 @@ inside() {
     local t0 saw503=0
     t0=$(date +%s.%N)
     kill -TERM "$pid"
-    for i in $(seq 40); do
+    for _ in $(seq 40); do
         if [ "$(status "$ADMIN/ready")" = 503 ]; then
             saw503=1
             break
