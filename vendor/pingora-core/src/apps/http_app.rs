@@ -63,7 +63,8 @@ where
                 }
             },
             Err(e) => {
-                error!("HTTP server fails to read from downstream: {e}");
+                // A client that leaves mid-request: its doing, not the server's.
+                debug!("HTTP server fails to read from downstream: {e}");
                 return None;
             }
         }
@@ -81,7 +82,7 @@ where
                 debug!("HTTP response header done.");
             }
             Err(e) => {
-                error!(
+                debug!(
                     "HTTP server fails to write to downstream: {e}, {}",
                     http.request_summary()
                 );
@@ -91,7 +92,7 @@ where
             // TODO: check if chunked encoding is needed
             match http.write_response_body(body.into(), true).await {
                 Ok(_) => debug!("HTTP response written."),
-                Err(e) => error!(
+                Err(e) => debug!(
                     "HTTP server fails to write to downstream: {e}, {}",
                     http.request_summary()
                 ),
@@ -154,7 +155,8 @@ where
                 }
             },
             Err(e) => {
-                error!("HTTP server fails to read from downstream: {e}");
+                // A client that leaves mid-request: its doing, not the server's.
+                debug!("HTTP server fails to read from downstream: {e}");
                 return None;
             }
         }
@@ -183,7 +185,7 @@ where
                 debug!("HTTP response header done.");
             }
             Err(e) => {
-                error!(
+                debug!(
                     "HTTP server fails to write to downstream: {e}, {}",
                     http.request_summary()
                 );
@@ -200,7 +202,7 @@ where
         // TODO: check if chunked encoding is needed
         match http.response_duplex_vec(vec![task]).await {
             Ok(_) => debug!("HTTP response written."),
-            Err(e) => error!(
+            Err(e) => debug!(
                 "HTTP server fails to write to downstream: {e}, {}",
                 http.request_summary()
             ),

@@ -254,16 +254,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                                        // A client that leaves or garbles its handshake (a TCP
+                                        // health check, a scanner) is the client's doing, not
+                                        // the server's: at ERROR, anyone could flood the log.
                                         if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
+                                            debug!("Downstream handshake error from {}: {e}", addr);
                                         } else {
-                                            error!("Downstream handshake error: {e}");
+                                            debug!("Downstream handshake error: {e}");
                                         }
                                     }
                                 }
                             }
                             Err(_) => {
-                                error!("Downstream handshake timeout");
+                                debug!("Downstream handshake timeout");
                             }
                         }
                     });
