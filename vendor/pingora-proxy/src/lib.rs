@@ -360,7 +360,9 @@ where
                         });
                 } else {
                     // otherwise the connection must be broken, no need to send anything
-                    error!(
+                    // (the client left mid-request: its doing, not the server's, and at
+                    // ERROR anyone could flood the log)
+                    debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
