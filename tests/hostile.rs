@@ -728,3 +728,69 @@ async fn a_connection_serves_at_most_its_request_limit() {
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(text.contains("connection: close"), "{text}");
 }
+
+/// Pingora logged every connection a client gave up on at `ERROR`: a TLS handshake the client
+/// closed (as a load balancer's TCP health check does), a request header cut short, an HTTP/2
+/// preface with nothing after it, on the proxy's listeners and the admin's. Anyone who can open connections could fill the error log,
+/// and the operator's real errors drowned. These are the client's doing: logged at `debug`.
+/// (With the log at debug for those modules, each line's arrival is the sync point.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_leave_no_error_line() {
+    let tls = closed_port();
+    let stack = Stack::builder().admin().log_filter(
+        "warn,pingora_core::services::listening=debug,pingora_core::apps=debug,pingora_proxy=debug",
+    );
+    let (ca, cert, key) = test_pki(&["localhost"]);
+    let cert = stack.file("cert.pem", &cert);
+    let key = stack.file("key.pem", &key);
+    let s = stack
+        .listener(&format!(
+            "addr: {tls}\ntls:\n  cert: {}\n  key: {}\n",
+            cert.display(),
+            key.display()
+        ))
+        .start()
+        .await;
+    wait_for(tls);
+    let gave_up = |addr: SocketAddr, bytes: &'static [u8]| async move {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(bytes).await.expect("send");
+        drop(c);
+    };
+    // A TCP check of the TLS port; a ClientHello cut short.
+    gave_up(tls, b"").await;
+    s.proxy.log_line(&["handshake"]);
+    gave_up(tls, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").await;
+    // A request header cut short, on the proxy and on the admin listener.
+    gave_up(s.proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nCookie: a").await;
+    s.proxy.log_line(&["Fail to proxy"]);
+    gave_up(s.admin(), b"GET /metrics HTTP/1.1\r\nHost: x\r\nAcc").await;
+    s.proxy.log_line(&["fails to read from downstream"]);
+    // HTTP/2 chosen by ALPN, then no preface.
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.expect("CA PEM")).expect("CA");
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(tls).await.expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = connector.connect(name, tcp).await.expect("TLS handshake");
+    conn.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("send");
+    drop(conn);
+    s.proxy.log_line(&["H2 handshake error"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.proxy.log().matches("handshake").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", s.proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = s.proxy.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}

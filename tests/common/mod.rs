@@ -224,7 +224,8 @@ impl Proxy {
         self.child.id()
     }
 
-    /// What the process logged so far (standard error, `RUST_LOG=warn`).
+    /// What the process logged so far (standard error, `RUST_LOG=warn` unless the builder
+    /// said otherwise).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("authgate.log")).unwrap_or_default()
     }
@@ -539,14 +540,14 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> serde_json::Value {
 /// Starts authgate on `addr` with `yaml` (PIDFILE / UPGRADESOCK filled with paths in `dir`,
 /// which the proxy keeps) and waits until it accepts connections. The one place that spawns
 /// the proxy.
-fn start_proxy_in(dir: tempfile::TempDir, addr: SocketAddr, yaml: &str) -> Proxy {
+fn start_proxy_in(dir: tempfile::TempDir, addr: SocketAddr, yaml: &str, filter: &str) -> Proxy {
     let conf = dir.path().join("authgate.yaml");
     std::fs::write(&conf, fill(yaml, dir.path())).expect("write config");
     let log = std::fs::File::create(dir.path().join("authgate.log")).expect("log file");
     let child = Command::new(binary())
         .arg("-c")
         .arg(&conf)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", filter)
         .stdin(Stdio::null())
         .stderr(log)
         .spawn()
@@ -617,6 +618,8 @@ pub struct StackBuilder {
     grace_period_seconds: u32,
     pingora_keys: String,
     extra: String,
+    /// `RUST_LOG` of the process (default `warn`).
+    log_filter: Option<String>,
 }
 
 impl StackBuilder {
@@ -713,6 +716,12 @@ impl StackBuilder {
         self
     }
 
+    /// The process's `RUST_LOG`, instead of `warn`.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = Some(filter.to_string());
+        self
+    }
+
     /// Further top-level sections (`cache:`, `client:`, ...).
     pub fn yaml(mut self, yaml: &str) -> Self {
         self.extra.push_str(&dedent(yaml));
@@ -779,7 +788,8 @@ impl StackBuilder {
             routes: self.routes.unwrap_or_else(|| all_to("app")),
             extra,
         };
-        let proxy = start_proxy_in(self.dir, listen, &config.render());
+        let log = self.log_filter.as_deref().unwrap_or("warn");
+        let proxy = start_proxy_in(self.dir, listen, &config.render(), log);
         if let Some(admin) = admin {
             wait_for(admin);
         }
@@ -822,6 +832,7 @@ impl Stack {
             grace_period_seconds: 0,
             pingora_keys: String::new(),
             extra: String::new(),
+            log_filter: None,
         }
     }
 
