@@ -112,10 +112,21 @@ impl AccessLog {
             Format::Text => text_line(&mut line, &entry),
         }
         line.push(b'\n');
+        UNWRITTEN.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+            UNWRITTEN.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Lines handed to a writer (of any configuration's log) and not yet flushed.
+static UNWRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Whether every line logged so far has been written out: a process about to exit waits for
+/// this, or it would lose the last requests' lines.
+pub fn flushed() -> bool {
+    UNWRITTEN.load(Ordering::Relaxed) == 0
 }
 
 /// `ip - user [time] "METHOD path" status bytes route backend resolver cache response_cache
@@ -150,11 +161,14 @@ fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::new(out);
     while let Ok(line) = rx.recv() {
         let _ = out.write_all(&line);
+        let mut batch = 1;
         // Batch what is already queued, then flush: lines reach the file within one wakeup.
         while let Ok(more) = rx.try_recv() {
             let _ = out.write_all(&more);
+            batch += 1;
         }
         let _ = out.flush();
+        UNWRITTEN.fetch_sub(batch, Ordering::Relaxed);
     }
 }
 

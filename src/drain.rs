@@ -13,6 +13,9 @@
 //! answer. Delaying that cleanup by a short window lets those connections send their request
 //! and be served (with `Connection: close`, since the service is shutting down); idle
 //! keep-alive connections get the same treatment on their next request.
+//!
+//! Pingora then waits out the whole grace period, even with nothing left to serve;
+//! `exit_when_idle` ends the process as soon as nothing is.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,9 +26,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::broadcast::{error::RecvError, Receiver};
 
+use crate::access_log;
 use crate::metrics::METRICS;
 
 /// How long a connection accepted just before the listener stopped has to send its request.
@@ -112,6 +117,41 @@ impl<D: Fn() -> Duration + Send + Sync> ShutdownSignalWatch for Signals<D> {
             _ = next(&mut int) => ShutdownSignal::FastShutdown,
             _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
         }
+    }
+}
+
+/// Once Pingora's listeners have stopped (a shutdown or the old side of an upgrade), exits the
+/// process as soon as no request is in flight, no client connection is open and the access
+/// log is written out, instead of sleeping the rest of `grace_period_seconds` (which stays the
+/// upper bound: Pingora ends the process then, whatever still runs).
+pub fn exit_when_idle(mut phases: Receiver<ExecutionPhase>) {
+    let watcher = move || {
+        loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+        // A connection accepted in the listeners' last instant is counted once its task
+        // runs, and a parked one gets `WINDOW` to send its request: neither is missed after it.
+        std::thread::sleep(WINDOW);
+        loop {
+            if METRICS.inflight.get() == 0
+                && METRICS.client_connections.get() == 0
+                && access_log::flushed()
+            {
+                log::info!("graceful shutdown: nothing left to serve, exiting");
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("exit-when-idle".into())
+        .spawn(watcher)
+    {
+        log::warn!("cannot watch the shutdown ({e}): the whole grace period will be waited out");
     }
 }
 

@@ -221,6 +221,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         .collect();
     log::info!("authgate listening on {}", addrs.join(", "));
     let drain_delay = runtime.clone();
+    drain::exit_when_idle(server.watch_execution_phase());
     server.run(RunArgs {
         shutdown_signal: Box::new(drain::Signals::new(readiness, move || {
             drain_delay.load().drain_delay
