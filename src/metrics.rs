@@ -6,8 +6,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::outcome::Outcome;
@@ -25,6 +25,7 @@ pub struct Metrics {
     pub webhook_rejections: IntCounterVec,
     pub client_connections: IntGauge,
     pub connections_closed: IntCounterVec,
+    pub tls_expiry: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -87,6 +88,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["reason"],
     )?;
+    let tls_expiry = IntGaugeVec::new(
+        Opts::new(
+            "authgate_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate a TLS listener serves, in Unix seconds",
+        ),
+        &["listener"],
+    )?;
+    registry.register(Box::new(tls_expiry.clone()))?;
     registry.register(Box::new(client_connections.clone()))?;
     registry.register(Box::new(connections_closed.clone()))?;
     registry.register(Box::new(requests.clone()))?;
@@ -109,6 +118,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         webhook_rejections,
         client_connections,
         connections_closed,
+        tls_expiry,
     })
 }
 

@@ -181,12 +181,22 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                     std::fs::read(p).map_err(|e| {
                         err(
                             &format!("listen[{i}].tls.{k}"),
-                            format!("cannot read `{}`: {e}", p.display()),
+                            format!("listener {addr}: cannot read `{}`: {e}", p.display()),
                         )
                     })
                 };
-                crate::tls::server_config(&read(&cert, "cert")?, &read(&key, "key")?)
-                    .map_err(|why| err(&format!("listen[{i}].tls"), why))?;
+                crate::tls::Pair::from_pem(&read(&cert, "cert")?, &read(&key, "key")?).map_err(
+                    |why| {
+                        err(
+                            &format!("listen[{i}].tls"),
+                            format!(
+                                "listener {addr}: certificate `{}`, key `{}`: {why}",
+                                cert.display(),
+                                key.display()
+                            ),
+                        )
+                    },
+                )?;
                 Some((cert, key))
             }
         };
