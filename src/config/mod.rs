@@ -104,6 +104,9 @@ pub struct Settings {
     pub fleet: Option<FleetSettings>,
     /// The response cache's store (used by routes with `cache:`).
     pub response_cache: ResponseCacheSettings,
+    /// Every file the configuration reads besides itself (`FileConfig::named_files`, anchored
+    /// like the fields): the file watch follows them.
+    pub named_files: Vec<PathBuf>,
 }
 
 /// Reads, parses and checks a configuration file.
@@ -396,7 +399,15 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             "is larger than response_cache.max_bytes".into(),
         ));
     }
+    let mut named_files = Vec::new();
+    for p in parsed.named_files() {
+        let p = relative_to(base, p);
+        if !named_files.contains(&p) {
+            named_files.push(p);
+        }
+    }
     Ok(Settings {
+        named_files,
         response_cache: ResponseCacheSettings {
             max_bytes: rc.max_bytes,
             max_object_bytes: rc.max_object_bytes,
