@@ -1,5 +1,6 @@
 //! Hot reload: `SIGHUP` (or a change of the file, when watching) -> read and validate the
-//! whole file -> swap the runtime snapshot. A file that fails validation changes nothing.
+//! whole file and the TLS pairs -> swap the runtime snapshot and the listeners' certificates.
+//! A file that fails validation changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::{self, ConfigError, Listener};
 use crate::metrics::METRICS;
 use crate::runtime::Runtime;
+use crate::tls::CertStore;
 
 /// What cannot change without a graceful upgrade, as the process started with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,22 +51,26 @@ fn pingora_value(settings: &config::Settings) -> serde_yaml::Value {
 pub struct Reloader {
     path: PathBuf,
     runtime: Arc<ArcSwap<Runtime>>,
+    certs: Arc<CertStore>,
     fixed: Fixed,
     watch: Option<Duration>,
 }
 
 impl Reloader {
+    /// A reloader of the file at `path`, which `settings` were loaded from at start; `certs`
+    /// serves the TLS listeners' pairs.
     pub fn new(
         path: PathBuf,
+        settings: &config::Settings,
         runtime: Arc<ArcSwap<Runtime>>,
-        fixed: Fixed,
-        watch: Option<Duration>,
+        certs: Arc<CertStore>,
     ) -> Self {
         Reloader {
             path,
             runtime,
-            fixed,
-            watch,
+            certs,
+            fixed: Fixed::of(settings),
+            watch: settings.watch,
         }
     }
 
@@ -73,6 +79,13 @@ impl Reloader {
         let old = self.runtime.load_full();
         let settings = config::load(&self.path)?;
         let runtime = Runtime::build(&settings, Some(&old))?;
+        // A pair that cannot be served fails the whole reload, like any error in the file:
+        // one state to reason about, never routes of the new file with a certificate refused.
+        let rotation = self.certs.read_all().map_err(|reason| ConfigError {
+            file: settings.file.clone(),
+            field: String::new(),
+            reason,
+        })?;
         let mut pending = Vec::new();
         if settings.listen != self.fixed.listen {
             pending.push("listen".to_string());
@@ -103,6 +116,7 @@ impl Reloader {
         }
         crate::connections::apply_to_pingora(&runtime.client);
         self.runtime.store(Arc::new(runtime));
+        self.certs.install(rotation);
         Ok(pending)
     }
 

@@ -17,11 +17,11 @@ fn reloader(text: &str) -> (Reloader, tempfile::TempDir) {
     let path = dir.path().join("authgate.yaml");
     std::fs::write(&path, text).unwrap();
     let settings = config::load(&path).unwrap();
-    let fixed = Fixed::of(&settings);
     let runtime = Arc::new(ArcSwap::from_pointee(
         Runtime::build(&settings, None).unwrap(),
     ));
-    (Reloader::new(path, runtime, fixed, None), dir)
+    let certs = Arc::new(CertStore::default());
+    (Reloader::new(path, &settings, runtime, certs), dir)
 }
 
 #[test]
@@ -111,4 +111,60 @@ fn the_fleet_is_kept_while_its_section_and_namespace_stay() {
     write(base.clone());
     r.reload().unwrap();
     assert!(r.runtime.load().fleet.is_none(), "removed");
+}
+
+#[test]
+fn a_pair_that_cannot_be_served_fails_the_whole_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let pair = || {
+        let k = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        (k.cert.pem(), k.key_pair.serialize_pem())
+    };
+    let ((a_cert, a_key), (b_cert, b_key)) = (pair(), pair());
+    std::fs::write(path("tls.crt"), &a_cert).unwrap();
+    std::fs::write(path("tls.key"), &a_key).unwrap();
+    let text = base().replace(
+        "  - addr: 127.0.0.1:8080\n",
+        "  - addr: 127.0.0.1:8080\n    tls: {cert: tls.crt, key: tls.key}\n",
+    );
+    std::fs::write(path("authgate.yaml"), &text).unwrap();
+    let settings = config::load(&path("authgate.yaml")).unwrap();
+    let mut certs = CertStore::default();
+    let resolver = certs
+        .add("127.0.0.1:8080", &path("tls.crt"), &path("tls.key"))
+        .unwrap();
+    let runtime = Arc::new(ArcSwap::from_pointee(
+        Runtime::build(&settings, None).unwrap(),
+    ));
+    let r = Reloader::new(path("authgate.yaml"), &settings, runtime, Arc::new(certs));
+    let leaf = || resolver.current().cert[0].to_vec();
+    let a_leaf = leaf();
+
+    // A route change with a certificate whose key is A's: refused whole.
+    std::fs::write(
+        path("authgate.yaml"),
+        text.replace("path: /\n", "path: /api\n"),
+    )
+    .unwrap();
+    std::fs::write(path("tls.crt"), &b_cert).unwrap();
+    let e = r.reload().unwrap_err();
+    assert!(e.to_string().contains("does not belong"), "{e}");
+    assert!(r
+        .runtime
+        .load()
+        .routes
+        .find("x", "/", &http::Method::GET)
+        .is_some());
+    assert_eq!(leaf(), a_leaf);
+
+    std::fs::write(path("tls.key"), &b_key).unwrap();
+    r.reload().unwrap();
+    assert!(r
+        .runtime
+        .load()
+        .routes
+        .find("x", "/", &http::Method::GET)
+        .is_none());
+    assert_ne!(leaf(), a_leaf, "B is served");
 }
