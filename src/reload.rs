@@ -1,15 +1,17 @@
-//! Hot reload: `SIGHUP` (or a change of the file, when watching) -> read and validate the
-//! whole file and the TLS pairs -> swap the runtime snapshot and the listeners' certificates.
-//! A file that fails validation changes nothing.
+//! Hot reload: `SIGHUP` (or, when watching, a change of the file or of any file it names)
+//! -> read and validate the whole file and the files it names -> swap the runtime snapshot
+//! and the listeners' certificates. A file that fails validation changes nothing.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigError, Listener};
@@ -54,6 +56,8 @@ pub struct Reloader {
     certs: Arc<CertStore>,
     fixed: Fixed,
     watch: Option<Duration>,
+    /// The files the running configuration names (`Settings::named_files`).
+    named: Mutex<Vec<PathBuf>>,
 }
 
 impl Reloader {
@@ -71,6 +75,7 @@ impl Reloader {
             certs,
             fixed: Fixed::of(settings),
             watch: settings.watch,
+            named: Mutex::new(settings.named_files.clone()),
         }
     }
 
@@ -117,6 +122,7 @@ impl Reloader {
         crate::connections::apply_to_pingora(&runtime.client);
         self.runtime.store(Arc::new(runtime));
         self.certs.install(rotation);
+        *self.named.lock().unwrap_or_else(|p| p.into_inner()) = settings.named_files;
         Ok(pending)
     }
 
@@ -139,11 +145,39 @@ impl Reloader {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+    /// The configuration file and every file it names.
+    fn followed(&self) -> Vec<PathBuf> {
+        let named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(self.path.clone())
+            .chain(named.iter().cloned())
+            .collect()
     }
+}
+
+/// The followed files' contents, by path, as digests (`None`: unreadable). Contents, not
+/// metadata: a Kubernetes volume swaps its `..data` symlink to a new folder whose files may
+/// carry the old mtimes, and the path the configuration names never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(BTreeMap<PathBuf, Option<[u8; 32]>>);
+
+impl Fingerprint {
+    pub fn of(files: &[PathBuf]) -> Fingerprint {
+        Fingerprint(files.iter().map(|p| (p.clone(), digest(p))).collect())
+    }
+
+    /// After a reload: files no longer named are dropped, newly named ones read now.
+    fn follow(&mut self, files: &[PathBuf]) {
+        self.0.retain(|p, _| files.contains(p));
+        for p in files {
+            self.0.entry(p.clone()).or_insert_with(|| digest(p));
+        }
+    }
+}
+
+fn digest(p: &Path) -> Option<[u8; 32]> {
+    std::fs::read(p)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
 }
 
 #[async_trait]
@@ -156,20 +190,24 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
-        let mut seen = self.modified();
+        let mut seen = Fingerprint::of(&self.followed());
         let tick = self.watch.unwrap_or(Duration::from_secs(3600));
         loop {
+            // Each fingerprint is taken before the reload reads the files: a change that
+            // lands while it reads is seen at the next look, and reloaded then.
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
+                    seen = Fingerprint::of(&self.followed());
                     self.reload_and_report("SIGHUP");
-                    seen = self.modified();
+                    seen.follow(&self.followed());
                 }
                 _ = tokio::time::sleep(tick), if self.watch.is_some() => {
-                    let now = self.modified();
+                    let now = Fingerprint::of(&self.followed());
                     if now != seen {
                         seen = now;
-                        self.reload_and_report("the file changed");
+                        self.reload_and_report("a followed file changed");
+                        seen.follow(&self.followed());
                     }
                 }
             }
