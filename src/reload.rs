@@ -58,6 +58,8 @@ pub struct Reloader {
     watch: Option<Duration>,
     /// The files the running configuration names (`Settings::named_files`).
     named: Mutex<Vec<PathBuf>>,
+    /// The followed files as the process started with them.
+    at_start: Fingerprint,
 }
 
 impl Reloader {
@@ -69,6 +71,9 @@ impl Reloader {
         runtime: Arc<ArcSwap<Runtime>>,
         certs: Arc<CertStore>,
     ) -> Self {
+        // Taken now, right after the start's load, not when the service starts: a change in
+        // between is then seen at the first look.
+        let followed = followed(&path, &settings.named_files);
         Reloader {
             path,
             runtime,
@@ -76,6 +81,7 @@ impl Reloader {
             fixed: Fixed::of(settings),
             watch: settings.watch,
             named: Mutex::new(settings.named_files.clone()),
+            at_start: Fingerprint::of(&followed),
         }
     }
 
@@ -145,13 +151,19 @@ impl Reloader {
         }
     }
 
-    /// The configuration file and every file it names.
     fn followed(&self) -> Vec<PathBuf> {
-        let named = self.named.lock().unwrap_or_else(|p| p.into_inner());
-        std::iter::once(self.path.clone())
-            .chain(named.iter().cloned())
-            .collect()
+        followed(
+            &self.path,
+            &self.named.lock().unwrap_or_else(|p| p.into_inner()),
+        )
     }
+}
+
+/// The configuration file and every file it names.
+fn followed(path: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
+    std::iter::once(path.to_path_buf())
+        .chain(named.iter().cloned())
+        .collect()
 }
 
 /// The followed files' contents, by path, as digests (`None`: unreadable). Contents, not
@@ -190,7 +202,7 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
-        let mut seen = Fingerprint::of(&self.followed());
+        let mut seen = self.at_start.clone();
         let tick = self.watch.unwrap_or(Duration::from_secs(3600));
         loop {
             // Each fingerprint is taken before the reload reads the files: a change that
