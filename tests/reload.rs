@@ -207,38 +207,6 @@ async fn a_connection_accepted_before_shutdown_is_served() {
     assert!(exited.is_some(), "the process did not exit");
 }
 
-/// One HTTP/1.1 response with a Content-Length body, read from a kept connection.
-async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let read = async {
-        loop {
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + length {
-                    return text;
-                }
-            }
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .unwrap_or_else(|_| "timed out".into())
-}
-
 /// Pingora's zero-downtime upgrade: a new process started with `-u` takes the listening
 /// sockets when the old one gets `SIGQUIT`; a steady stream of new connections sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
