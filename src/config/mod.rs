@@ -180,26 +180,12 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                     ));
                 }
                 let (cert, key) = (relative_to(base, &t.cert), relative_to(base, &t.key));
-                let read = |p: &Path, k: &str| {
-                    std::fs::read(p).map_err(|e| {
-                        err(
-                            &format!("listen[{i}].tls.{k}"),
-                            format!("listener {addr}: cannot read `{}`: {e}", p.display()),
-                        )
-                    })
-                };
-                crate::tls::Pair::from_pem(&read(&cert, "cert")?, &read(&key, "key")?).map_err(
-                    |why| {
-                        err(
-                            &format!("listen[{i}].tls"),
-                            format!(
-                                "listener {addr}: certificate `{}`, key `{}`: {why}",
-                                cert.display(),
-                                key.display()
-                            ),
-                        )
-                    },
-                )?;
+                crate::tls::Pair::read(&cert, &key).map_err(|why| {
+                    err(
+                        &format!("listen[{i}].tls"),
+                        format!("listener {addr}: {why}"),
+                    )
+                })?;
                 Some((cert, key))
             }
         };

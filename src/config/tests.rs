@@ -666,3 +666,39 @@ fn every_file_the_configuration_reads_is_named_once_and_anchored() {
         "each once, relative ones anchored at the file's folder, the access log (written) not among them"
     );
 }
+
+#[test]
+fn a_listener_pair_that_is_missing_or_does_not_fit_names_the_listener_and_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = || {
+        let k = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+        (k.cert.pem(), k.key_pair.serialize_pem())
+    };
+    let ((cert, _), (_, other_key)) = (pem(), pem());
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    let text = GOOD.replace(
+        "  - addr: 127.0.0.1:8080\n",
+        "  - addr: 127.0.0.1:8080\n    tls: {cert: tls.crt, key: tls.key}\n",
+    );
+    let e = parse("t.yaml", &text, Some(dir.path()))
+        .err()
+        .expect("no key");
+    assert_eq!(e.field, "listen[0].tls");
+    assert!(
+        e.reason
+            .starts_with("listener 127.0.0.1:8080: cannot read key `")
+            && e.reason.contains("tls.key"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("tls.key"), other_key).unwrap();
+    let e = parse("t.yaml", &text, Some(dir.path()))
+        .err()
+        .expect("a key of another");
+    assert!(
+        e.reason.contains("tls.crt")
+            && e.reason.contains("tls.key")
+            && e.reason
+                .ends_with("the private key does not belong to the certificate"),
+        "{e}"
+    );
+}
