@@ -170,10 +170,10 @@ fn followed(path: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
 /// metadata: a Kubernetes volume swaps its `..data` symlink to a new folder whose files may
 /// carry the old mtimes, and the path the configuration names never changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fingerprint(BTreeMap<PathBuf, Option<[u8; 32]>>);
+struct Fingerprint(BTreeMap<PathBuf, Option<[u8; 32]>>);
 
 impl Fingerprint {
-    pub fn of(files: &[PathBuf]) -> Fingerprint {
+    fn of(files: &[PathBuf]) -> Fingerprint {
         Fingerprint(files.iter().map(|p| (p.clone(), digest(p))).collect())
     }
 
