@@ -680,9 +680,7 @@ fn a_listener_pair_that_is_missing_or_does_not_fit_names_the_listener_and_the_fi
         "  - addr: 127.0.0.1:8080\n",
         "  - addr: 127.0.0.1:8080\n    tls: {cert: tls.crt, key: tls.key}\n",
     );
-    let e = parse("t.yaml", &text, Some(dir.path()))
-        .err()
-        .expect("no key");
+    let e = parse("t.yaml", &text, Some(dir.path())).expect_err("no key");
     assert_eq!(e.field, "listen[0].tls");
     assert!(
         e.reason
@@ -691,9 +689,7 @@ fn a_listener_pair_that_is_missing_or_does_not_fit_names_the_listener_and_the_fi
         "{e}"
     );
     std::fs::write(dir.path().join("tls.key"), other_key).unwrap();
-    let e = parse("t.yaml", &text, Some(dir.path()))
-        .err()
-        .expect("a key of another");
+    let e = parse("t.yaml", &text, Some(dir.path())).expect_err("a key of another");
     assert!(
         e.reason.contains("tls.crt")
             && e.reason.contains("tls.key")
