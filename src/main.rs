@@ -18,8 +18,9 @@ use pingora::services::listening::Service;
 use authgate::connections::Guarded;
 use authgate::devserver::{self, echo, standin};
 use authgate::drain::{self, Draining, Readiness};
-use authgate::reload::{Fixed, Reloader};
+use authgate::reload::Reloader;
 use authgate::runtime::Runtime;
+use authgate::tls::CertStore;
 use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
@@ -140,12 +141,33 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         daemon: cli.daemon,
         ..Opt::default()
     };
-    let fixed = Fixed::of(&settings);
+    // Read before the server starts (and, as a daemon, leaves the terminal): a pair that
+    // cannot be served is reported here, like a configuration error.
+    let mut certs = CertStore::default();
+    let mut resolvers = Vec::with_capacity(settings.listen.len());
+    for l in &settings.listen {
+        resolvers.push(match &l.tls {
+            None => None,
+            Some((cert, key)) => match certs.add(&l.addr.to_string(), cert, key) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("authgate: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        });
+    }
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+    let reloader = Reloader::new(
+        cli.conf.clone(),
+        &settings,
+        runtime.clone(),
+        Arc::new(certs),
+    );
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
-    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     let readiness = Readiness::default();
-    for l in &settings.listen {
+    for (l, resolver) in settings.listen.iter().zip(resolvers) {
         let name = format!("authgate {}", l.addr);
         let mut proxy = http_proxy(
             &server.configuration,
@@ -161,18 +183,17 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         proxy.server_options = Some(options);
         let guarded = Guarded::new(proxy, runtime.clone(), l.h2c);
         let mut service = Service::new(name, Draining::new(guarded, drain::WINDOW));
-        match &l.tls {
-            Some((cert, key)) => {
-                let mut tls = match TlsSettings::intermediate(
-                    &cert.display().to_string(),
-                    &key.display().to_string(),
-                ) {
+        match resolver {
+            Some(resolver) => {
+                // No paths: Pingora would read them once; the resolver lets a reload rotate.
+                let mut tls = match TlsSettings::intermediate("", "") {
                     Ok(t) => t,
                     Err(e) => {
                         eprintln!("authgate: listener {}: {e}", l.addr);
                         return ExitCode::from(2);
                     }
                 };
+                tls.set_cert_resolver(resolver);
                 if l.h2 {
                     tls.enable_h2();
                 }
@@ -192,8 +213,7 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         log::info!("admin endpoint on {addr}");
     }
     server.add_service(pingora::services::background::background_service(
-        "reload",
-        Reloader::new(cli.conf.clone(), runtime.clone(), fixed, settings.watch),
+        "reload", reloader,
     ));
     server.add_service(pingora::services::background::background_service(
         "fleet",

@@ -1,19 +1,23 @@
-//! Hot reload: `SIGHUP` (or a change of the file, when watching) -> read and validate the
-//! whole file -> swap the runtime snapshot. A file that fails validation changes nothing.
+//! Hot reload: `SIGHUP` (or, when watching, a change of the file or of any file it names)
+//! -> read and validate the whole file and the files it names -> swap the runtime snapshot
+//! and the listeners' certificates. A file that fails validation changes nothing.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigError, Listener};
 use crate::metrics::METRICS;
 use crate::runtime::Runtime;
+use crate::tls::CertStore;
 
 /// What cannot change without a graceful upgrade, as the process started with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,22 +53,35 @@ fn pingora_value(settings: &config::Settings) -> serde_yaml::Value {
 pub struct Reloader {
     path: PathBuf,
     runtime: Arc<ArcSwap<Runtime>>,
+    certs: Arc<CertStore>,
     fixed: Fixed,
     watch: Option<Duration>,
+    /// The files the running configuration names (`Settings::named_files`).
+    named: Mutex<Vec<PathBuf>>,
+    /// The followed files as the process started with them.
+    at_start: Fingerprint,
 }
 
 impl Reloader {
+    /// A reloader of the file at `path`, which `settings` were loaded from at start; `certs`
+    /// serves the TLS listeners' pairs.
     pub fn new(
         path: PathBuf,
+        settings: &config::Settings,
         runtime: Arc<ArcSwap<Runtime>>,
-        fixed: Fixed,
-        watch: Option<Duration>,
+        certs: Arc<CertStore>,
     ) -> Self {
+        // Taken now, right after the start's load, not when the service starts: a change in
+        // between is then seen at the first look.
+        let followed = followed(&path, &settings.named_files);
         Reloader {
             path,
             runtime,
-            fixed,
-            watch,
+            certs,
+            fixed: Fixed::of(settings),
+            watch: settings.watch,
+            named: Mutex::new(settings.named_files.clone()),
+            at_start: Fingerprint::of(&followed),
         }
     }
 
@@ -73,6 +90,13 @@ impl Reloader {
         let old = self.runtime.load_full();
         let settings = config::load(&self.path)?;
         let runtime = Runtime::build(&settings, Some(&old))?;
+        // A pair that cannot be served fails the whole reload, like any error in the file:
+        // one state to reason about, never routes of the new file with a certificate refused.
+        let rotation = self.certs.read_all().map_err(|reason| ConfigError {
+            file: settings.file.clone(),
+            field: String::new(),
+            reason,
+        })?;
         let mut pending = Vec::new();
         if settings.listen != self.fixed.listen {
             pending.push("listen".to_string());
@@ -103,6 +127,8 @@ impl Reloader {
         }
         crate::connections::apply_to_pingora(&runtime.client);
         self.runtime.store(Arc::new(runtime));
+        self.certs.install(rotation);
+        *self.named.lock().unwrap_or_else(|p| p.into_inner()) = settings.named_files;
         Ok(pending)
     }
 
@@ -125,11 +151,45 @@ impl Reloader {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+    fn followed(&self) -> Vec<PathBuf> {
+        followed(
+            &self.path,
+            &self.named.lock().unwrap_or_else(|p| p.into_inner()),
+        )
     }
+}
+
+/// The configuration file and every file it names.
+fn followed(path: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
+    std::iter::once(path.to_path_buf())
+        .chain(named.iter().cloned())
+        .collect()
+}
+
+/// The followed files' contents, by path, as digests (`None`: unreadable). Contents, not
+/// metadata: a Kubernetes volume swaps its `..data` symlink to a new folder whose files may
+/// carry the old mtimes, and the path the configuration names never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Fingerprint(BTreeMap<PathBuf, Option<[u8; 32]>>);
+
+impl Fingerprint {
+    fn of(files: &[PathBuf]) -> Fingerprint {
+        Fingerprint(files.iter().map(|p| (p.clone(), digest(p))).collect())
+    }
+
+    /// After a reload: files no longer named are dropped, newly named ones read now.
+    fn follow(&mut self, files: &[PathBuf]) {
+        self.0.retain(|p, _| files.contains(p));
+        for p in files {
+            self.0.entry(p.clone()).or_insert_with(|| digest(p));
+        }
+    }
+}
+
+fn digest(p: &Path) -> Option<[u8; 32]> {
+    std::fs::read(p)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
 }
 
 #[async_trait]
@@ -142,20 +202,24 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
-        let mut seen = self.modified();
+        let mut seen = self.at_start.clone();
         let tick = self.watch.unwrap_or(Duration::from_secs(3600));
         loop {
+            // Each fingerprint is taken before the reload reads the files: a change that
+            // lands while it reads is seen at the next look, and reloaded then.
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
+                    seen = Fingerprint::of(&self.followed());
                     self.reload_and_report("SIGHUP");
-                    seen = self.modified();
+                    seen.follow(&self.followed());
                 }
                 _ = tokio::time::sleep(tick), if self.watch.is_some() => {
-                    let now = self.modified();
+                    let now = Fingerprint::of(&self.followed());
                     if now != seen {
                         seen = now;
-                        self.reload_and_report("the file changed");
+                        self.reload_and_report("a followed file changed");
+                        seen.follow(&self.followed());
                     }
                 }
             }

@@ -782,7 +782,9 @@ async fn clients_that_give_up_leave_no_error_line() {
     let tcp = TcpStream::connect(tls).await.expect("connect");
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut conn = connector.connect(name, tcp).await.expect("TLS handshake");
-    conn.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("send");
+    conn.write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
     drop(conn);
     s.proxy.log_line(&["H2 handshake error"]);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -2,7 +2,7 @@
 //! keys refused. Nothing here checks values; `config` turns this into settings.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
@@ -57,6 +57,35 @@ pub struct FileConfig {
 pub struct ShutdownFile {
     #[serde(default, with = "humantime_serde")]
     pub drain_delay: Duration,
+}
+
+impl FileConfig {
+    /// Every file this configuration reads (secrets, TLS pairs, CA files), as written: what a
+    /// reload reads again, so the file watch follows them too. A new field naming a file
+    /// to read belongs here. Not the access log (written, not read) nor `pingora.ca_file`
+    /// (Pingora reads it once, at start).
+    pub fn named_files(&self) -> Vec<&Path> {
+        let mut files: Vec<&Path> = Vec::new();
+        for l in &self.listen {
+            if let Some(t) = &l.tls {
+                files.extend([t.cert.as_path(), t.key.as_path()]);
+            }
+        }
+        files.extend(self.resolver.ca_file.as_deref());
+        for up in self.upstreams.values() {
+            files.extend(up.tls.as_ref().and_then(|t| t.ca_file.as_deref()));
+        }
+        if let Some(a) = &self.admin {
+            files.extend(a.token_file.as_deref());
+            files.extend(a.webhook.as_ref().and_then(|w| w.secret_file.as_deref()));
+        }
+        if let Some(f) = &self.fleet {
+            files.extend(f.secret_file.as_deref());
+            files.extend(f.redis.password_file.as_deref());
+            files.extend(f.redis.ca_file.as_deref());
+        }
+        files
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,6 +106,9 @@ pub struct Settings {
     pub response_cache: ResponseCacheSettings,
     /// From `SIGTERM` to closing the listeners: readiness fails, traffic is still served.
     pub drain_delay: Duration,
+    /// Every file the configuration reads besides itself (`FileConfig::named_files`, anchored
+    /// like the fields): the file watch follows them.
+    pub named_files: Vec<PathBuf>,
 }
 
 /// Reads, parses and checks a configuration file.
@@ -179,16 +182,12 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                     ));
                 }
                 let (cert, key) = (relative_to(base, &t.cert), relative_to(base, &t.key));
-                let read = |p: &Path, k: &str| {
-                    std::fs::read(p).map_err(|e| {
-                        err(
-                            &format!("listen[{i}].tls.{k}"),
-                            format!("cannot read `{}`: {e}", p.display()),
-                        )
-                    })
-                };
-                crate::tls::server_config(&read(&cert, "cert")?, &read(&key, "key")?)
-                    .map_err(|why| err(&format!("listen[{i}].tls"), why))?;
+                crate::tls::Pair::read(&cert, &key).map_err(|why| {
+                    err(
+                        &format!("listen[{i}].tls"),
+                        format!("listener {addr}: {why}"),
+                    )
+                })?;
                 Some((cert, key))
             }
         };
@@ -388,7 +387,15 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             "is larger than response_cache.max_bytes".into(),
         ));
     }
+    let mut named_files = Vec::new();
+    for p in parsed.named_files() {
+        let p = relative_to(base, p);
+        if !named_files.contains(&p) {
+            named_files.push(p);
+        }
+    }
     Ok(Settings {
+        named_files,
         response_cache: ResponseCacheSettings {
             max_bytes: rc.max_bytes,
             max_object_bytes: rc.max_object_bytes,

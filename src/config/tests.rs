@@ -621,3 +621,80 @@ fn matrix_response_cache() {
         "greater than zero",
     );
 }
+
+#[test]
+fn every_file_the_configuration_reads_is_named_once_and_anchored() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let self_signed = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+    let (cert, key) = (self_signed.cert.pem(), self_signed.key_pair.serialize_pem());
+    for (name, text) in [
+        ("tls.crt", cert.as_str()),
+        ("tls.key", key.as_str()),
+        ("ca.pem", cert.as_str()),
+        ("token", "a-token-of-sixteen-or-more"),
+        ("hook", "webhook-secret"),
+        ("fleet", &"f".repeat(40)),
+        ("redis-password", "pw"),
+    ] {
+        write(name, text);
+    }
+    let abs = dir.path().join("ca.pem");
+    let text = GOOD
+        .replace(
+            "  - addr: 127.0.0.1:8080\n",
+            "  - addr: 127.0.0.1:8080\n    tls: {cert: tls.crt, key: tls.key}\n  - addr: 127.0.0.1:8081\n    tls: {cert: tls.crt, key: tls.key}\n",
+        )
+        .replace("http://127.0.0.1:3001", "https://127.0.0.1:3001")
+        .replace("  timeout: 2s\n", "  timeout: 2s\n  ca_file: ca.pem\n")
+        .replace(
+            "    backends: [127.0.0.1:3000]\n",
+            &format!("    backends: [127.0.0.1:3000]\n    tls: {{ca_file: {}}}\n", abs.display()),
+        )
+        + "admin:\n  listen: 127.0.0.1:9000\n  token_file: token\n  webhook:\n    secret_file: hook\n"
+        + "fleet:\n  redis:\n    url: rediss://127.0.0.1:6380/0\n    password_file: redis-password\n    ca_file: ca.pem\n  secret_file: fleet\n"
+        + "access_log:\n  path: access.log\n";
+    let s = parse("t.yaml", &text, Some(dir.path())).unwrap();
+    let names: Vec<_> = s
+        .named_files
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["tls.crt", "tls.key", "ca.pem", "token", "hook", "fleet", "redis-password"],
+        "each once, relative ones anchored at the file's folder, the access log (written) not among them"
+    );
+}
+
+#[test]
+fn a_listener_pair_that_is_missing_or_does_not_fit_names_the_listener_and_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = || {
+        let k = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+        (k.cert.pem(), k.key_pair.serialize_pem())
+    };
+    let ((cert, _), (_, other_key)) = (pem(), pem());
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    let text = GOOD.replace(
+        "  - addr: 127.0.0.1:8080\n",
+        "  - addr: 127.0.0.1:8080\n    tls: {cert: tls.crt, key: tls.key}\n",
+    );
+    let e = parse("t.yaml", &text, Some(dir.path())).expect_err("no key");
+    assert_eq!(e.field, "listen[0].tls");
+    assert!(
+        e.reason
+            .starts_with("listener 127.0.0.1:8080: cannot read key `")
+            && e.reason.contains("tls.key"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("tls.key"), other_key).unwrap();
+    let e = parse("t.yaml", &text, Some(dir.path())).expect_err("a key of another");
+    assert!(
+        e.reason.contains("tls.crt")
+            && e.reason.contains("tls.key")
+            && e.reason
+                .ends_with("the private key does not belong to the certificate"),
+        "{e}"
+    );
+}

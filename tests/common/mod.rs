@@ -202,6 +202,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     child: Child,
     pub dir: tempfile::TempDir,
+    conf: PathBuf,
 }
 
 impl Drop for Proxy {
@@ -248,7 +249,7 @@ impl Proxy {
 
     /// The configuration file this process was started with.
     pub fn conf(&self) -> PathBuf {
-        self.dir.path().join("authgate.yaml")
+        self.conf.clone()
     }
 
     /// Replaces the configuration file (placeholders filled as at start).
@@ -537,11 +538,18 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> serde_json::Value {
         .expect("admin JSON")
 }
 
-/// Starts authgate on `addr` with `yaml` (PIDFILE / UPGRADESOCK filled with paths in `dir`,
-/// which the proxy keeps) and waits until it accepts connections. The one place that spawns
-/// the proxy.
-fn start_proxy_in(dir: tempfile::TempDir, addr: SocketAddr, yaml: &str, filter: &str) -> Proxy {
-    let conf = dir.path().join("authgate.yaml");
+/// Starts authgate on `addr` with `yaml` written to `conf` (default: `authgate.yaml` in
+/// `dir`; PIDFILE / UPGRADESOCK filled with paths in `dir`, which the proxy keeps), its log
+/// filtered by `filter` (`RUST_LOG`), and waits until it accepts connections. The one place
+/// that spawns the proxy.
+fn start_proxy_in(
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    yaml: &str,
+    conf: Option<PathBuf>,
+    filter: &str,
+) -> Proxy {
+    let conf = conf.unwrap_or_else(|| dir.path().join("authgate.yaml"));
     std::fs::write(&conf, fill(yaml, dir.path())).expect("write config");
     let log = std::fs::File::create(dir.path().join("authgate.log")).expect("log file");
     let child = Command::new(binary())
@@ -552,7 +560,12 @@ fn start_proxy_in(dir: tempfile::TempDir, addr: SocketAddr, yaml: &str, filter: 
         .stderr(log)
         .spawn()
         .expect("spawn authgate");
-    let mut proxy = Proxy { addr, child, dir };
+    let mut proxy = Proxy {
+        addr,
+        child,
+        dir,
+        conf,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -620,6 +633,7 @@ pub struct StackBuilder {
     extra: String,
     /// `RUST_LOG` of the process (default `warn`).
     log_filter: Option<String>,
+    conf: Option<PathBuf>,
 }
 
 impl StackBuilder {
@@ -693,6 +707,13 @@ impl StackBuilder {
             key_path.display()
         ));
         (stack, ca)
+    }
+
+    /// The configuration file at `path` (say, a symlink into a `Volume`), written through
+    /// it at start, instead of `authgate.yaml` in the stack's folder.
+    pub fn conf_at(mut self, path: PathBuf) -> Self {
+        self.conf = Some(path);
+        self
     }
 
     /// Another listener, given by its keys (`addr`, ...).
@@ -789,7 +810,7 @@ impl StackBuilder {
             extra,
         };
         let log = self.log_filter.as_deref().unwrap_or("warn");
-        let proxy = start_proxy_in(self.dir, listen, &config.render(), log);
+        let proxy = start_proxy_in(self.dir, listen, &config.render(), self.conf, log);
         if let Some(admin) = admin {
             wait_for(admin);
         }
@@ -833,6 +854,7 @@ impl Stack {
             pingora_keys: String::new(),
             extra: String::new(),
             log_filter: None,
+            conf: None,
         }
     }
 
@@ -944,6 +966,37 @@ pub fn cgi_name(name: &str) -> String {
     format!("HTTP_{folded}")
 }
 
+/// One HTTP/1.1 response with a Content-Length body, read from a kept connection.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap_or_else(|_| "timed out".into())
+}
+
 /// Sends raw bytes to the proxy and reads the whole answer until the server closes or
 /// `until` appears; bounded by a 10 s deadline.
 pub async fn raw(addr: SocketAddr, request: &[u8], until: &[u8]) -> Vec<u8> {
@@ -972,19 +1025,108 @@ pub async fn raw(addr: SocketAddr, request: &[u8], until: &[u8]) -> Vec<u8> {
 
 /// A test CA and a server certificate for `names`, as (ca_pem, cert_pem, key_pem).
 pub fn test_pki(names: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "authgate test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(names, 4096);
+    (ca.pem(), cert, key)
+}
+
+/// A test CA that signs server certificates.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "authgate test CA");
+        let cert = params.self_signed(&key).expect("ca cert");
+        TestCa { cert, key }
+    }
+
+    /// The CA's certificate, for a client that trusts it.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for `names` valid until the first of January of `year`, with a key of
+    /// its own, as (cert_pem, key_pem).
+    pub fn leaf(&self, names: &[&str], year: i32) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A folder laid out as kubelet lays out a ConfigMap or Secret volume:
+/// `..<timestamp>/NAME` holds the files, `..data -> ..<timestamp>`, `NAME -> ..data/NAME`.
+pub struct Volume {
+    dir: PathBuf,
+    stamps: AtomicU64,
+}
+
+impl Volume {
+    /// The volume at `dir` (created) holding `files` (name, contents).
+    pub fn new(dir: PathBuf, files: &[(&str, &str)]) -> Volume {
+        std::fs::create_dir_all(&dir).expect("volume folder");
+        let v = Volume {
+            dir,
+            stamps: AtomicU64::new(0),
+        };
+        let stamp = v.stage(files);
+        std::os::unix::fs::symlink(&stamp, v.dir.join("..data")).expect("..data");
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), v.path(name)).expect("link");
+        }
+        v
+    }
+
+    /// The path a pod reads `name` at.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A new timestamped folder holding `files`; its name.
+    fn stage(&self, files: &[(&str, &str)]) -> String {
+        let n = self.stamps.fetch_add(1, Ordering::SeqCst);
+        let stamp = format!("..2026_12_06_10_00_{n:02}.123456789");
+        std::fs::create_dir(self.dir.join(&stamp)).expect("timestamped folder");
+        for (name, text) in files {
+            std::fs::write(self.dir.join(&stamp).join(name), text).expect("volume file");
+        }
+        stamp
+    }
+
+    /// Kubelet's update: the new files in a new timestamped folder (with the mtimes of the
+    /// files they replace, to show nothing relies on them), a `..data_tmp` symlink to it
+    /// renamed over `..data` (atomic), then the old folder removed.
+    pub fn swap(&self, files: &[(&str, &str)]) {
+        let old = std::fs::read_link(self.dir.join("..data")).expect("..data");
+        let stamp = self.stage(files);
+        for (name, _) in files {
+            let Ok(was) =
+                std::fs::metadata(self.dir.join(&old).join(name)).and_then(|m| m.modified())
+            else {
+                continue;
+            };
+            std::fs::File::options()
+                .write(true)
+                .open(self.dir.join(&stamp).join(name))
+                .and_then(|f| f.set_modified(was))
+                .expect("set mtime");
+        }
+        std::os::unix::fs::symlink(&stamp, self.dir.join("..data_tmp")).expect("..data_tmp");
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).expect("rename");
+        std::fs::remove_dir_all(self.dir.join(old)).expect("remove the old folder");
+    }
 }
 
 /// Steady traffic while a test changes something under it: one task per client, each sending
@@ -1142,35 +1284,3 @@ pub const CACHED_STATIC: &str = r#"
 - path: /
   upstream: app
 "#;
-
-/// One HTTP/1.1 response with a Content-Length body, read from a kept connection.
-pub async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let read = async {
-        loop {
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + length {
-                    return text;
-                }
-            }
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .unwrap_or_else(|_| "timed out".into())
-}
