@@ -18,7 +18,7 @@ use pingora::services::listening::Service;
 use authgate::connections::Guarded;
 use authgate::devserver::{self, echo, standin};
 use authgate::drain::{self, Draining, Readiness};
-use authgate::reload::Reloader;
+use authgate::reload::{EarlyHangup, Reloader};
 use authgate::runtime::Runtime;
 use authgate::tls::CertStore;
 use authgate::upstreams::HealthChecks;
@@ -118,6 +118,8 @@ fn main() -> ExitCode {
 }
 
 fn run_proxy(cli: &Cli) -> ExitCode {
+    // First: until the reloader's watch runs, SIGHUP's default action would end the process.
+    let early_hangup = EarlyHangup::catch();
     let settings = match config::load(&cli.conf) {
         Ok(s) => s,
         Err(e) => {
@@ -163,7 +165,8 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         &settings,
         runtime.clone(),
         Arc::new(certs),
-    );
+    )
+    .with_early_hangup(early_hangup);
     let mut server = Server::new_with_opt_and_conf(opt, settings.server);
     server.bootstrap();
     let readiness = Readiness::default();

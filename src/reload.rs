@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,8 +51,32 @@ fn pingora_value(settings: &config::Settings) -> serde_yaml::Value {
     serde_yaml::to_value(&settings.server).unwrap_or_default()
 }
 
+/// A `SIGHUP` that arrives before the reloader's watch runs, whose default action would end
+/// the process (a `systemctl reload` right after start): caught from the start of `main` and
+/// acted on when the watch begins.
+#[derive(Clone, Default)]
+pub struct EarlyHangup(Arc<AtomicBool>);
+
+impl EarlyHangup {
+    /// Catches `SIGHUP` from now on (signal-hook's registry, which tokio's signal streams share:
+    /// both are told).
+    pub fn catch() -> EarlyHangup {
+        let caught = EarlyHangup::default();
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, caught.0.clone()) {
+            log::warn!("cannot catch SIGHUP before the reloader starts: {e}");
+        }
+        caught
+    }
+
+    /// Whether one arrived since the last look.
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
 pub struct Reloader {
     path: PathBuf,
+    early: EarlyHangup,
     runtime: Arc<ArcSwap<Runtime>>,
     certs: Arc<CertStore>,
     fixed: Fixed,
@@ -76,6 +101,7 @@ impl Reloader {
         let followed = followed(&path, &settings.named_files);
         Reloader {
             path,
+            early: EarlyHangup::default(),
             runtime,
             certs,
             fixed: Fixed::of(settings),
@@ -83,6 +109,12 @@ impl Reloader {
             named: Mutex::new(settings.named_files.clone()),
             at_start: Fingerprint::of(&followed),
         }
+    }
+
+    /// Acts, once the watch runs, on a `SIGHUP` `early` caught before.
+    pub fn with_early_hangup(mut self, early: EarlyHangup) -> Self {
+        self.early = early;
+        self
     }
 
     /// Reads the file and swaps the runtime; returns what needs a graceful upgrade to apply.
@@ -203,6 +235,11 @@ impl BackgroundService for Reloader {
             }
         };
         let mut seen = self.at_start.clone();
+        if self.early.take() {
+            seen = Fingerprint::of(&self.followed());
+            self.reload_and_report("SIGHUP before the reloader started");
+            seen.follow(&self.followed());
+        }
         let tick = self.watch.unwrap_or(Duration::from_secs(3600));
         loop {
             // Each fingerprint is taken before the reload reads the files: a change that
@@ -210,6 +247,8 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
+                    // The same signal, seen by the early catch too.
+                    self.early.take();
                     seen = Fingerprint::of(&self.followed());
                     self.reload_and_report("SIGHUP");
                     seen.follow(&self.followed());

@@ -276,3 +276,14 @@ fn a_missing_file_differs_from_an_empty_one_and_follow_reads_new_names_only() {
     seen.follow(std::slice::from_ref(&b));
     assert_eq!(seen, Fingerprint::of(&[b]));
 }
+
+/// A `SIGHUP` before the reloader's watch runs is caught (its default action would end this
+/// test process) and remembered for the watch.
+#[test]
+fn a_hangup_before_the_watch_is_caught_and_kept() {
+    let early = EarlyHangup::catch();
+    assert!(!early.take());
+    signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
+    assert!(early.take(), "the signal was not seen");
+    assert!(!early.take(), "seen once");
+}
