@@ -35,18 +35,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome a resolver call can have (`of_resolve`).
-    pub const RESOLVER_CALLS: [Outcome; 8] = [
-        Outcome::Valid,
-        Outcome::Invalid,
-        Outcome::Anonymous,
-        Outcome::Denied,
-        Outcome::Unreachable,
-        Outcome::Timeout,
-        Outcome::Broken,
-        Outcome::BadAnswer,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Undecided => "-",
@@ -98,6 +86,44 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The resolver labels its own calls (it is below this module); the words agree.
+    #[test]
+    fn resolver_calls_are_labelled_as_outcomes_are() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-authgear-session-valid", "true".parse().unwrap());
+        let ns = crate::identity::Namespace::new("x-authgear-");
+        let valid = Answer::from_reply(200, &headers, &ns).expect("a valid answer");
+        for result in [
+            Ok(valid),
+            Ok(Answer::Denied {
+                status: 401,
+                headers: Vec::new(),
+            }),
+            Err(ResolveError::Timeout("t".into())),
+        ] {
+            let label = crate::resolver::call_outcome(&result);
+            assert_eq!(Outcome::of_resolve(&result).as_str(), label);
+            assert!(crate::resolver::CALL_OUTCOMES.contains(&label));
+        }
+        for o in crate::resolver::CALL_OUTCOMES {
+            assert!(
+                [
+                    Outcome::Valid,
+                    Outcome::Invalid,
+                    Outcome::Anonymous,
+                    Outcome::Denied,
+                    Outcome::Unreachable,
+                    Outcome::Timeout,
+                    Outcome::Broken,
+                    Outcome::BadAnswer
+                ]
+                .iter()
+                .any(|x| x.as_str() == o),
+                "{o}"
+            );
+        }
+    }
 
     #[test]
     fn resolver_errors_keep_their_kind() {

@@ -7,7 +7,19 @@ use pingora::http::RequestHeader;
 use crate::forwarded::Forwarded;
 use crate::identity::{Identity, SessionState};
 use crate::outcome::Outcome;
-use crate::routes::Policy;
+
+/// What a route asks of the caller before the request reaches its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// No resolver call; identity headers are still stripped.
+    Public,
+    /// Resolve and inject whatever the answer says; the backend decides.
+    #[default]
+    Identify,
+    /// Only a valid session passes (and, with `roles`, one of those roles).
+    Require,
+}
 
 /// What a route's policy says of a resolved caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

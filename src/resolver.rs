@@ -17,9 +17,8 @@ use pingora::{Error, ErrorType};
 
 use crate::credentials::Credentials;
 use crate::forwarded::{Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::identity::{Answer, AnswerError, Namespace};
+use crate::identity::{Answer, AnswerError, Namespace, SessionState};
 use crate::metrics;
-use crate::outcome::Outcome;
 use crate::upstreams::{HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
 
 /// A resolver reply body larger than this is not drained: the connection is dropped instead.
@@ -32,6 +31,32 @@ static FRESH_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 /// The name the resolver's own pool goes by in `/upstreams` and the health metrics; no
 /// upstream may take it.
 pub const POOL_NAME: &str = "resolver";
+
+/// Every label of `authgate_resolver_calls_total`: how a call ended (the access log's words for
+/// the same cases, `outcome::Outcome`, agree; a test there checks it).
+pub const CALL_OUTCOMES: [&str; 8] = [
+    "valid",
+    "invalid",
+    "anonymous",
+    "denied",
+    "unreachable",
+    "timeout",
+    "broken",
+    "bad_answer",
+];
+
+/// How a call ended, as `authgate_resolver_calls_total` labels it.
+pub fn call_outcome(result: &Result<Answer, ResolveError>) -> &'static str {
+    match result {
+        Ok(Answer::Identity(i)) => match i.session() {
+            SessionState::Valid => "valid",
+            SessionState::Invalid => "invalid",
+            SessionState::Anonymous => "anonymous",
+        },
+        Ok(Answer::Denied { .. }) => "denied",
+        Err(e) => e.kind(),
+    }
+}
 
 /// Where and how to reach the resolver, validated by `config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +162,13 @@ impl Resolver {
             retries: settings.addrs.len().saturating_sub(1),
             health: settings.health.clone(),
         })?;
+        // Every outcome's series starts at zero: a rate() or an alert on one has a series to
+        // read before the first such call.
+        for outcome in CALL_OUTCOMES {
+            metrics::METRICS
+                .resolver_calls
+                .with_label_values(&[outcome]);
+        }
         Ok(Resolver {
             connector: Connector::new(Some(opts)),
             pool: Arc::new(pool),
@@ -162,7 +194,7 @@ impl Resolver {
     ) -> Result<Answer, ResolveError> {
         let started = std::time::Instant::now();
         let result = self.call(creds, fwd, ns).await;
-        metrics::resolver_call(Outcome::of_resolve(&result), started.elapsed());
+        metrics::resolver_call(call_outcome(&result), started.elapsed());
         result
     }
 

@@ -18,7 +18,7 @@ use pingora::cache::{
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::identity::Namespace;
-use crate::routes::Policy;
+use crate::policy::Policy;
 pub use storage::Store;
 
 /// A route's `cache:` settings.

@@ -8,26 +8,14 @@
 //! 3. then a route that names methods beats one that does not;
 //! 4. then the order in the file.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Method;
 
+pub use crate::policy::Policy;
+use crate::request::normalize_path;
 use crate::response_cache::RouteCache;
 use crate::upstreams::Pool;
-
-/// What a route asks of the caller before the request reaches its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    /// No resolver call; identity headers are still stripped.
-    Public,
-    /// Resolve and inject whatever the answer says; the backend decides.
-    #[default]
-    Identify,
-    /// Only a valid session passes (and, with `roles`, one of those roles).
-    Require,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostMatch {
@@ -405,130 +393,6 @@ fn lenient_readings(path: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// Why a request path is refused outright (400).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathError {
-    BadEscape,
-    /// `%2F` or `%5C`: a backend might decode it into a separator after routing.
-    EncodedSeparator,
-    /// A raw `\`, which some servers read as `/`.
-    Backslash,
-    /// `%00`, or a control character.
-    Control,
-    NotAbsolute,
-}
-
-impl std::fmt::Display for PathError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PathError::BadEscape => "malformed percent-escape in path",
-            PathError::EncodedSeparator => "encoded slash or backslash in path",
-            PathError::Backslash => "backslash in path",
-            PathError::Control => "control character in path",
-            PathError::NotAbsolute => "path must start with /",
-        })
-    }
-}
-
-/// Decodes percent-escapes, removes `.` and `..` segments and merges repeated slashes: the
-/// path a backend will act on, which is what routing must decide on. The result is
-/// percent-encoded again where a URI path needs it, so it can be forwarded as it is.
-pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    if is_normal(raw.as_bytes()) {
-        // The usual case, checked without allocating: nothing to decode, merge or resolve.
-        return Ok(Cow::Borrowed(raw));
-    }
-    normalize_slow(raw).map(Cow::Owned)
-}
-
-/// Whether `normalize_slow` would return `raw` unchanged.
-fn is_normal(raw: &[u8]) -> bool {
-    raw.first() == Some(&b'/')
-        && raw.iter().all(|&b| b == b'/' || keeps(b))
-        && !raw.windows(2).any(|w| w == b"//")
-        && raw.split(|&b| b == b'/').all(|seg| {
-            let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
-            name != b"." && name != b".."
-        })
-}
-
-fn keeps(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
-}
-
-fn normalize_slow(raw: &str) -> Result<String, PathError> {
-    let raw = raw.as_bytes();
-    if raw.first() != Some(&b'/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        match b {
-            b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                let (Some(h), Some(l)) = (
-                    raw.get(i + 1).and_then(|&c| hex(c)),
-                    raw.get(i + 2).and_then(|&c| hex(c)),
-                ) else {
-                    return Err(PathError::BadEscape);
-                };
-                let v = (h * 16 + l) as u8;
-                match v {
-                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
-                    0..=0x1f | 0x7f => return Err(PathError::Control),
-                    _ => decoded.push(v),
-                }
-                i += 3;
-            }
-            b'\\' => return Err(PathError::Backslash),
-            0..=0x1f | 0x7f => return Err(PathError::Control),
-            _ => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    let mut segments: Vec<&[u8]> = Vec::new();
-    for seg in decoded.split(|&b| b == b'/') {
-        // A segment's `;params` do not make it a dot segment to us, but some servers strip
-        // them: `..;x` is treated as `..` too.
-        let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
-        match name {
-            b"" if seg.is_empty() => {}
-            b"." => {}
-            b".." => {
-                segments.pop();
-            }
-            _ => segments.push(seg),
-        }
-    }
-    let trailing = decoded.len() > 1
-        && (decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/.."));
-    let mut out = String::with_capacity(decoded.len() + 8);
-    for seg in &segments {
-        out.push('/');
-        encode_segment(seg, &mut out);
-    }
-    if out.is_empty() || (trailing && !segments.is_empty()) {
-        out.push('/');
-    }
-    Ok(out)
-}
-
-fn encode_segment(seg: &[u8], out: &mut String) {
-    for &b in seg {
-        if keeps(b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
-            out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
-        }
-    }
 }
 
 #[cfg(test)]

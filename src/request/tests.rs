@@ -247,3 +247,65 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn normalisation_defeats_traversal_tricks() {
+    let n = |p: &str| normalize_path(p).map(|c| c.into_owned());
+    assert_eq!(n("/public/../private").unwrap(), "/private");
+    assert_eq!(n("/public/%2e%2e/private").unwrap(), "/private");
+    assert_eq!(n("/public/%2E%2E/private").unwrap(), "/private");
+    assert_eq!(n("/public/.%2e/private").unwrap(), "/private");
+    assert_eq!(n("//private").unwrap(), "/private");
+    assert_eq!(n("/public//..//private/").unwrap(), "/private/");
+    assert_eq!(n("/./private/./x").unwrap(), "/private/x");
+    assert_eq!(n("/../../private").unwrap(), "/private");
+    assert_eq!(n("/public/..;x/private").unwrap(), "/private");
+    assert_eq!(n("/%70rivate").unwrap(), "/private");
+    assert_eq!(n("/a%20b/").unwrap(), "/a%20b/");
+    assert_eq!(n("/").unwrap(), "/");
+    assert_eq!(n("/..").unwrap(), "/");
+    assert_eq!(
+        n("/public%2F..%2Fprivate"),
+        Err(PathError::EncodedSeparator)
+    );
+    assert_eq!(
+        n("/public%5c..%5cprivate"),
+        Err(PathError::EncodedSeparator)
+    );
+    assert_eq!(n("/public\\..\\private"), Err(PathError::Backslash));
+    assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
+    assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+    assert_eq!(n("/a%00b"), Err(PathError::Control));
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_full_normalisation() {
+    for p in [
+        "/",
+        "/a",
+        "/a/",
+        "/a/b;c=d/e",
+        "/api/v1/orders",
+        "//a",
+        "/a//b",
+        "/a/./b",
+        "/a/..",
+        "/..;x/a",
+        "/a%20b",
+        "/a b",
+        "/~user/x.y",
+        "/a/b/",
+        "/.hidden",
+        "/a..b",
+        "/.../x",
+    ] {
+        let fast = normalize_path(p);
+        let slow = normalize_slow(p);
+        assert_eq!(fast.as_deref().ok(), slow.as_deref().ok(), "{p}");
+        if is_normal(p.as_bytes()) {
+            assert!(matches!(fast, Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+    assert!(is_normal(b"/api/v1/orders"));
+    assert!(!is_normal(b"/a//b") && !is_normal(b"/a/./b") && !is_normal(b"/a%2e"));
+}
