@@ -49,6 +49,30 @@ pub fn count_client_left(e: &pingora::Error, method: &http::Method, path: &str) 
     }
 }
 
+/// A request header within the operator's limits (`client.max_headers`,
+/// `client.max_header_bytes`), or why not (the client gets 431). Pingora itself reads up to
+/// 1 MiB and 256 fields; the operator's limits are usually far lower.
+pub fn admit(
+    req: &pingora::http::RequestHeader,
+    limits: &ClientLimits,
+) -> Result<(), &'static str> {
+    if req.headers.len() > limits.max_headers {
+        return Err("too many header fields");
+    }
+    // Each field counted as `name: value\r\n`, plus the request line.
+    let size = req.raw_path().len()
+        + req.method.as_str().len()
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size > limits.max_header_bytes {
+        return Err("request header too large");
+    }
+    Ok(())
+}
+
 /// The limits on client connections, from the `client:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {

@@ -16,10 +16,11 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType};
 
 /// Why a request is refused before routing (400).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +314,27 @@ pub fn parse_authority(raw: &[u8]) -> Option<(Cow<'_, str>, Option<&str>)> {
         Cow::Borrowed(host)
     };
     Some((host, port))
+}
+
+/// Identical `Content-Length` values, repeated or comma-joined (Pingora accepts both and has
+/// checked they agree), go to the backend as one plain number.
+pub fn single_content_length(req: &mut RequestHeader) -> pingora::Result<()> {
+    let mut values = req.headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let number = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let number = HeaderValue::from_bytes(number)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad Content-Length"))?;
+    req.insert_header(CONTENT_LENGTH, number)
 }
 
 /// Why a request path is refused outright (400).

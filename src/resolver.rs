@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +18,10 @@ use crate::credentials::Credentials;
 use crate::forwarded::{Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::identity::{Answer, AnswerError, Namespace, SessionState};
 use crate::metrics;
-use crate::upstreams::{HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
+use crate::upstreams::{fresh_group_key, HealthSettings, LbKind, Pool, PoolSettings, TlsSettings};
 
 /// A resolver reply body larger than this is not drained: the connection is dropped instead.
 const MAX_BODY: usize = 64 * 1024;
-
-/// Group keys that no pooled connection is filed under: a peer given one gets a new connection
-/// (the retry after a reused one failed; see `exchange`).
-static FRESH_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 
 /// The name the resolver's own pool goes by in `/upstreams` and the health metrics; no
 /// upstream may take it.
@@ -264,7 +259,7 @@ impl Resolver {
             // instance's own hash (`peer`), the new connection joins the pool.
             let checkout = if fresh {
                 let mut new = peer.clone();
-                new.group_key = FRESH_GROUP.fetch_add(1, Ordering::Relaxed);
+                new.group_key = fresh_group_key();
                 self.connector.get_http_session(&new).await
             } else {
                 self.connector.get_http_session(&peer).await

@@ -13,7 +13,7 @@ use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheContr
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{
-    key::HashBinary, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+    key::HashBinary, CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 
@@ -195,6 +195,26 @@ pub fn primary(policy: Policy, proto: &[u8], forwarded_host: &[u8], url: &str) -
         part(proto),
         part(forwarded_host)
     )
+}
+
+/// The cache key of a route's object: `primary`, hashed once here (Pingora hashes the primary
+/// string again at each use otherwise).
+pub fn key(policy: Policy, proto: &[u8], forwarded_host: &[u8], url: &str) -> CacheKey {
+    let primary = primary(policy, proto, forwarded_host, url);
+    let hash = pingora::cache::key::hash_key(&primary);
+    let mut key = CacheKey::new(primary, "");
+    key.set_primary_bin_override(hash);
+    key
+}
+
+/// Whether a stale object may be served (within its own windows, which Pingora checks): while
+/// it revalidates (`None`), and when the backend cannot answer: a transport error, or no
+/// backend left to try (the proxy's 502). Never for a client's own error.
+pub fn serve_stale(error: Option<&pingora::Error>) -> bool {
+    error.is_none_or(|e| {
+        e.esource() == &pingora::ErrorSource::Upstream
+            || matches!(e.etype(), pingora::ErrorType::HTTPStatus(502..=504))
+    })
 }
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 15.1 "heuristically

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::access_log::AccessLog;
 use crate::cache::Cache;
 use crate::config::{ConfigError, Settings};
-use crate::connections::ClientLimits;
+use crate::connections::{ClientLimits, LimitsSource};
 use crate::credentials::KeyRules;
 use crate::fleet::Fleet;
 use crate::forwarded::TrustedProxies;
@@ -171,5 +171,12 @@ impl Runtime {
             route_counters,
             fleet,
         })
+    }
+}
+
+/// The client limits follow reloads: `connections` reads them through its own trait.
+impl LimitsSource for arc_swap::ArcSwap<Runtime> {
+    fn limits(&self) -> ClientLimits {
+        self.load().client
     }
 }

@@ -1,6 +1,10 @@
 //! Named backend pools: load balancing (round robin, random, consistent hashing, weights),
 //! per-pool timeouts and TLS, active health checks, and the choice of a backend not yet tried.
 
+#[path = "upstreams/attempts.rs"]
+mod attempts;
+pub use attempts::{fresh_group_key, Attempts};
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
