@@ -15,7 +15,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tinyufo::TinyUfo;
 
 use crate::credentials::CacheKey;
-use crate::fleet::{Fetched, Fleet, Target};
+use crate::fleet::{Fetched, Fleet, Rules, Target};
 use crate::identity::{Answer, Identity, SessionState};
 use crate::resolver::ResolveError;
 
@@ -433,8 +433,15 @@ impl Cache {
             let fleet = this.fleet.load_full().filter(|f| f.shares_answers());
             let fetched = match fleet {
                 Some(f) => {
-                    f.fetch_through(&this, &key, fetch, refresh.is_some(), &mine)
-                        .await
+                    let rules = {
+                        let s = this.settings.load();
+                        Rules {
+                            lock_timeout: s.lock_timeout,
+                            refresh_within: refresh.is_some().then_some(s.refresh_after),
+                        }
+                    };
+                    let ttl = |identity: &Identity| this.ttl_for(&key, identity);
+                    f.fetch_through(&key.digest, rules, ttl, fetch, &mine).await
                 }
                 None => Fetched {
                     result: fetch().await,

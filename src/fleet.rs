@@ -5,12 +5,13 @@
 pub mod seal;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
@@ -19,12 +20,7 @@ use redis::aio::MultiplexedConnection;
 use redis::IntoConnectionInfo;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, PurgeCause};
-use crate::credentials::CacheKey;
 use crate::identity::{Answer, Identity, Namespace};
-use crate::resolver::ResolveError;
-use crate::response_cache;
-use crate::runtime::Runtime;
 use crate::throttle::Throttle;
 pub use seal::Purge;
 
@@ -248,11 +244,38 @@ impl Target {
     }
 }
 
-/// What a local miss got from the fleet path.
-pub struct Fetched {
-    pub result: Result<Answer, ResolveError>,
+/// What a local miss got from the fleet path (`E`: the caller's fetch error).
+pub struct Fetched<E> {
+    pub result: Result<Answer, E>,
     /// Freshness left of an answer found in Redis (the local copy lives no longer).
     pub left: Option<Duration>,
+}
+
+/// How a miss through the shared cache goes, from the local cache's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// How long this instance holds a key's lock while it resolves (the others wait on it).
+    pub lock_timeout: Duration,
+    /// For a refresh-ahead: a shared answer is taken only when it was resolved within this
+    /// long; `None` for a plain miss.
+    pub refresh_within: Option<Duration>,
+}
+
+/// What the fleet needs of the process it serves, asked afresh each time so that it follows
+/// reloads. Implemented in `runtime` for the live snapshot; a fake in the unit tests.
+pub trait Host: Send + Sync {
+    /// The fleet the current configuration names: any other one stops serving the bus.
+    fn fleet(&self) -> Option<Arc<Fleet>>;
+    /// Applies another instance's purge of resolver answers to the local answer cache.
+    fn apply(&self, target: &Target);
+    /// Drops every local answer (purges sent while the bus was away were lost to this
+    /// instance); how many were held.
+    fn resync(&self) -> i64;
+    /// How long a purge must be remembered to refuse shared answers resolved before it.
+    fn horizon(&self) -> Duration;
+    /// Applies another instance's purge of stored responses (a URL, or a prefix); why not,
+    /// when it does not apply here.
+    fn purge_responses(&self, url: &str, prefix: bool) -> Result<(), String>;
 }
 
 pub struct Fleet {
@@ -275,6 +298,13 @@ pub struct Fleet {
     warn_forged: Throttle,
     warn_publish: Throttle,
 }
+
+/// What `connect` makes: the command connection and the bus subscription's two halves.
+type Session = (
+    MultiplexedConnection,
+    redis::aio::PubSubSink,
+    redis::aio::PubSubStream,
+);
 
 fn instance_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -336,12 +366,17 @@ impl Fleet {
         self.settings.shared_cache
     }
 
+    /// The connection while connected, however slow (for what runs off the request path).
+    fn conn(&self) -> Option<MultiplexedConnection> {
+        self.conn.load().as_deref().cloned()
+    }
+
     /// The connection for a request, when Redis is there and answering in time.
     fn fast_conn(&self) -> Option<MultiplexedConnection> {
         if self.slow.load(Ordering::Relaxed) {
             return None;
         }
-        self.conn.load().as_deref().cloned()
+        self.conn()
     }
 
     fn mark_slow(&self, why: &str) {
@@ -436,25 +471,27 @@ impl Fleet {
     /// A local miss: the shared answer when Redis has a good one; else the resolver's (one
     /// instance at a time per key, by a short lock), written through for the others. A
     /// refresh takes a shared answer only when another instance resolved it within
-    /// `refresh_after`, so a fleet refreshes a session about once a period, not once per
-    /// instance. Redis is waited on for `timeout` at most in all, whatever it does.
-    pub async fn fetch_through<F, Fut>(
+    /// `rules.refresh_within`, so a fleet refreshes a session about once a period, not once
+    /// per instance. Redis is waited on for `timeout` at most in all, whatever it does. An
+    /// answer is written through for as long as `ttl` says (`None`: not at all), and not once
+    /// `purged` is set.
+    pub async fn fetch_through<E, F, Fut>(
         &self,
-        cache: &Cache,
-        key: &CacheKey,
+        digest: &[u8; 32],
+        rules: Rules,
+        ttl: impl Fn(&Identity) -> Option<Duration>,
         fetch: F,
-        refresh: bool,
         purged: &AtomicBool,
-    ) -> Fetched
+    ) -> Fetched<E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Answer, ResolveError>>,
+        Fut: std::future::Future<Output = Result<Answer, E>>,
     {
-        let (answer_key, lock_key) = self.answer_key(&key.digest);
+        let (answer_key, lock_key) = self.answer_key(digest);
         let mut lock = None;
-        let resolved_after = match refresh {
-            true => unix_ms().saturating_sub(cache.settings().refresh_after.as_millis() as u64),
-            false => 0,
+        let resolved_after = match rules.refresh_within {
+            Some(within) => unix_ms().saturating_sub(within.as_millis() as u64),
+            None => 0,
         };
         if let Some(mut conn) = self.fast_conn() {
             let deadline = Instant::now() + self.settings.timeout;
@@ -463,7 +500,7 @@ impl Fleet {
                 self.instance,
                 self.seq.fetch_add(1, Ordering::Relaxed)
             );
-            let lock_ms = cache.settings().lock_timeout.as_millis().max(1) as u64;
+            let lock_ms = rules.lock_timeout.as_millis().max(1) as u64;
             let got: Option<(Vec<u8>, i64)> = self
                 .within(
                     deadline,
@@ -479,7 +516,7 @@ impl Fleet {
             let taken = match got {
                 Some((wire, _)) if !wire.is_empty() => {
                     if let Some((identity, left)) =
-                        self.check(&key.digest, &answer_key, &wire, resolved_after)
+                        self.check(digest, &answer_key, &wire, resolved_after)
                     {
                         return found(identity, left);
                     }
@@ -514,7 +551,7 @@ impl Fleet {
                     match polled {
                         Some((wire, _)) if !wire.is_empty() => {
                             if let Some((identity, left)) =
-                                self.check(&key.digest, &answer_key, &wire, resolved_after)
+                                self.check(digest, &answer_key, &wire, resolved_after)
                             {
                                 return found(identity, left);
                             }
@@ -533,9 +570,7 @@ impl Fleet {
         let conn = self.fast_conn();
         let write = match (&result, conn) {
             (Ok(Answer::Identity(identity)), Some(conn)) if !purged.load(Ordering::Acquire) => {
-                cache
-                    .ttl_for(key, identity)
-                    .map(|ttl| (identity, ttl, conn))
+                ttl(identity).map(|ttl| (identity, ttl, conn))
             }
             _ => None,
         };
@@ -567,7 +602,7 @@ impl Fleet {
         }
         let conn = match write {
             Some((_, _, conn)) => Some(conn),
-            None if lock.is_some() => self.conn.load().as_deref().cloned(),
+            None if lock.is_some() => self.conn(),
             None => None,
         };
         if let Some(mut conn) = conn {
@@ -601,7 +636,7 @@ impl Fleet {
             purge: target.to_purge(),
         };
         let wire = seal::seal_message(&self.keys, &self.settings.prefix, &msg);
-        let Some(mut conn) = self.conn.load().as_deref().cloned() else {
+        let Some(mut conn) = self.conn() else {
             bump(&STATS.send_failed);
             log::debug!("fleet: not connected; purge applied here only");
             return;
@@ -691,8 +726,8 @@ impl Fleet {
         }
     }
 
-    /// A bus message: checked (MAC, window, replay), then applied to the current cache.
-    fn receive(&self, runtime: &ArcSwap<Runtime>, wire: &[u8]) {
+    /// A bus message: checked (MAC, window, replay), then applied through the host.
+    fn receive(&self, host: &dyn Host, wire: &[u8]) {
         let msg = match self.accept(wire) {
             Ok(Some(m)) => m,
             Ok(None) => return,
@@ -712,19 +747,16 @@ impl Fleet {
             bump(&STATS.rejected);
             return;
         };
-        let rt = runtime.load();
         if let Target::Responses { url, prefix } = &target {
-            if let Some(engine) = rt.response_cache {
-                if let Err(why) = response_cache::purge_local(engine, url, *prefix) {
-                    log::debug!("fleet: a response purge for `{url}` does not apply: {why}");
-                }
+            if let Err(why) = host.purge_responses(url, *prefix) {
+                log::debug!("fleet: a response purge for `{url}` does not apply: {why}");
             }
             bump(&STATS.applied);
             return;
         }
         let at = msg.at.max(unix_ms());
-        self.tombs().bury(&target, at, rt.cache.horizon());
-        rt.cache.apply(&target, PurgeCause::Fleet);
+        self.tombs().bury(&target, at, host.horizon());
+        host.apply(&target);
         bump(&STATS.applied);
     }
 
@@ -752,13 +784,36 @@ impl Fleet {
         Ok(Some(msg))
     }
 
-    /// Connects, subscribes, and serves the bus until the runtime's fleet is another one;
+    /// Connects, subscribes, and serves the bus until the host's fleet is another one;
     /// reconnects with backoff when Redis goes away.
-    async fn run(self: &Arc<Self>, runtime: &ArcSwap<Runtime>) {
+    async fn run(self: &Arc<Self>, host: &dyn Host) {
+        let serve = |(conn, sink, stream): Session| async move {
+            self.conn.store(Some(Arc::new(conn.clone())));
+            STATS.up.store(1, Ordering::Relaxed);
+            let ended = self.serve(host, conn, sink, stream).await;
+            self.conn.store(None);
+            STATS.up.store(0, Ordering::Relaxed);
+            ended
+        };
+        self.follow(host, || self.connect(), serve).await;
+    }
+
+    /// `run`'s loop, given how to make a session (`connect`) and how to keep one until it
+    /// ends (`serve`: why, or `None` once this fleet was replaced), so that a unit test can
+    /// drive it without Redis.
+    async fn follow<S, C, V>(
+        self: &Arc<Self>,
+        host: &dyn Host,
+        mut connect: impl FnMut() -> C,
+        mut serve: impl FnMut(S) -> V,
+    ) where
+        C: Future<Output = Result<S, String>>,
+        V: Future<Output = Option<String>>,
+    {
         let mut backoff = BACKOFF_MIN;
         let mut reachable = None;
-        while self.is_current(runtime) {
-            match self.connect().await {
+        while self.is_current(host) {
+            match connect().await {
                 Err(why) => {
                     if reachable != Some(false) {
                         log::warn!(
@@ -770,27 +825,22 @@ impl Fleet {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Ok((conn, sink, stream)) => {
+                Ok(session) => {
                     let since = Instant::now();
                     // Purges published while this instance was not subscribed are lost to
                     // it: every answer it holds may be one of them.
-                    let dropped = runtime.load().cache.resync();
+                    let dropped = host.resync();
                     if dropped > 0 || reachable.is_some() {
                         bump(&STATS.resyncs);
                     }
                     self.slow.store(false, Ordering::Relaxed);
-                    self.conn.store(Some(Arc::new(conn.clone())));
-                    STATS.up.store(1, Ordering::Relaxed);
                     log::info!(
                         "fleet: connected to Redis at {}, subscribed to {}; dropped {dropped} local answers held while not subscribed",
                         self.settings.url,
                         self.channel
                     );
                     reachable = Some(true);
-                    let ended = self.serve(runtime, conn, sink, stream).await;
-                    self.conn.store(None);
-                    STATS.up.store(0, Ordering::Relaxed);
-                    match ended {
+                    match serve(session).await {
                         Some(why) => log::warn!(
                             "fleet: lost Redis at {} ({why}); serving from the local cache and the resolver until it is back",
                             self.settings.url
@@ -808,24 +858,11 @@ impl Fleet {
         }
     }
 
-    fn is_current(self: &Arc<Self>, runtime: &ArcSwap<Runtime>) -> bool {
-        runtime
-            .load()
-            .fleet
-            .as_ref()
-            .is_some_and(|f| Arc::ptr_eq(f, self))
+    fn is_current(self: &Arc<Self>, host: &dyn Host) -> bool {
+        host.fleet().is_some_and(|f| Arc::ptr_eq(&f, self))
     }
 
-    async fn connect(
-        &self,
-    ) -> Result<
-        (
-            MultiplexedConnection,
-            redis::aio::PubSubSink,
-            redis::aio::PubSubStream,
-        ),
-        String,
-    > {
+    async fn connect(&self) -> Result<Session, String> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(DEAD_AFTER))
             .set_response_timeout(Some(DEAD_AFTER));
@@ -853,7 +890,7 @@ impl Fleet {
     /// the connection ended, or `None` when this fleet was replaced by a reload.
     async fn serve(
         self: &Arc<Self>,
-        runtime: &ArcSwap<Runtime>,
+        host: &dyn Host,
         conn: MultiplexedConnection,
         mut sink: redis::aio::PubSubSink,
         mut stream: redis::aio::PubSubStream,
@@ -863,11 +900,11 @@ impl Fleet {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(m) => self.receive(runtime, m.get_payload_bytes()),
+                    Some(m) => self.receive(host, m.get_payload_bytes()),
                     None => return Some("the bus connection closed".into()),
                 },
                 _ = tick.tick() => {
-                    if !self.is_current(runtime) {
+                    if !self.is_current(host) {
                         return None;
                     }
                     let started = Instant::now();
@@ -916,7 +953,7 @@ fn read_entry(key: &str) -> redis::Cmd {
     cmd
 }
 
-fn found(identity: Arc<Identity>, left: Duration) -> Fetched {
+fn found<E>(identity: Arc<Identity>, left: Duration) -> Fetched<E> {
     Fetched {
         result: Ok(Answer::Identity(identity)),
         left: Some(left),
@@ -934,14 +971,14 @@ fn release(pipe: &mut redis::Pipeline, lock_key: &str, token: &str) {
         .ignore();
 }
 
-/// Keeps the runtime's fleet connected (whichever fleet the current configuration names).
+/// Keeps the host's fleet connected (whichever fleet the current configuration names).
 pub struct Supervisor {
-    runtime: Arc<ArcSwap<Runtime>>,
+    host: Arc<dyn Host>,
 }
 
 impl Supervisor {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        Supervisor { runtime }
+    pub fn new(host: Arc<dyn Host>) -> Self {
+        Supervisor { host }
     }
 }
 
@@ -949,10 +986,10 @@ impl Supervisor {
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let fleet = self.runtime.load().fleet.clone();
+            let fleet = self.host.fleet();
             let idle = async {
                 match &fleet {
-                    Some(f) => f.run(&self.runtime).await,
+                    Some(f) => f.run(&*self.host).await,
                     // No fleet configured: look again after a reload may have added one.
                     None => tokio::time::sleep(Duration::from_millis(250)).await,
                 }
