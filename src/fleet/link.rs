@@ -123,7 +123,7 @@ impl Fleet {
     /// `run`'s loop, given how to make a session (`connect`) and how to keep one until it
     /// ends (`serve`: why, or `None` once this fleet was replaced), so that a unit test can
     /// drive it without Redis.
-    async fn follow<S, C, V>(
+    pub(super) async fn follow<S, C, V>(
         self: &Arc<Self>,
         host: &dyn Host,
         mut connect: impl FnMut() -> C,
