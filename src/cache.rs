@@ -2,6 +2,7 @@
 //! a bounded size (TinyUFO), purge and flush.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,7 @@ impl PurgeCause {
     }
 }
 
-/// Counters, for logs now and the metrics endpoint later.
+/// Counters, for the admin's stats and the metrics page.
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
@@ -133,6 +134,25 @@ impl CacheStats {
 
     fn purged(&self, cause: PurgeCause) {
         CacheStats::bump(&self.purges[cause as usize]);
+    }
+
+    /// The `authgate_cache_*` series, as the metrics page shows them.
+    pub fn render(&self, text: &mut String) {
+        for (name, value) in self.snapshot() {
+            let (metric, kind) = if name == "size" {
+                ("authgate_cache_size".to_string(), "gauge")
+            } else {
+                (format!("authgate_cache_{name}_total"), "counter")
+            };
+            let _ = writeln!(text, "# HELP {metric} Resolver-answer cache: {name}\n# TYPE {metric} {kind}\n{metric} {value}");
+        }
+        let _ = writeln!(text, "# HELP authgate_cache_purges_total Purge requests, by cause\n# TYPE authgate_cache_purges_total counter");
+        for (cause, value) in self.purges() {
+            let _ = writeln!(
+                text,
+                "authgate_cache_purges_total{{cause=\"{cause}\"}} {value}"
+            );
+        }
     }
 }
 

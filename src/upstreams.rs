@@ -2,6 +2,7 @@
 //! per-pool timeouts and TLS, active health checks, and the choice of a backend not yet tried.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -266,6 +267,21 @@ impl Pool {
             health: None,
         })
         .unwrap_or_else(|e| panic!("test pool: {e}"))
+    }
+}
+
+/// The `authgate_backend_up` series of `pools`, as the metrics page shows them.
+pub fn render_health(pools: &[Arc<Pool>], text: &mut String) {
+    let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
+    for pool in pools {
+        for (addr, up) in pool.health() {
+            let _ = writeln!(
+                text,
+                "authgate_backend_up{{upstream=\"{}\",backend=\"{addr}\"}} {}",
+                pool.name(),
+                u8::from(up)
+            );
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The fleet's counters: process-wide, so they outlive a reload that replaces the fleet.
+//! The fleet's counters and their Prometheus series: the admin's metrics page asks this
+//! module for their text, so the page's composer needs to know nothing of what they count.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Process-wide counters: they outlive a reload that replaces the fleet.
@@ -57,5 +59,26 @@ impl FleetStats {
             ("rejected", g(&self.entries_rejected)),
             ("error", g(&self.errors)),
         ]
+    }
+
+    /// The `authgate_fleet_*` series, as the metrics page shows them.
+    pub fn render(&self, text: &mut String) {
+        let _ = writeln!(text, "# HELP authgate_fleet_up Whether Redis is connected and the bus subscribed\n# TYPE authgate_fleet_up gauge\nauthgate_fleet_up {}", self.up.load(Ordering::Relaxed));
+        let _ = writeln!(text, "# HELP authgate_fleet_bus_messages_total Purge messages on the fleet's bus, by result\n# TYPE authgate_fleet_bus_messages_total counter");
+        for (result, value) in self.bus() {
+            let _ = writeln!(
+                text,
+                "authgate_fleet_bus_messages_total{{result=\"{result}\"}} {value}"
+            );
+        }
+        let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_total Shared-cache lookups in Redis, by result\n# TYPE authgate_fleet_shared_cache_total counter");
+        for (result, value) in self.lookups() {
+            let _ = writeln!(
+                text,
+                "authgate_fleet_shared_cache_total{{result=\"{result}\"}} {value}"
+            );
+        }
+        let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_writes_total Resolver answers written to Redis\n# TYPE authgate_fleet_shared_cache_writes_total counter\nauthgate_fleet_shared_cache_writes_total {}", self.writes.load(Ordering::Relaxed));
+        let _ = writeln!(text, "# HELP authgate_fleet_resyncs_total Times the bus came back and local answers were dropped\n# TYPE authgate_fleet_resyncs_total counter\nauthgate_fleet_resyncs_total {}", self.resyncs.load(Ordering::Relaxed));
     }
 }
