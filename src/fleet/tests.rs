@@ -320,15 +320,23 @@ fn counted(c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(Ordering::SeqCst)
 }
 
+/// A bus message as a peer with the fleet secret sends it.
+fn sealed(from: &str, seq: u64, at: u64, purge: Purge) -> String {
+    seal_message(
+        &Keys::derive(SECRET),
+        "authgate:",
+        &message(from, seq, at, purge),
+    )
+}
+
 #[test]
 fn a_sealed_bus_message_is_applied_once_and_remembered() {
     let f = fleet();
     let host = FakeHost::default();
-    let keys = Keys::derive(SECRET);
     let now = unix_ms();
     let digest = [5u8; 32];
     let purge = Target::Key(digest).to_purge();
-    let wire = seal_message(&keys, "authgate:", &message("peer", 1, now, purge));
+    let wire = sealed("peer", 1, now, purge);
     let applied = counted(&STATS.applied);
     f.receive(&host, wire.as_bytes());
     assert_eq!(host.applied(), [Target::Key(digest)]);
@@ -344,7 +352,7 @@ fn a_sealed_bus_message_is_applied_once_and_remembered() {
     let user = Purge::User {
         user: "user-bob".into(),
     };
-    let wire = seal_message(&keys, "authgate:", &message("peer", 2, now, user));
+    let wire = sealed("peer", 2, now, user);
     f.receive(&host, wire.as_bytes());
     assert_eq!(host.applied()[1], Target::User("user-bob".into()));
     assert!(host.responses().is_empty());
@@ -354,40 +362,24 @@ fn a_sealed_bus_message_is_applied_once_and_remembered() {
 fn forged_stale_or_own_bus_messages_reach_nothing() {
     let f = fleet();
     let host = FakeHost::default();
-    let keys = Keys::derive(SECRET);
     let now = unix_ms();
+    let keys = Keys::derive(SECRET);
     let window = REPLAY_WINDOW.as_millis() as u64;
     let other = Keys::derive(b"another secret of at least 32 bytes!");
     let user = || Purge::User {
         user: "user-alice".into(),
     };
-    let genuine = seal_message(&keys, "authgate:", &message("peer", 1, now, user()));
+    let genuine = sealed("peer", 1, now, user());
     let altered = genuine.replace(r#""op":"user","user":"user-alice""#, r#""op":"flush""#);
     assert_ne!(altered, genuine);
     let wires = [
         seal_message(&other, "authgate:", &message("peer", 2, now, Purge::Flush)),
         altered,
         seal_message(&keys, "other:", &message("peer", 3, now, Purge::Flush)),
-        seal_message(
-            &keys,
-            "authgate:",
-            &message("peer", 4, now - window - 1_000, user()),
-        ),
-        seal_message(
-            &keys,
-            "authgate:",
-            &message("peer", 5, now + window + 1_000, user()),
-        ),
-        seal_message(
-            &keys,
-            "authgate:",
-            &message(&f.instance, 6, now, Purge::Flush),
-        ),
-        seal_message(
-            &keys,
-            "authgate:",
-            &message("peer", 7, now, Purge::Key { key: "zz".into() }),
-        ),
+        sealed("peer", 4, now - window - 1_000, user()),
+        sealed("peer", 5, now + window + 1_000, user()),
+        sealed(&f.instance, 6, now, Purge::Flush),
+        sealed("peer", 7, now, Purge::Key { key: "zz".into() }),
     ];
     for wire in &wires {
         f.receive(&host, wire.as_bytes());
@@ -402,13 +394,12 @@ fn forged_stale_or_own_bus_messages_reach_nothing() {
 fn a_response_purge_from_a_peer_reaches_the_hook_only() {
     let f = fleet();
     let host = FakeHost::default();
-    let keys = Keys::derive(SECRET);
     let now = unix_ms();
     let purge = Purge::Responses {
         url: "https://example.com/static/".into(),
         prefix: true,
     };
-    let wire = seal_message(&keys, "authgate:", &message("peer", 1, now, purge));
+    let wire = sealed("peer", 1, now, purge);
     f.receive(&host, wire.as_bytes());
     assert_eq!(
         host.responses(),
