@@ -3,12 +3,14 @@
 //! delays a request past `fleet.timeout`: the local cache and the resolver carry on alone.
 //!
 //! This file owns the `Fleet` type, its public face, and `Host`, what the fleet asks of the
-//! process it serves. The fleet sits below the answer cache and the response cache: they call
-//! down into it on their own paths (a miss goes through `fetch_through`, a purge made here
-//! through `publish`), and it owns what crosses Redis between them (`Target`, `Fetched`). What
-//! travels the other way happens on the bus's own task (a peer's purge, a resync after the bus
-//! was away), so it goes through `Host`, implemented in `runtime` over the live snapshot: a
-//! reload is followed without this module naming `Runtime`, the cache or the response cache.
+//! process it serves. The fleet sits below the answer cache and the response cache, and owns
+//! what passes between them and Redis (`Target`, `Fetched`, `Rules`). Why this way round: they
+//! call the fleet on the request path, with values of their own (a miss through
+//! `fetch_through`, a purge through `publish`), while the fleet needs them only from the bus's
+//! background task, for a few narrow things (apply a peer's purge, resync, the horizon). The
+//! narrow side is the one that goes up, through `Host`, implemented in `runtime` over the
+//! live snapshot: reloads are followed without this module knowing the snapshot's type, the
+//! cache or the response cache.
 //!
 //! One concern a file: `settings` (the section, URL checks), `link` (connections, health,
 //! backoff, the supervisor), `bus` (purges across instances), `shared` (the answers in
