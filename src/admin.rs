@@ -1,5 +1,5 @@
 //! The operator's endpoint on its own listener: cache purge and flush, cache counters, health
-//! and readiness.
+//! and readiness, and the metrics page, composed here from each part's own series.
 //!
 //! Every route but `GET /health`, `GET /ready` and `GET /metrics` needs
 //! `Authorization: Bearer <token>`; the token comes from a file or an environment variable,
@@ -18,9 +18,11 @@ use subtle::ConstantTimeEq;
 use crate::cache::PurgeCause;
 use crate::credentials::Credentials;
 use crate::drain::Readiness;
-use crate::metrics::METRICS;
+use crate::fleet;
+use crate::metrics::{self, METRICS};
 use crate::response_cache;
 use crate::runtime::Runtime;
+use crate::upstreams;
 use crate::webhook::{Accepted, Receiver};
 
 /// Purge and flush bodies are small JSON documents.
@@ -310,7 +312,7 @@ impl Admin {
 }
 
 /// Fleet mode at a glance: connected or not, where, and its counters.
-fn fleet_status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
+fn fleet_status(fleet: &fleet::Fleet) -> serde_json::Value {
     use crate::fleet::STATS;
     let counters = |pairs: &[(&str, u64)]| -> serde_json::Value {
         pairs
@@ -330,6 +332,21 @@ fn fleet_status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
         "writes": g(&STATS.writes),
         "resyncs": g(&STATS.resyncs),
     })
+}
+
+/// The metrics page: the registered series, then each part's own (the answer cache, the
+/// fleet and the response cache when configured, the pools' health), in this order.
+fn metrics_page(rt: &Runtime) -> String {
+    let mut text = metrics::render();
+    rt.cache.stats().render(&mut text);
+    if rt.fleet.is_some() {
+        fleet::STATS.render(&mut text);
+    }
+    if let Some(engine) = rt.response_cache {
+        response_cache::render(engine, &mut text);
+    }
+    upstreams::render_health(&rt.pools, &mut text);
+    text
 }
 
 /// Every pool's backends and whether each is up: `{"app": {"127.0.0.1:3000": "up"}}`.
@@ -378,7 +395,7 @@ impl ServeHttp for Admin {
             return self.webhook(&rt, session).await;
         }
         if path == "/metrics" {
-            let mut r = reply(StatusCode::OK, crate::metrics::render(&rt));
+            let mut r = reply(StatusCode::OK, metrics_page(&rt));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

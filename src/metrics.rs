@@ -1,8 +1,9 @@
-//! Prometheus metrics: requests and their durations, resolver calls and latency, upstream
-//! errors, reloads, drain state and in-flight requests as registered series; cache counters and
-//! backend health read at scrape.
+//! Prometheus metrics: the registry and its series (requests and their durations, resolver
+//! calls and latency, upstream errors, reloads, drain state, in-flight requests, webhook
+//! events, client connections). A leaf: the parts whose counters are read at scrape (the
+//! answer cache, the fleet, the response cache, the pools) render their own series, and the
+//! admin endpoint composes the page.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -10,8 +11,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::runtime::Runtime;
 
 pub struct Metrics {
     registry: Registry,
@@ -262,93 +261,12 @@ impl Drop for InFlight {
     }
 }
 
-fn render_fleet(text: &mut String) {
-    use crate::fleet::STATS;
-    use std::sync::atomic::Ordering;
-    let _ = writeln!(text, "# HELP authgate_fleet_up Whether Redis is connected and the bus subscribed\n# TYPE authgate_fleet_up gauge\nauthgate_fleet_up {}", STATS.up.load(Ordering::Relaxed));
-    let _ = writeln!(text, "# HELP authgate_fleet_bus_messages_total Purge messages on the fleet's bus, by result\n# TYPE authgate_fleet_bus_messages_total counter");
-    for (result, value) in STATS.bus() {
-        let _ = writeln!(
-            text,
-            "authgate_fleet_bus_messages_total{{result=\"{result}\"}} {value}"
-        );
-    }
-    let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_total Shared-cache lookups in Redis, by result\n# TYPE authgate_fleet_shared_cache_total counter");
-    for (result, value) in STATS.lookups() {
-        let _ = writeln!(
-            text,
-            "authgate_fleet_shared_cache_total{{result=\"{result}\"}} {value}"
-        );
-    }
-    let _ = writeln!(text, "# HELP authgate_fleet_shared_cache_writes_total Resolver answers written to Redis\n# TYPE authgate_fleet_shared_cache_writes_total counter\nauthgate_fleet_shared_cache_writes_total {}", STATS.writes.load(Ordering::Relaxed));
-    let _ = writeln!(text, "# HELP authgate_fleet_resyncs_total Times the bus came back and local answers were dropped\n# TYPE authgate_fleet_resyncs_total counter\nauthgate_fleet_resyncs_total {}", STATS.resyncs.load(Ordering::Relaxed));
-}
-
-fn render_response_cache(text: &mut String, engine: &crate::response_cache::Engine) {
-    use std::sync::atomic::Ordering;
-    let s = &crate::response_cache::STATS;
-    let _ = writeln!(text, "# HELP authgate_response_cache_requests_total Requests on routes with a response cache, by what the cache did\n# TYPE authgate_response_cache_requests_total counter");
-    for (result, counter) in [
-        ("hit", &s.hit),
-        ("miss", &s.miss),
-        ("stale", &s.stale),
-        ("revalidated", &s.revalidated),
-        ("expired", &s.expired),
-        ("uncacheable", &s.uncacheable),
-        ("bypass", &s.bypass),
-    ] {
-        let _ = writeln!(
-            text,
-            "authgate_response_cache_requests_total{{result=\"{result}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(text, "# HELP authgate_response_cache_evicted_total Stored responses evicted to stay within max_bytes\n# TYPE authgate_response_cache_evicted_total counter\nauthgate_response_cache_evicted_total {}", engine.store.evicted());
-    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
-    let _ = writeln!(text, "# HELP authgate_response_cache_bytes Bytes held by the response cache\n# TYPE authgate_response_cache_bytes gauge\nauthgate_response_cache_bytes {}", engine.store.bytes());
-    let _ = writeln!(text, "# HELP authgate_response_cache_objects Responses held by the response cache\n# TYPE authgate_response_cache_objects gauge\nauthgate_response_cache_objects {}", engine.store.objects());
-}
-
-/// The text exposition: the registered series, then the cache counters and backend health of
-/// the current configuration.
-pub fn render(rt: &Runtime) -> String {
+/// The registered series in the text exposition. The rest of the page is rendered by the
+/// parts that own those series and composed by the admin endpoint.
+pub fn render() -> String {
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out) {
         log::warn!("metrics: {e}");
     }
-    let mut text = String::from_utf8(out).unwrap_or_default();
-    let stats = rt.cache.stats();
-    for (name, value) in stats.snapshot() {
-        let (metric, kind) = if name == "size" {
-            ("authgate_cache_size".to_string(), "gauge")
-        } else {
-            (format!("authgate_cache_{name}_total"), "counter")
-        };
-        let _ = writeln!(text, "# HELP {metric} Resolver-answer cache: {name}\n# TYPE {metric} {kind}\n{metric} {value}");
-    }
-    let _ = writeln!(text, "# HELP authgate_cache_purges_total Purge requests, by cause\n# TYPE authgate_cache_purges_total counter");
-    for (cause, value) in stats.purges() {
-        let _ = writeln!(
-            text,
-            "authgate_cache_purges_total{{cause=\"{cause}\"}} {value}"
-        );
-    }
-    if rt.fleet.is_some() {
-        render_fleet(&mut text);
-    }
-    if let Some(engine) = rt.response_cache {
-        render_response_cache(&mut text, engine);
-    }
-    let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
-    for pool in &rt.pools {
-        for (addr, up) in pool.health() {
-            let _ = writeln!(
-                text,
-                "authgate_backend_up{{upstream=\"{}\",backend=\"{addr}\"}} {}",
-                pool.name(),
-                u8::from(up)
-            );
-        }
-    }
-    text
+    String::from_utf8(out).unwrap_or_default()
 }

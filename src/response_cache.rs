@@ -4,6 +4,7 @@
 
 mod storage;
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -101,6 +102,31 @@ pub static STATS: Stats = Stats {
     uncacheable: AtomicU64::new(0),
     purged: AtomicU64::new(0),
 };
+
+/// The `authgate_response_cache_*` series, as the metrics page shows them.
+pub fn render(engine: &Engine, text: &mut String) {
+    let s = &STATS;
+    let _ = writeln!(text, "# HELP authgate_response_cache_requests_total Requests on routes with a response cache, by what the cache did\n# TYPE authgate_response_cache_requests_total counter");
+    for (result, counter) in [
+        ("hit", &s.hit),
+        ("miss", &s.miss),
+        ("stale", &s.stale),
+        ("revalidated", &s.revalidated),
+        ("expired", &s.expired),
+        ("uncacheable", &s.uncacheable),
+        ("bypass", &s.bypass),
+    ] {
+        let _ = writeln!(
+            text,
+            "authgate_response_cache_requests_total{{result=\"{result}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(text, "# HELP authgate_response_cache_evicted_total Stored responses evicted to stay within max_bytes\n# TYPE authgate_response_cache_evicted_total counter\nauthgate_response_cache_evicted_total {}", engine.store.evicted());
+    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_response_cache_bytes Bytes held by the response cache\n# TYPE authgate_response_cache_bytes gauge\nauthgate_response_cache_bytes {}", engine.store.bytes());
+    let _ = writeln!(text, "# HELP authgate_response_cache_objects Responses held by the response cache\n# TYPE authgate_response_cache_objects gauge\nauthgate_response_cache_objects {}", engine.store.objects());
+}
 
 /// The access log's `response_cache` value for a request whose route caches, counted once.
 pub fn record(phase: &CachePhase, bypassed: bool) -> &'static str {

@@ -15,12 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use crate::access_log::AccessLog;
-use crate::cache::Cache;
+use crate::cache::{Cache, PurgeCause};
 use crate::config::{ConfigError, Settings};
 use crate::connections::{ClientLimits, LimitsSource};
 use crate::credentials::KeyRules;
-use crate::fleet::Fleet;
+use crate::fleet::{self, Fleet, Target};
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
 use crate::metrics::{self, RequestCounters};
@@ -175,8 +177,34 @@ impl Runtime {
 }
 
 /// The client limits follow reloads: `connections` reads them through its own trait.
-impl LimitsSource for arc_swap::ArcSwap<Runtime> {
+impl LimitsSource for ArcSwap<Runtime> {
     fn limits(&self) -> ClientLimits {
         self.load().client
+    }
+}
+
+/// The fleet follows reloads through the live snapshot: each call reads the current one.
+impl fleet::Host for ArcSwap<Runtime> {
+    fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.load().fleet.clone()
+    }
+
+    fn apply(&self, target: &Target) {
+        self.load().cache.apply(target, PurgeCause::Fleet);
+    }
+
+    fn resync(&self) -> i64 {
+        self.load().cache.resync()
+    }
+
+    fn horizon(&self) -> Duration {
+        self.load().cache.horizon()
+    }
+
+    fn purge_responses(&self, url: &str, prefix: bool) -> Result<(), String> {
+        match self.load().response_cache {
+            Some(engine) => response_cache::purge_local(engine, url, prefix).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }

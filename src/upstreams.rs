@@ -6,6 +6,7 @@ mod attempts;
 pub use attempts::{fresh_group_key, Attempts};
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -270,6 +271,21 @@ impl Pool {
             health: None,
         })
         .unwrap_or_else(|e| panic!("test pool: {e}"))
+    }
+}
+
+/// The `authgate_backend_up` series of `pools`, as the metrics page shows them.
+pub fn render_health(pools: &[Arc<Pool>], text: &mut String) {
+    let _ = writeln!(text, "# HELP authgate_backend_up Whether health checks hold a backend up\n# TYPE authgate_backend_up gauge");
+    for pool in pools {
+        for (addr, up) in pool.health() {
+            let _ = writeln!(
+                text,
+                "authgate_backend_up{{upstream=\"{}\",backend=\"{addr}\"}} {}",
+                pool.name(),
+                u8::from(up)
+            );
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Unit tests of `cache`.
 
 use super::*;
-use crate::identity::Namespace;
-use std::sync::atomic::AtomicUsize;
+use crate::credentials::CacheKey;
+use crate::identity::{Identity, Namespace, SessionState};
+use futures_util::future::{BoxFuture, FutureExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn settings() -> CacheSettings {
     CacheSettings {

@@ -1,7 +1,12 @@
-//! Unit tests of `fleet`: sealing, tombstones, and what the bus accepts.
+//! Unit tests of `fleet`: sealing, tombstones, what the bus accepts and applies, and the
+//! link's reconnect loop, with a fake host in place of the runtime (no Redis).
 
 use super::seal::*;
+use super::tombstones::{Tombstones, MAX_TOMBS};
 use super::*;
+use crate::identity::Identity;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const KEY: &str = "authgate:a:0001";
@@ -234,7 +239,7 @@ fn tombstones_stay_bounded_and_safe_when_full() {
         d[..8].copy_from_slice(&i.to_le_bytes());
         t.bury(&Target::Key(d), 1_000 + i, long);
     }
-    assert!(t.keys.len() + t.users.len() <= MAX_TOMBS);
+    assert!(t.held() <= MAX_TOMBS);
     // Whatever was forgotten, nothing resolved before the last purge is allowed.
     assert!(!t.allows(&[0u8; 32], None, 1_000));
     assert!(!t.allows(&[9u8; 32], None, 1_000 + MAX_TOMBS as u64));
@@ -251,4 +256,251 @@ proptest::proptest! {
         proptest::prop_assert!(open_entry(&keys, KEY, &ns(), &wire).is_err());
         proptest::prop_assert!(open_message(&keys, "authgate:", &wire).is_err());
     }
+}
+
+/// A host that records what the fleet asks of it, in place of the runtime.
+#[derive(Default)]
+struct FakeHost {
+    fleet: Mutex<Option<Arc<Fleet>>>,
+    applied: Mutex<Vec<Target>>,
+    responses: Mutex<Vec<(String, bool)>>,
+    resyncs: AtomicUsize,
+    /// Answers held locally: a resync drops them.
+    held: AtomicI64,
+}
+
+impl FakeHost {
+    fn serving(fleet: &Arc<Fleet>) -> FakeHost {
+        let host = FakeHost::default();
+        host.set_fleet(Some(fleet.clone()));
+        host
+    }
+
+    fn set_fleet(&self, fleet: Option<Arc<Fleet>>) {
+        *self.fleet.lock().unwrap() = fleet;
+    }
+
+    fn applied(&self) -> Vec<Target> {
+        self.applied.lock().unwrap().clone()
+    }
+
+    fn responses(&self) -> Vec<(String, bool)> {
+        self.responses.lock().unwrap().clone()
+    }
+}
+
+impl Host for FakeHost {
+    fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet.lock().unwrap().clone()
+    }
+
+    fn apply(&self, target: &Target) {
+        self.applied.lock().unwrap().push(target.clone());
+    }
+
+    fn resync(&self) -> i64 {
+        self.resyncs.fetch_add(1, Ordering::SeqCst);
+        self.held.swap(0, Ordering::SeqCst)
+    }
+
+    fn horizon(&self) -> Duration {
+        Duration::from_secs(600)
+    }
+
+    fn purge_responses(&self, url: &str, prefix: bool) -> Result<(), String> {
+        self.responses
+            .lock()
+            .unwrap()
+            .push((url.to_string(), prefix));
+        Ok(())
+    }
+}
+
+fn counted(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::SeqCst)
+}
+
+/// A bus message as a peer with the fleet secret sends it.
+fn sealed(from: &str, seq: u64, at: u64, purge: Purge) -> String {
+    seal_message(
+        &Keys::derive(SECRET),
+        "authgate:",
+        &message(from, seq, at, purge),
+    )
+}
+
+#[test]
+fn a_sealed_bus_message_is_applied_once_and_remembered() {
+    let f = fleet();
+    let host = FakeHost::default();
+    let now = unix_ms();
+    let digest = [5u8; 32];
+    let purge = Target::Key(digest).to_purge();
+    let wire = sealed("peer", 1, now, purge);
+    let applied = counted(&STATS.applied);
+    f.receive(&host, wire.as_bytes());
+    assert_eq!(host.applied(), [Target::Key(digest)]);
+    assert!(counted(&STATS.applied) > applied);
+    // A shared answer resolved before the purge is refused from now on.
+    assert!(!f.tombs().allows(&digest, None, now));
+
+    let rejected = counted(&STATS.rejected);
+    f.receive(&host, wire.as_bytes());
+    assert_eq!(host.applied().len(), 1, "a replay is not applied");
+    assert!(counted(&STATS.rejected) > rejected);
+
+    let user = Purge::User {
+        user: "user-bob".into(),
+    };
+    let wire = sealed("peer", 2, now, user);
+    f.receive(&host, wire.as_bytes());
+    assert_eq!(host.applied()[1], Target::User("user-bob".into()));
+    assert!(host.responses().is_empty());
+}
+
+#[test]
+fn forged_stale_or_own_bus_messages_reach_nothing() {
+    let f = fleet();
+    let host = FakeHost::default();
+    let now = unix_ms();
+    let keys = Keys::derive(SECRET);
+    let window = REPLAY_WINDOW.as_millis() as u64;
+    let other = Keys::derive(b"another secret of at least 32 bytes!");
+    let user = || Purge::User {
+        user: "user-alice".into(),
+    };
+    let genuine = sealed("peer", 1, now, user());
+    let altered = genuine.replace(r#""op":"user","user":"user-alice""#, r#""op":"flush""#);
+    assert_ne!(altered, genuine);
+    let wires = [
+        seal_message(&other, "authgate:", &message("peer", 2, now, Purge::Flush)),
+        altered,
+        seal_message(&keys, "other:", &message("peer", 3, now, Purge::Flush)),
+        sealed("peer", 4, now - window - 1_000, user()),
+        sealed("peer", 5, now + window + 1_000, user()),
+        sealed(&f.instance, 6, now, Purge::Flush),
+        sealed("peer", 7, now, Purge::Key { key: "zz".into() }),
+    ];
+    for wire in &wires {
+        f.receive(&host, wire.as_bytes());
+    }
+    assert_eq!(host.applied(), []);
+    assert_eq!(host.responses(), []);
+    // Nothing was remembered either: shared answers stay usable.
+    assert!(f.tombs().allows(&[1u8; 32], Some("user-alice"), now - 1));
+}
+
+#[test]
+fn a_response_purge_from_a_peer_reaches_the_hook_only() {
+    let f = fleet();
+    let host = FakeHost::default();
+    let now = unix_ms();
+    let purge = Purge::Responses {
+        url: "https://example.com/static/".into(),
+        prefix: true,
+    };
+    let wire = sealed("peer", 1, now, purge);
+    f.receive(&host, wire.as_bytes());
+    assert_eq!(
+        host.responses(),
+        [("https://example.com/static/".to_string(), true)]
+    );
+    assert_eq!(host.applied(), [], "the answer cache is not touched");
+    assert!(f.tombs().allows(&[1u8; 32], Some("user-alice"), now - 1));
+}
+
+/// `run`'s loop with scripted connections: every session starts with a resync (purges sent
+/// while the bus was away were lost), counted when it dropped answers or the bus was away.
+/// One test, because the resync counter is process-wide.
+#[tokio::test(start_paused = true)]
+async fn the_loop_resyncs_each_time_the_bus_is_back() {
+    let f = Arc::new(fleet());
+    let host = FakeHost::serving(&f);
+
+    // Nothing held and never away: resynced, not counted.
+    let before = counted(&STATS.resyncs);
+    let seen = Mutex::new(Vec::new());
+    f.follow(
+        &host,
+        || async { Ok::<_, String>(1) },
+        |s: u32| {
+            seen.lock()
+                .unwrap()
+                .push((s, host.resyncs.load(Ordering::SeqCst)));
+            async { None }
+        },
+    )
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [(1, 1)]);
+    assert_eq!(counted(&STATS.resyncs), before);
+
+    // Answers held, Redis unreachable twice, then a session that is lost, then one that
+    // ends with the fleet replaced: each session begins with a resync, each counted.
+    host.held.store(3, Ordering::SeqCst);
+    let before = counted(&STATS.resyncs);
+    let mut script = VecDeque::from([
+        Err("refused".to_string()),
+        Err("refused".into()),
+        Ok(2),
+        Ok(3),
+    ]);
+    let seen = Mutex::new(Vec::new());
+    f.follow(
+        &host,
+        || {
+            let next = script
+                .pop_front()
+                .expect("no reconnection after the fleet ended");
+            async move { next }
+        },
+        |s: u32| {
+            let resyncs = host.resyncs.load(Ordering::SeqCst);
+            seen.lock()
+                .unwrap()
+                .push((s, resyncs, host.held.load(Ordering::SeqCst)));
+            async move { (s == 2).then(|| "lost".to_string()) }
+        },
+    )
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [(2, 2, 0), (3, 3, 0)]);
+    assert_eq!(counted(&STATS.resyncs), before + 2);
+    assert!(script.is_empty());
+}
+
+/// A fleet the host no longer names stops: before connecting, and while Redis is away.
+#[tokio::test(start_paused = true)]
+async fn the_loop_ends_when_the_fleet_is_replaced() {
+    let f = Arc::new(fleet());
+    let host = FakeHost::default();
+    f.follow(
+        &host,
+        || async { panic!("connected a fleet the host does not name") },
+        |_: ()| async { None },
+    )
+    .await;
+
+    host.set_fleet(Some(Arc::new(fleet())));
+    f.follow(
+        &host,
+        || async { panic!("connected a fleet the host does not name") },
+        |_: ()| async { None },
+    )
+    .await;
+
+    host.set_fleet(Some(f.clone()));
+    let attempts = AtomicUsize::new(0);
+    f.follow(
+        &host,
+        || {
+            // A reload replaces the fleet while Redis is unreachable.
+            if attempts.fetch_add(1, Ordering::SeqCst) == 2 {
+                host.set_fleet(None);
+            }
+            async { Err::<(), _>("refused".to_string()) }
+        },
+        |_: ()| async { None },
+    )
+    .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(host.resyncs.load(Ordering::SeqCst), 0);
 }
