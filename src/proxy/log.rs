@@ -30,13 +30,14 @@ pub fn record(session: &Session, ctx: &Ctx, log: Option<&AccessLog>) {
         status,
         ctx.started.elapsed(),
     );
-    let Some(log) = log else {
-        return;
-    };
+    // Counted here whether or not a line is written (`record` adds to the cache's series).
     let response_cache = if routed.is_some_and(|r| r.cache.is_some()) {
         response_cache::record(&session.cache.phase(), ctx.cache_bypass)
     } else {
         "-"
+    };
+    let Some(log) = log else {
+        return;
     };
     let req = session.req_header();
     log.log(Entry {
