@@ -549,10 +549,13 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes() {
 async fn the_access_log_tells_response_cache_hits_from_answer_hits() {
     let (stack, log_path) = Stack::builder().routes(ROUTES).access_log_file();
     let s = stack.start().await;
-    let path = format!("/id/shared?{PUBLIC_60}");
-    get_as(&s, &path, ALICE).await;
-    get_as(&s, &path, ALICE).await;
-    get(&s, "/static/plain").await;
+    // One client, one kept-alive connection: each request's log line is written before the
+    // next request is read, so the lines come in the requests' order.
+    let c = client();
+    let url = s.proxy.url(&format!("/id/shared?{PUBLIC_60}"));
+    send(c.get(&url).header("cookie", ALICE)).await;
+    send(c.get(&url).header("cookie", ALICE)).await;
+    send(c.get(s.proxy.url("/static/plain"))).await;
     let lines: Vec<serde_json::Value> = access_log_lines(&log_path, 3)
         .await
         .iter()
