@@ -70,6 +70,12 @@ pub struct Listener {
 /// Admin tokens shorter than this are refused: the endpoint can flush every session.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
+/// How long a connection a stopping listener accepted in its last instant has to send its
+/// request (`drain::WINDOW`, which is this). `pingora.grace_period_seconds` must stay well
+/// above it: Pingora drops the runtime, with every request still on it, when the grace period
+/// ends, so a shorter one is warned about.
+pub const DRAIN_WINDOW: Duration = Duration::from_secs(1);
+
 pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
 
@@ -478,7 +484,7 @@ fn validate_server(s: &ServerConf) -> Result<(), (String, String)> {
     // Pingora drops the runtime, with every request still on it, when the grace period ends.
     if let Some(g) = s
         .grace_period_seconds
-        .filter(|g| *g <= crate::drain::WINDOW.as_secs())
+        .filter(|g| *g <= DRAIN_WINDOW.as_secs())
     {
         log::warn!(
             "pingora.grace_period_seconds is {g}: requests in flight when a graceful upgrade or shutdown stops the listeners are cut after {g} s"
