@@ -17,13 +17,11 @@ use crate::response_cache::RouteCache;
 use crate::upstreams::Pool;
 
 /// What a route asks of the caller before the request reaches its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// No resolver call; identity headers are still stripped.
     Public,
     /// Resolve and inject whatever the answer says; the backend decides.
-    #[default]
     Identify,
     /// Only a valid session passes (and, with `roles`, one of those roles).
     Require,

@@ -1,5 +1,9 @@
 //! The configuration file as the operator writes it: serde's view, with defaults, unknown
 //! keys refused. Nothing here checks values; `config` turns this into settings.
+//!
+//! The file form only: nothing here names a type the proxy runs on. Where a choice is an
+//! enum, the file form has its own (`PolicyFile`, `LbFile`, `FormatFile`), which `config`
+//! converts; the domain enums never see serde.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,10 +11,6 @@ use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
 use serde::Deserialize;
-
-use crate::access_log::Format;
-use crate::routes::Policy;
-use crate::upstreams::LbKind;
 
 /// The file form, as written by the operator.
 #[derive(Debug, Deserialize)]
@@ -123,36 +123,25 @@ pub struct RedisFile {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Limits on client connections; each one absent is `connections::ClientLimits`' default
+/// (filled in by `config`, so the numbers live in one place).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
-    pub header_timeout: Duration,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
     /// `0s`: no keep-alive.
-    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
     /// `0`: no limit.
-    #[serde(default = "defaults::max_requests_per_connection")]
-    pub max_requests_per_connection: u32,
-    #[serde(default = "defaults::max_header_bytes")]
-    pub max_header_bytes: usize,
-    #[serde(default = "defaults::max_headers")]
-    pub max_headers: usize,
-}
-
-impl Default for ClientFile {
-    fn default() -> Self {
-        ClientFile {
-            max_connections: defaults::max_connections(),
-            header_timeout: defaults::header_timeout(),
-            keepalive_timeout: defaults::keepalive_timeout(),
-            max_requests_per_connection: defaults::max_requests_per_connection(),
-            max_header_bytes: defaults::max_header_bytes(),
-            max_headers: defaults::max_headers(),
-        }
-    }
+    #[serde(default)]
+    pub max_requests_per_connection: Option<u32>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_headers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,7 +268,7 @@ pub struct ResolverFile {
 pub struct UpstreamFile {
     pub backends: Vec<BackendFile>,
     #[serde(default)]
-    pub lb: LbKind,
+    pub lb: LbFile,
     /// For `lb: consistent`: client_ip, user_id, header:NAME or cookie:NAME.
     #[serde(default)]
     pub hash_key: Option<String>,
@@ -296,6 +285,16 @@ pub struct UpstreamFile {
     pub retries: usize,
     #[serde(default)]
     pub health_check: Option<HealthFile>,
+}
+
+/// `lb:`, how a pool spreads requests (`upstreams::LbKind`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbFile {
+    #[default]
+    RoundRobin,
+    Random,
+    Consistent,
 }
 
 /// `127.0.0.1:3000`, or `{ addr: 127.0.0.1:3000, weight: 3 }`.
@@ -372,7 +371,7 @@ pub struct RouteFile {
     pub methods: Vec<String>,
     pub upstream: String,
     #[serde(default)]
-    pub auth: Policy,
+    pub auth: PolicyFile,
     #[serde(default)]
     pub roles: Vec<String>,
     /// The app's logout: a 2xx answer from the backend drops the cached answer for the
@@ -382,6 +381,16 @@ pub struct RouteFile {
     /// Store and serve the backend's cacheable responses (off when absent).
     #[serde(default)]
     pub cache: Option<RouteCacheFile>,
+}
+
+/// A route's `auth:` (`routes::Policy`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyFile {
+    Public,
+    #[default]
+    Identify,
+    Require,
 }
 
 /// A route's `cache:`.
@@ -446,7 +455,7 @@ pub struct AccessLogFile {
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
     #[serde(default)]
-    pub format: Format,
+    pub format: FormatFile,
     /// A file to append to; standard error when absent.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -459,11 +468,20 @@ impl Default for AccessLogFile {
     fn default() -> Self {
         AccessLogFile {
             enabled: true,
-            format: Format::Json,
+            format: FormatFile::Json,
             path: None,
             include_query: false,
         }
     }
+}
+
+/// The access log's `format:` (`access_log::Format`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatFile {
+    #[default]
+    Json,
+    Text,
 }
 
 /// Where `auth: require` sends a browser without a session.
@@ -478,25 +496,6 @@ pub struct LoginFile {
 pub(super) mod defaults {
     use std::time::Duration;
 
-    use crate::connections::ClientLimits;
-    pub fn max_connections() -> usize {
-        ClientLimits::default().max_connections
-    }
-    pub fn header_timeout() -> Duration {
-        ClientLimits::default().header_timeout
-    }
-    pub fn keepalive_timeout() -> Duration {
-        ClientLimits::default().keepalive_timeout
-    }
-    pub fn max_requests_per_connection() -> u32 {
-        ClientLimits::default().max_requests.unwrap_or(0)
-    }
-    pub fn max_header_bytes() -> usize {
-        ClientLimits::default().max_header_bytes
-    }
-    pub fn max_headers() -> usize {
-        ClientLimits::default().max_headers
-    }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(1)
     }

@@ -22,7 +22,7 @@ mod file;
 use bounds::check_bounds;
 pub use file::*;
 
-use crate::access_log::AccessLogSettings;
+use crate::access_log::{AccessLogSettings, Format};
 use crate::cache::CacheSettings;
 use crate::connections::ClientLimits;
 use crate::credentials::KeyRules;
@@ -292,7 +292,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
             path: &r.path,
             methods: &r.methods,
             upstream: &r.upstream,
-            policy: r.auth,
+            policy: r.auth.into(),
             roles: &r.roles,
             index: i,
             logout: r.logout,
@@ -372,7 +372,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
                 }
             }
             Some(AccessLogSettings {
-                format: a.format,
+                format: a.format.into(),
                 path,
                 include_query: a.include_query,
             })
@@ -426,16 +426,53 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         login,
         access_log,
         forward_set_cookie: parsed.resolver.forward_set_cookie,
-        client: ClientLimits {
-            max_connections: parsed.client.max_connections,
-            header_timeout: parsed.client.header_timeout,
-            keepalive_timeout: parsed.client.keepalive_timeout,
-            max_requests: (parsed.client.max_requests_per_connection > 0)
-                .then_some(parsed.client.max_requests_per_connection),
-            max_header_bytes: parsed.client.max_header_bytes,
-            max_headers: parsed.client.max_headers,
-        },
+        client: client_limits(&parsed.client),
     })
+}
+
+/// `client:`, each limit it leaves out at `ClientLimits`' default.
+fn client_limits(c: &ClientFile) -> ClientLimits {
+    let d = ClientLimits::default();
+    ClientLimits {
+        max_connections: c.max_connections.unwrap_or(d.max_connections),
+        header_timeout: c.header_timeout.unwrap_or(d.header_timeout),
+        keepalive_timeout: c.keepalive_timeout.unwrap_or(d.keepalive_timeout),
+        max_requests: match c.max_requests_per_connection {
+            None => d.max_requests,
+            Some(n) => (n > 0).then_some(n),
+        },
+        max_header_bytes: c.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: c.max_headers.unwrap_or(d.max_headers),
+    }
+}
+
+impl From<PolicyFile> for Policy {
+    fn from(p: PolicyFile) -> Policy {
+        match p {
+            PolicyFile::Public => Policy::Public,
+            PolicyFile::Identify => Policy::Identify,
+            PolicyFile::Require => Policy::Require,
+        }
+    }
+}
+
+impl From<LbFile> for LbKind {
+    fn from(lb: LbFile) -> LbKind {
+        match lb {
+            LbFile::RoundRobin => LbKind::RoundRobin,
+            LbFile::Random => LbKind::Random,
+            LbFile::Consistent => LbKind::Consistent,
+        }
+    }
+}
+
+impl From<FormatFile> for Format {
+    fn from(f: FormatFile) -> Format {
+        match f {
+            FormatFile::Json => Format::Json,
+            FormatFile::Text => Format::Text,
+        }
+    }
 }
 
 /// serde_yaml prefixes its messages with its own idea of the path and names Rust types;
@@ -653,10 +690,10 @@ fn pool_settings(
         backends.push((resolved, weight));
     }
     let hash_key = match (&up.hash_key, up.lb) {
-        (None, LbKind::Consistent) => {
+        (None, LbFile::Consistent) => {
             return Err((".hash_key".into(), "lb: consistent needs a hash_key".into()))
         }
-        (Some(_), lb) if lb != LbKind::Consistent => {
+        (Some(_), lb) if lb != LbFile::Consistent => {
             return Err((".hash_key".into(), "only applies to lb: consistent".into()))
         }
         (Some(k), _) => Some(HashKey::parse(k).map_err(|why| (".hash_key".to_string(), why))?),
@@ -708,7 +745,7 @@ fn pool_settings(
     Ok(PoolSettings {
         name: name.to_string(),
         backends,
-        lb: up.lb,
+        lb: up.lb.into(),
         hash_key,
         connect_timeout: up.connect_timeout,
         read_timeout: up.read_timeout,
