@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
 
-use super::client_limits;
 use super::file::{BackendFile, FileConfig, HealthFile};
+use super::server::client_limits;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
