@@ -63,16 +63,10 @@ pub(super) fn secret(
     }
 }
 
+/// A PEM file holding at least one certificate (the resolver's and Redis' CA files, read
+/// again where they are used).
 pub(super) fn check_ca_file(p: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
-    let mut reader = std::io::BufReader::new(&bytes[..]);
-    let certs: Vec<_> = rustls_pemfile::certs(&mut reader)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("`{}` is not a PEM file: {e}", p.display()))?;
-    if certs.is_empty() {
-        return Err(format!("`{}` holds no PEM certificate", p.display()));
-    }
-    Ok(())
+    read_ca_ders(p).map(drop)
 }
 
 /// The DER certificates of a PEM file.
