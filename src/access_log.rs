@@ -10,10 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    #[default]
     Json,
     Text,
 }

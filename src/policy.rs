@@ -9,13 +9,11 @@ use crate::identity::{Identity, SessionState};
 use crate::outcome::Outcome;
 
 /// What a route asks of the caller before the request reaches its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// No resolver call; identity headers are still stripped.
     Public,
     /// Resolve and inject whatever the answer says; the backend decides.
-    #[default]
     Identify,
     /// Only a valid session passes (and, with `roles`, one of those roles).
     Require,

@@ -24,10 +24,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
 /// How a pool spreads requests over its backends.
-#[derive(Debug, Default, serde::Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbKind {
-    #[default]
     RoundRobin,
     Random,
     /// Ketama consistent hashing of `hash_key`.

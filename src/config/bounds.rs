@@ -7,6 +7,7 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 
 use super::file::{BackendFile, FileConfig, HealthFile};
+use super::server::client_limits;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -235,7 +236,7 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
     }
     num("routes", f.routes.len(), 0, 100_000)?;
 
-    let l = &f.client;
+    let l = client_limits(&f.client);
     num("client.max_connections", l.max_connections, 1, 1_000_000)?;
     dur("client.header_timeout", l.header_timeout, ms(100), HOUR)?;
     dur("client.keepalive_timeout", l.keepalive_timeout, zero, DAY)?;
