@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::cache::Lookup;
 use crate::credentials::CacheKey;
@@ -67,6 +67,8 @@ pub struct Ctx {
     pub cache_bypass: bool,
     /// The client went away before its answer was done.
     pub client_left: bool,
+    /// The route's CORS headers for this request's origin, added to whatever answers it.
+    pub cors: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
             logout: None,
             cache_bypass: false,
             client_left: false,
+            cors: Vec::new(),
         }
     }
 
