@@ -61,7 +61,7 @@ pub struct Ctx {
     pub outcome: Outcome,
     /// The client sent headers of the identity namespace (they were removed).
     pub forged: bool,
-    /// On a logout route: the cache key to drop once the backend answers 2xx.
+    /// On a logout route: the cache key to drop once the backend answers 2xx or 3xx.
     pub logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     pub cache_bypass: bool,

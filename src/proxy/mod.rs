@@ -207,7 +207,10 @@ impl ProxyHttp for AuthGate {
             return Ok(());
         };
         // Dropped before the client sees the answer: its next request is resolved afresh.
-        if let (Some(key), true) = (&ctx.logout, upstream_response.status.is_success()) {
+        // A redirect counts: an app's sign-out usually hands over to Authgear's with a 3xx.
+        let done =
+            upstream_response.status.is_success() || upstream_response.status.is_redirection();
+        if let (Some(key), true) = (&ctx.logout, done) {
             routed.runtime.cache.purge(key, PurgeCause::Logout);
         }
         if let (true, Some(identity)) = (routed.runtime.forward_set_cookie, &ctx.identity) {
