@@ -16,6 +16,7 @@ import urllib.parse
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 APP = os.environ["APP"]
@@ -27,9 +28,17 @@ ALICE = "2b6e2d4a-alice"
 
 
 def check(ok, what, detail=""):
-    print(("ok   " if ok else "FAIL ") + what + (f": {detail}" if detail and not ok else ""))
+    print(("ok   " if ok else "FAIL ") + what + (f": {detail}" if detail and not ok else ""), flush=True)
     if not ok:
         raise SystemExit(1)
+
+
+def until(d, condition, what):
+    """What `condition` returns once it is truthy; a check that fails after 10 s otherwise."""
+    try:
+        return WebDriverWait(d, 10).until(condition)
+    except TimeoutException:
+        check(False, what, f"still at {d.current_url}: {d.find_element(By.TAG_NAME, 'body').text[:300]!r}")
 
 
 def browser(profile):
@@ -66,17 +75,15 @@ def on_login_page(d, wanted_return_to):
 
 
 def walk(d):
-    wait = WebDriverWait(d, 15)
-
     # 1. No session: /account sends the browser to the login page, with the way back.
     d.get(f"{APP}/account")
-    wait.until(lambda d: d.current_url.startswith(f"{IDP}/login"))
+    until(d, lambda d: d.current_url.startswith(f"{IDP}/login"), "/account redirects to the login page")
     check(on_login_page(d, f"{APP}/account"), "/account redirects to the login page with return_to", d.current_url)
 
     # 2. Choose alice: the stand-in sets the session cookie and sends the browser back.
     d.find_element(By.CSS_SELECTOR, f'button[value="{ALICE}"]').click()
-    wait.until(lambda d: d.current_url == f"{APP}/account")
-    user = wait.until(lambda d: d.find_elements(By.ID, "user"))
+    until(d, lambda d: d.current_url == f"{APP}/account", "the login returns to /account")
+    user = until(d, lambda d: d.find_elements(By.ID, "user"), "/account shows a signed-in user")
     check(user[0].text == ALICE, "back on /account, signed in as alice", user[0].text)
     cookie = d.get_cookie("session")
     check(cookie is not None, "the session cookie is set")
@@ -88,7 +95,7 @@ def walk(d):
     table = d.find_element(By.ID, "identity").text
     check("x-authgear-session-valid true" in table.lower(), "the backend received the identity headers", table)
     d.save_screenshot(os.path.join(OUT, "account.png"))
-    print("     screenshot: " + os.path.join(OUT, "account.png"))
+    print("     screenshot: " + os.path.join(OUT, "account.png"), flush=True)
 
     # 3. The page's own fetch forges identity headers: the backend never sees them.
     echo = d.execute_async_script(
@@ -108,7 +115,7 @@ def walk(d):
 
     # 4. The single-page app on an allowed origin calls the require API with the cookie.
     d.get(f"{SPA_ALLOWED}/")
-    found = wait.until(lambda d: d.find_elements(By.ID, "result") or d.find_elements(By.ID, "error"))
+    found = until(d, lambda d: d.find_elements(By.ID, "result") or d.find_elements(By.ID, "error"), "the SPA's call ends")
     check(found[0].get_attribute("id") == "result", "the allowed SPA's call passes the preflight", found[0].text)
     check(found[0].get_attribute("data-status") == "200", "the API answers 200", found[0].get_attribute("data-status"))
     api = json.loads(found[0].text)
@@ -117,7 +124,7 @@ def walk(d):
 
     # 5. The same page on an origin the policy does not list: the browser itself blocks it.
     d.get(f"{SPA_OTHER}/")
-    found = wait.until(lambda d: d.find_elements(By.ID, "result") or d.find_elements(By.ID, "error"))
+    found = until(d, lambda d: d.find_elements(By.ID, "result") or d.find_elements(By.ID, "error"), "the SPA's call ends")
     check(found[0].get_attribute("id") == "error", "another origin's call is blocked by the browser", found[0].text)
     logs = " ".join(e.get("message", "") for e in d.get_log("browser"))
     check("CORS" in logs, "Chromium reports the CORS refusal", logs)
@@ -125,9 +132,9 @@ def walk(d):
     # 6. Sign out: authgate drops the cached answer, the stand-in ends the session and clears
     #    the cookie, and the browser lands on the login page again.
     d.get(f"{APP}/account")
-    wait.until(lambda d: d.find_elements(By.ID, "user"))
+    until(d, lambda d: d.find_elements(By.ID, "user"), "/account shows a signed-in user")
     d.find_element(By.ID, "logout").click()
-    wait.until(lambda d: d.current_url.startswith(f"{IDP}/login"))
+    until(d, lambda d: d.current_url.startswith(f"{IDP}/login"), "sign-out ends on the login page")
     check(on_login_page(d, f"{APP}/account"), "sign-out ends on the login page", d.current_url)
     check(d.get_cookie("session") is None, "the session cookie is gone")
 
@@ -135,7 +142,7 @@ def walk(d):
     #    serve its cached answer (the logout route dropped it), so /account redirects again.
     d.add_cookie({"name": "session", "value": cookie["value"], "path": "/", "httpOnly": True})
     d.get(f"{APP}/account")
-    wait.until(lambda d: d.current_url.startswith(f"{IDP}/login") or d.find_elements(By.ID, "user"))
+    until(d, lambda d: d.current_url.startswith(f"{IDP}/login") or d.find_elements(By.ID, "user"), "/account answers")
     check(on_login_page(d, f"{APP}/account"), "after sign-out, /account redirects again (cached answer dropped)", d.current_url)
 
 
@@ -144,9 +151,9 @@ def main():
     d = browser(profile)
     try:
         walk(d)
-    except SystemExit:
+    except BaseException:
         d.save_screenshot(os.path.join(OUT, "failed.png"))
-        print("     page at failure: " + d.current_url)
+        print("     page at failure: " + d.current_url + " (screenshot: failed.png)", flush=True)
         raise
     finally:
         d.quit()
