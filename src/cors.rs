@@ -169,6 +169,7 @@ impl CorsPolicy {
             return refused;
         }
         let mut out = self.grant(origin);
+        out.retain(|(n, _)| n != VARY);
         out.push((VARY, vary));
         let methods: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
         if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
