@@ -46,7 +46,30 @@ test-deps: deps
 	    exit 1; \
 	  fi; }
 
-test: test-deps
+# The browser test (tests/browser.rs) drives Debian's headless Chromium through chromedriver
+# with Selenium's Python bindings; installed when missing, as cmake and redis-server are.
+# 4.45.0: later releases need a certifi newer than the package index serves here.
+SELENIUM := selenium==4.45.0
+.PHONY: browser-deps
+browser-deps:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (needed by the browser test)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "the browser test needs Chromium and ChromeDriver: run 'sudo apt-get install -y chromium chromium-driver' (or your OS's equivalent), then retry" >&2; \
+	    exit 1; \
+	  fi; }
+	@python3 -c 'import selenium' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && python3 -m pip --version >/dev/null 2>&1; then \
+	    echo "installing $(SELENIUM) (drives the browser test)"; \
+	    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore '$(SELENIUM)'; \
+	  else \
+	    echo "the browser test needs Selenium's Python bindings: run 'python3 -m pip install $(SELENIUM)', then retry" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: test-deps browser-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test

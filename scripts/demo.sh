@@ -11,13 +11,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
-"$bin" standin --listen 127.0.0.1:3001 --users conf/users.yaml & pids+=($!)
-"$bin" echo --listen 127.0.0.1:3000 & pids+=($!)
+# The browser uses `localhost` throughout: cookies are shared across its ports, so the
+# stand-in's session cookie (:3001) reaches authgate (:8080).
+"$bin" standin --listen 127.0.0.1:3001 --users conf/users.yaml \
+  --app-origin http://localhost:8080 & pids+=($!)
+"$bin" echo --listen 127.0.0.1:3000 \
+  --logout-url 'http://localhost:3001/logout?return_to=http%3A%2F%2Flocalhost%3A8080%2Faccount' & pids+=($!)
 
 cat <<'TRY'
 
 authgate is starting on http://127.0.0.1:8080 (resolver stand-in :3001, echo backend :3000).
-Try, in another terminal:
+Open http://localhost:8080/account in a browser: sign in as a demo user, see the identity
+headers the backend received, sign out. Or, in another terminal:
 
   curl -s -H 'Cookie: session=demo-session-alice' localhost:8080/hello      # valid session: identity headers
   curl -s -H 'Authorization: Bearer demo-token-bob' localhost:8080/api       # bearer token

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod credentials;
 pub mod devserver;
 pub mod drain;

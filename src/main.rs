@@ -73,6 +73,10 @@ enum Command {
         /// valid session of its own user (e.g. `bench-`); empty: off.
         #[arg(long, default_value = "")]
         any_session_prefix: String,
+        /// Serve the login and logout pages (`/login`, `/logout`), returning browsers only to
+        /// addresses of this app origin (repeatable; scheme://host[:port]).
+        #[arg(long)]
+        app_origin: Vec<String>,
     },
     /// Run the echo backend (answers with what it received, as JSON).
     Echo {
@@ -81,6 +85,10 @@ enum Command {
         /// The name it signs its answers with (`served_by`); default: the listen address.
         #[arg(long)]
         name: Option<String>,
+        /// Answer `/logout` with a `303` to this URL (the app's sign-out handing over to the
+        /// identity provider's).
+        #[arg(long)]
+        logout_url: Option<String>,
     },
 }
 
@@ -95,15 +103,21 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             any_session_prefix,
+            app_origin,
         }) => run_standin(
             listen,
             &users,
             latency,
             tls_cert.zip(tls_key),
-            &any_session_prefix,
+            (&any_session_prefix, &app_origin),
         ),
-        Some(Command::Echo { listen, name }) => {
-            let handler = echo::handler(&name.unwrap_or_else(|| listen.to_string()));
+        Some(Command::Echo {
+            listen,
+            name,
+            logout_url,
+        }) => {
+            let handler =
+                echo::handler_with(&name.unwrap_or_else(|| listen.to_string()), logout_url);
             run_dev(listen, |l, conns| devserver::serve(l, None, conns, handler))
         }
         None => return run_proxy(&cli),
@@ -259,7 +273,7 @@ fn run_standin(
     users: &std::path::Path,
     latency: Duration,
     tls: Option<(PathBuf, PathBuf)>,
-    any_session_prefix: &str,
+    (any_session_prefix, app_origins): (&str, &[String]),
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(users).map_err(|e| format!("{}: {e}", users.display()))?;
     let directory =
@@ -271,9 +285,12 @@ fn run_standin(
             Some(devserver::tls_config(&read(&cert)?, &read(&key)?)?)
         }
     };
-    let standin = Arc::new(
-        standin::Standin::new(directory, latency).with_any_session_prefix(any_session_prefix),
-    );
+    let mut standin =
+        standin::Standin::new(directory, latency).with_any_session_prefix(any_session_prefix);
+    if !app_origins.is_empty() {
+        standin = standin.with_login(app_origins)?;
+    }
+    let standin = Arc::new(standin);
     run_dev(listen, move |l, _| {
         let conns = standin.stats.connections.clone();
         let s = standin.clone();

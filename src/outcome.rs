@@ -17,6 +17,8 @@ pub enum Outcome {
     Anonymous,
     /// The resolver answered 401 or 403 itself.
     Denied,
+    /// A CORS preflight, answered by authgate from the route's policy.
+    Preflight,
     /// A `require` route without a valid session.
     LoginRequired,
     /// A `require` route whose session has none of its roles.
@@ -43,6 +45,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Anonymous => "anonymous",
             Outcome::Denied => "denied",
+            Outcome::Preflight => "preflight",
             Outcome::LoginRequired => "login_required",
             Outcome::MissingRole => "missing_role",
             Outcome::BadRequest => "bad_request",

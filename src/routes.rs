@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::cors::CorsPolicy;
 pub use crate::policy::Policy;
 use crate::request::normalize_path;
 use crate::response_cache::RouteCache;
@@ -77,6 +78,8 @@ pub struct Route {
     pub logout: bool,
     /// Responses are stored and served by the response cache.
     pub cache: Option<RouteCache>,
+    /// Cross-origin requests: authgate answers preflights and grants allowed origins.
+    pub cors: Option<Arc<CorsPolicy>>,
     /// `host/prefix` (`*` for any host), for logs and metrics.
     pub label: Arc<str>,
 }
@@ -92,6 +95,7 @@ pub struct RouteSpec<'a> {
     pub index: usize,
     pub logout: bool,
     pub cache: Option<RouteCache>,
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 /// What a route rule is made from: a route of the file, naming its upstream.
@@ -105,6 +109,7 @@ pub struct RuleSpec<'a> {
     pub index: usize,
     pub logout: bool,
     pub cache: Option<RouteCache>,
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 /// A checked route of the file, not yet bound to its pool (plain settings data).
@@ -120,6 +125,7 @@ pub struct RouteRule {
     pub index: usize,
     pub logout: bool,
     pub cache: Option<RouteCache>,
+    pub cors: Option<Arc<CorsPolicy>>,
     pub label: Arc<str>,
 }
 
@@ -168,6 +174,7 @@ impl RouteRule {
             index: spec.index,
             logout: spec.logout,
             cache: spec.cache,
+            cors: spec.cors,
         })
     }
 }
@@ -185,6 +192,7 @@ impl Route {
             index: spec.index,
             logout: spec.logout,
             cache: spec.cache,
+            cors: spec.cors,
         })?;
         Ok(Route::bind(&rule, spec.pool))
     }
@@ -201,6 +209,7 @@ impl Route {
             index: rule.index,
             logout: rule.logout,
             cache: rule.cache,
+            cors: rule.cors.clone(),
             label: rule.label.clone(),
         }
     }

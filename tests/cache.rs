@@ -438,8 +438,8 @@ async fn cache_counters_follow_traffic() {
     assert_eq!(stats["size"], 1, "{stats}");
 }
 
-/// A logout route: the backend's 2xx drops the cached answer for the request's credentials;
-/// a failed logout keeps it.
+/// A logout route: the backend's 2xx or 3xx drops the cached answer for the request's
+/// credentials; a failed logout keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_route_drops_the_session_answer() {
     let (failing, _) = start_canned(
@@ -487,4 +487,18 @@ async fn a_logout_route_drops_the_session_answer() {
     assert_eq!(calls(), 3, "resolved afresh after the logout");
     assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
     assert_eq!(calls(), 3, "other sessions stay cached");
+    // A sign-out that redirects to the identity provider's (the echo answers 303 here).
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(proxy.url("/logout?status=303&h-location=/"))
+        .header("cookie", "session=sess-bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(user_of(proxy, "session=sess-bob").await, ["user-bob"]);
+    assert_eq!(calls(), 4, "resolved afresh after a logout that redirects");
 }

@@ -131,3 +131,88 @@ async fn any_session_prefix_makes_synthetic_users() {
     let r = ask(a, |b| b.header("cookie", "session=sess-alice")).await;
     assert_eq!(h(&r, "x-authgear-user-id").as_deref(), Some("user-alice"));
 }
+
+/// The login pages send a browser back only to the app's origin: hostile `return_to` values
+/// are refused on the page and on the form, and no session is started for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_is_no_open_redirect() {
+    let dir = authgate::devserver::standin::Directory::from_yaml(USERS).unwrap();
+    let standin = std::sync::Arc::new(
+        authgate::devserver::standin::Standin::new(dir, std::time::Duration::ZERO)
+            .with_login(&["http://localhost:8080".to_string()])
+            .unwrap(),
+    );
+    let (l, addr) = listener().await;
+    let s = standin.clone();
+    tokio::spawn(authgate::devserver::serve(
+        l,
+        None,
+        standin.stats.connections.clone(),
+        move |req| s.clone().handle(req),
+    ));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let enc = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let login = |return_to: &str| {
+        http.post(format!("http://{addr}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user=user-alice&return_to={}", enc(return_to)))
+            .send()
+    };
+    let r = login("http://localhost:8080/account?x=1").await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "http://localhost:8080/account?x=1");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("session=login-"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/;")
+    );
+    for hostile in [
+        "https://evil.example/",
+        "//evil.example",
+        "https:evil.example",
+        "/\\evil.example",
+        "http://localhost:8080\\@evil.example",
+        "http://localhost:8080@evil.example",
+        "http://localhost:8080.evil.example/",
+        "http%3A%2F%2Fevil.example",
+        "%2F%2Fevil.example",
+        "javascript:alert(1)",
+    ] {
+        let r = login(hostile).await.unwrap();
+        assert_eq!(r.status(), 400, "{hostile}");
+        assert!(r.headers().get("location").is_none(), "{hostile}");
+        assert!(r.headers().get("set-cookie").is_none(), "{hostile}");
+        let r = http
+            .get(format!("http://{addr}/login?return_to={}", enc(hostile)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{hostile}");
+        let page = r.text().await.unwrap();
+        assert!(!page.contains("<script"), "{page}");
+        let r = http
+            .get(format!("http://{addr}/logout?return_to={}", enc(hostile)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{hostile}");
+    }
+    // Markup in a refused return_to is shown as text.
+    let r = http
+        .get(format!(
+            "http://{addr}/login?return_to={}",
+            enc("\"><script>x</script>")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("&quot;&gt;&lt;script&gt;"));
+}

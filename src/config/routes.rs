@@ -2,11 +2,14 @@
 //! `response_cache:`, the store the routes with `cache:` share.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::Uri;
 
-use super::file::{LoginFile, PolicyFile, ResponseCacheFile, RouteFile};
+use super::file::{CorsFile, LoginFile, PolicyFile, ResponseCacheFile, RouteFile};
 use super::Bad;
+use crate::cors::{CorsPolicy, CorsSpec};
 use crate::policy::Login;
 use crate::response_cache::{ResponseCacheSettings, RouteCache};
 use crate::routes::{Policy, RouteRule, RuleSpec};
@@ -33,6 +36,10 @@ pub(super) fn routes(
                 ),
             )
         })?;
+        let cors = match &r.cors {
+            Some(c) => Some(cors(c).map_err(|(k, why)| (format!("routes[{i}].cors.{k}"), why))?),
+            None => None,
+        };
         let route = RouteRule::new(RuleSpec {
             host: r.host.as_deref(),
             path: &r.path,
@@ -48,6 +55,7 @@ pub(super) fn routes(
                 stale_while_revalidate: c.stale_while_revalidate,
                 stale_if_error: c.stale_if_error,
             }),
+            cors,
         })
         .map_err(|(k, why)| (format!("routes[{i}].{k}"), why))?;
         if let Some(c) = &r.cache {
@@ -70,6 +78,23 @@ pub(super) fn routes(
         out.push(route);
     }
     Ok(out)
+}
+
+/// A route's `cors:`; errors name the field under it (`allow_origins[0]`).
+fn cors(c: &CorsFile) -> Result<Arc<CorsPolicy>, Bad> {
+    // Browsers cap it lower (Chromium: 2 h); a longer one only hides a typo.
+    if c.max_age > Duration::from_secs(86_400) {
+        return Err(("max_age".into(), "is longer than 1d".into()));
+    }
+    let policy = CorsPolicy::new(CorsSpec {
+        origins: &c.allow_origins,
+        methods: &c.allow_methods,
+        headers: &c.allow_headers,
+        expose: &c.expose_headers,
+        credentials: c.allow_credentials,
+        max_age: c.max_age,
+    })?;
+    Ok(Arc::new(policy))
 }
 
 fn policy(p: PolicyFile) -> Policy {

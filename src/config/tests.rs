@@ -698,3 +698,47 @@ fn a_listener_pair_that_is_missing_or_does_not_fit_names_the_listener_and_the_fi
         "{e}"
     );
 }
+
+#[test]
+fn cors_errors_name_the_field_under_the_route() {
+    let route = |cors: &str| {
+        GOOD.replace(
+            "    upstream: app\n",
+            &format!("    upstream: app\n    cors:\n{cors}"),
+        )
+    };
+    assert_error(
+        &route("      allow_origins: [\"https://app.example.com\", \"*\"]\n"),
+        "routes[0].cors.allow_origins[1]",
+        "not an origin",
+    );
+    assert_error(
+        &route("      allow_origins: [\"https://app.example.com/path\"]\n"),
+        "routes[0].cors.allow_origins[0]",
+        "path",
+    );
+    assert_error(
+        &route("      allow_origins: []\n"),
+        "routes[0].cors.allow_origins",
+        "at least one",
+    );
+    assert_error(
+        &route("      allow_origins: [\"https://a.example\"]\n      allow_methods: [get]\n"),
+        "routes[0].cors.allow_methods[0]",
+        "upper case",
+    );
+    assert_error(
+        &route("      allow_origins: [\"https://a.example\"]\n      max_age: 2d\n"),
+        "routes[0].cors.max_age",
+        "1d",
+    );
+    assert_error(
+        &route("      allow_origins: [\"https://a.example\"]\n      allow_origin: x\n"),
+        "routes[0].cors.allow_origin",
+        "unknown field",
+    );
+    let good = route(
+        "      allow_origins: [\"https://App.example.com:443\"]\n      allow_credentials: true\n",
+    );
+    assert!(parse("t.yaml", &good, None).is_ok());
+}

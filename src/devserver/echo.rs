@@ -8,6 +8,9 @@
 //! pair (percent-decoded) becomes a response header, `status=<code>` sets the status, and a
 //! request whose `If-None-Match` equals the `h-etag` value is answered `304` without a body.
 //! `seq` numbers the requests this backend has served, so a cached copy shows an old one.
+//!
+//! A browser (`Accept: text/html`) gets the same report as a small HTML page (`page`). With a
+//! logout URL, `/logout` answers `303` there, as an app's sign-out hands over to Authgear's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::response;
+use super::{page, response};
 
 /// What the echo backend reports for one request.
 #[derive(Debug, Serialize, serde::Deserialize, Clone)]
@@ -69,9 +72,36 @@ pub fn handler(
        + Send
        + Sync
        + 'static {
+    handler_with(name, None)
+}
+
+/// `handler`, sending `/logout` to `logout_url` when there is one.
+pub fn handler_with(
+    name: &str,
+    logout_url: Option<String>,
+) -> impl Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     let name: Arc<str> = Arc::from(name);
     let served = Arc::new(AtomicU64::new(0));
-    move |req| handle(name.clone(), served.clone(), req).boxed()
+    let logout: Option<Arc<str>> = logout_url.map(Arc::from);
+    move |req| {
+        if let (Some(to), "/logout") = (&logout, req.uri().path()) {
+            let to = to.to_string();
+            return async move { response(303, &[("location", to)], Bytes::new()) }.boxed();
+        }
+        handle(name.clone(), served.clone(), req).boxed()
+    }
+}
+
+/// Whether the client reads HTML (a browser).
+fn wants_html(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
 }
 
 /// The response headers and status the query asks for (see the module's note).
@@ -133,6 +163,7 @@ pub async fn handle(
         resp.headers_mut().insert(http::header::UPGRADE, protocol);
         return resp;
     }
+    let html = wants_html(req.headers());
     let mut hasher = Sha256::new();
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
@@ -153,6 +184,14 @@ pub async fn handle(
         }
     }
     echo.body_sha256 = hex::encode(hasher.finalize());
+    if html {
+        let mut headers = vec![
+            ("content-type", "text/html; charset=utf-8".to_string()),
+            ("cache-control", "no-store".to_string()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        return response(status, &headers, page::render(&echo, "x-authgear-"));
+    }
     let mut headers = vec![("content-type", "application/json".to_string())];
     headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.clone())));
     match serde_json::to_vec(&echo) {

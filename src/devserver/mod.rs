@@ -5,6 +5,8 @@
 //! code paths with.
 
 pub mod echo;
+pub mod login;
+pub mod page;
 pub mod standin;
 
 use std::convert::Infallible;

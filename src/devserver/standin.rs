@@ -114,6 +114,8 @@ pub struct Standin {
     latency: Duration,
     /// Unknown `session` cookies with this prefix are valid sessions (benchmarks only).
     any_session_prefix: Option<String>,
+    /// The login and logout pages, when the stand-in serves browsers.
+    login: Option<super::login::Pages>,
     pub stats: Stats,
 }
 
@@ -145,6 +147,7 @@ impl Standin {
             directory,
             latency,
             any_session_prefix: None,
+            login: None,
             stats: Stats::default(),
         }
     }
@@ -154,6 +157,12 @@ impl Standin {
     pub fn with_any_session_prefix(mut self, prefix: &str) -> Standin {
         self.any_session_prefix = (!prefix.is_empty()).then(|| prefix.to_string());
         self
+    }
+
+    /// Serves the login and logout pages (`devserver::login`), returning only to `app_origins`.
+    pub fn with_login(mut self, app_origins: &[String]) -> Result<Standin, String> {
+        self.login = Some(super::login::Pages::new(app_origins)?);
+        Ok(self)
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -171,11 +180,12 @@ impl Standin {
             })
             .collect();
         let (parts, body) = req.into_parts();
-        let body_len = body
+        let body = body
             .collect()
             .await
-            .map(|c| c.to_bytes().len())
-            .unwrap_or(0);
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let body_len = body.len();
         if let Ok(mut r) = self.stats.recent.lock() {
             if r.len() == RECENT {
                 r.pop_front();
@@ -194,6 +204,13 @@ impl Standin {
                 self.stats.connections.load(Ordering::Relaxed)
             );
             return response(200, &[("content-type", "application/json".into())], body);
+        }
+        if let Some(pages) = &self.login {
+            let name = format!("{}session", self.directory.cookie_prefix);
+            let cookie = cookie_value(&parts.headers, &name);
+            if let Some(resp) = pages.handle(&parts, &body, cookie, &self.directory.users, &name) {
+                return resp;
+            }
         }
         if path != "/_resolver/resolve" && path != "/resolve" {
             return response(404, &[], "not found\n");
@@ -257,7 +274,8 @@ impl Standin {
             }
         }
         if let Some(v) = cookie("session") {
-            return match user(self.by_session.get(&v)) {
+            let started = self.login.as_ref().and_then(|l| l.user_of(&v));
+            return match user(self.by_session.get(&v).or(started.as_ref())) {
                 Some(u) => Found::User(u),
                 None => match self.synthetic(&v) {
                     Some(u) => Found::Synthetic(u),

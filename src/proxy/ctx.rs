@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::cache::Lookup;
 use crate::credentials::CacheKey;
@@ -61,12 +61,14 @@ pub struct Ctx {
     pub outcome: Outcome,
     /// The client sent headers of the identity namespace (they were removed).
     pub forged: bool,
-    /// On a logout route: the cache key to drop once the backend answers 2xx.
+    /// On a logout route: the cache key to drop once the backend answers 2xx or 3xx.
     pub logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     pub cache_bypass: bool,
     /// The client went away before its answer was done.
     pub client_left: bool,
+    /// The route's CORS headers for this request's origin, added to whatever answers it.
+    pub cors: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
             logout: None,
             cache_bypass: false,
             client_left: false,
+            cors: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ use refusal::Refusal;
 
 use crate::cache::PurgeCause;
 use crate::connections;
+use crate::cors;
 use crate::credentials::Credentials;
 use crate::drain::Readiness;
 use crate::outcome::Outcome;
@@ -45,8 +46,14 @@ impl AuthGate {
 }
 
 /// Sends authgate's own answer; the log records its outcome.
-async fn refuse(session: &mut Session, ctx: &mut Ctx, refusal: Refusal) -> pingora::Result<bool> {
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut refusal: Refusal,
+) -> pingora::Result<bool> {
     ctx.outcome = refusal.outcome;
+    // An SPA reads a 401 only when it carries the grant; the browser hides it otherwise.
+    refusal.headers.extend(ctx.cors.iter().cloned());
     refusal.send(session).await
 }
 
@@ -84,6 +91,19 @@ impl ProxyHttp for AuthGate {
             Ok(r) => r,
             Err(refusal) => return refuse(session, ctx, refusal).await,
         };
+        // A preflight never carries credentials: a route with a CORS policy answers it here,
+        // before the policy would refuse it; other requests only learn their headers.
+        match route.cors.as_ref().map(|c| {
+            let req = session.req_header();
+            c.decide(&req.method, &req.headers)
+        }) {
+            Some(cors::Decision::Preflight { status, headers }) => {
+                ctx.routed = Some(routed);
+                return refuse(session, ctx, Refusal::preflight(status, headers)).await;
+            }
+            Some(cors::Decision::Headers(headers)) => ctx.cors = headers,
+            Some(cors::Decision::Nothing) | None => {}
+        }
         if route.policy == Policy::Public {
             if route.logout {
                 if let Ok(creds) = Credentials::from_request(session.req_header()) {
@@ -187,12 +207,24 @@ impl ProxyHttp for AuthGate {
             return Ok(());
         };
         // Dropped before the client sees the answer: its next request is resolved afresh.
-        if let (Some(key), true) = (&ctx.logout, upstream_response.status.is_success()) {
+        // A redirect counts: an app's sign-out usually hands over to Authgear's with a 3xx.
+        let done =
+            upstream_response.status.is_success() || upstream_response.status.is_redirection();
+        if let (Some(key), true) = (&ctx.logout, done) {
             routed.runtime.cache.purge(key, PurgeCause::Logout);
         }
         if let (true, Some(identity)) = (routed.runtime.forward_set_cookie, &ctx.identity) {
             for v in identity.set_cookie() {
                 upstream_response.append_header(SET_COOKIE, v.clone())?;
+            }
+        }
+        // The route's policy replaces whatever the backend said about origins.
+        if !ctx.cors.is_empty() {
+            for name in cors::RESPONSE_HEADERS {
+                upstream_response.remove_header(&name);
+            }
+            for (name, value) in &ctx.cors {
+                upstream_response.append_header(name.clone(), value.clone())?;
             }
         }
         Ok(())

@@ -35,6 +35,8 @@ pub enum RefusalBody {
     Text(Cow<'static, str>),
     /// `{"error":"<code>"}`, for API clients refused by a route's policy.
     Json(&'static str),
+    /// No body (a preflight's grant).
+    Empty,
 }
 
 impl Refusal {
@@ -59,6 +61,21 @@ impl Refusal {
     fn with(mut self, name: HeaderName, value: HeaderValue) -> Refusal {
         self.headers.push((name, value));
         self
+    }
+
+    /// authgate's answer to a CORS preflight (`cors::Decision::Preflight`).
+    pub fn preflight(status: u16, headers: Vec<(HeaderName, HeaderValue)>) -> Refusal {
+        let body = if status == 204 {
+            RefusalBody::Empty
+        } else {
+            RefusalBody::Text("CORS preflight not allowed".into())
+        };
+        Refusal {
+            status,
+            body,
+            headers,
+            outcome: Outcome::Preflight,
+        }
     }
 
     /// A request header beyond the client limits.
@@ -137,17 +154,23 @@ impl Refusal {
     pub async fn send(self, session: &mut Session) -> pingora::Result<bool> {
         let (content_type, body) = match self.body {
             RefusalBody::Text(reason) => (
-                "text/plain; charset=utf-8",
+                Some("text/plain; charset=utf-8"),
                 Bytes::from(format!("authgate: {reason}\n")),
             ),
             RefusalBody::Json(error) => (
-                "application/json",
+                Some("application/json"),
                 Bytes::from(format!("{{\"error\":\"{error}\"}}\n")),
             ),
+            RefusalBody::Empty => (None, Bytes::new()),
         };
         let mut resp = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;
-        resp.insert_header(CONTENT_TYPE, content_type)?;
-        resp.insert_header(CONTENT_LENGTH, body.len())?;
+        if let Some(content_type) = content_type {
+            resp.insert_header(CONTENT_TYPE, content_type)?;
+        }
+        // A 204 has no body and must not announce one (RFC 9110 8.6).
+        if self.status != 204 {
+            resp.insert_header(CONTENT_LENGTH, body.len())?;
+        }
         resp.insert_header(CACHE_CONTROL, "no-store")?;
         for (n, v) in self.headers {
             resp.append_header(n, v)?;

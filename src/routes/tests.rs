@@ -22,6 +22,7 @@ fn route(host: Option<&str>, path: &str, methods: &[&str], name: &str, index: us
         index,
         logout: false,
         cache: None,
+        cors: None,
     })
     .unwrap()
 }
@@ -117,6 +118,7 @@ fn bad_route_specs_are_refused() {
             index: 0,
             logout: false,
             cache: None,
+            cors: None,
         })
         .err()
         .map(|(f, _)| f)
@@ -155,6 +157,7 @@ fn guarded(path: &str, policy: Policy, roles: &[&str], index: usize) -> Route {
         index,
         logout: false,
         cache: None,
+        cors: None,
     })
     .unwrap()
 }

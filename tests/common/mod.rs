@@ -634,9 +634,16 @@ pub struct StackBuilder {
     /// `RUST_LOG` of the process (default `warn`).
     log_filter: Option<String>,
     conf: Option<PathBuf>,
+    listen: Option<SocketAddr>,
 }
 
 impl StackBuilder {
+    /// The proxy listens on `addr` (from `closed_port()`), known before it starts.
+    pub fn listen_on(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
     /// The stand-in answers after `latency`.
     pub fn resolver_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
@@ -796,7 +803,7 @@ impl StackBuilder {
             extra.push_str(&section);
             admin
         });
-        let listen = closed_port();
+        let listen = self.listen.unwrap_or_else(closed_port);
         let config = Config {
             grace_period_seconds: self.grace_period_seconds,
             pingora: self.pingora_keys,
@@ -855,6 +862,7 @@ impl Stack {
             extra: String::new(),
             log_filter: None,
             conf: None,
+            listen: None,
         }
     }
 

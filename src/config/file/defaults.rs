@@ -85,3 +85,12 @@ pub fn credential_cookies() -> Vec<String> {
         .map(String::from)
         .to_vec()
 }
+
+/// The methods a browser may send without a preflight; anything else is named.
+pub fn cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+
+pub fn cors_max_age() -> Duration {
+    Duration::from_secs(600)
+}

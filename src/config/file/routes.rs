@@ -28,6 +28,27 @@ pub struct RouteFile {
     /// Store and serve the backend's cacheable responses (off when absent).
     #[serde(default)]
     pub cache: Option<RouteCacheFile>,
+    /// Cross-origin requests from these origins (none when absent).
+    #[serde(default)]
+    pub cors: Option<CorsFile>,
+}
+
+/// A route's `cors:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    /// Exact origins, `scheme://host[:port]`.
+    pub allow_origins: Vec<String>,
+    #[serde(default = "defaults::cors_methods")]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "defaults::cors_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 /// A route's `auth:` (`routes::Policy`).
