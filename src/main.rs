@@ -25,7 +25,10 @@ use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
 // Pingora allocates per request (headers, tasks, buffers); mimalloc's thread-local free lists
-// make that several times cheaper than glibc's malloc (see BENCHMARKS.md).
+// make that several times cheaper than glibc's malloc (see BENCHMARKS.md). Heap profilers
+// (valgrind's DHAT, heaptrack) only see the system allocator: build with
+// `--features system-allocator` for them.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
