@@ -137,6 +137,17 @@ pub fn apply_to_pingora(limits: &ClientLimits) {
     );
 }
 
+/// The L4 buffers of a plain (not TLS) client connection. Pingora's default puts a 64 KiB read buffer in
+/// front of every accepted socket (tokio's `BufReader`, zero-filled, so resident at once), for
+/// an idle connection as much as for a busy one: two thirds of what an open connection cost.
+/// A plain HTTP connection does not need it: the HTTP/1 session reads a header into its own
+/// buffer (4 KiB, grown as needed) and a body into the caller's, so without it a read goes
+/// straight from the socket into that buffer (one copy fewer). A TLS connection keeps it:
+/// rustls reads records through it, and doing without it there is not measured.
+pub fn plain_l4_buffers() -> pingora::listeners::L4BufferSettings {
+    pingora::listeners::L4BufferSettings::default().read(0)
+}
+
 /// The current limits, read once per connection (so a reload applies to new connections).
 pub trait LimitsSource: Send + Sync {
     fn limits(&self) -> ClientLimits;

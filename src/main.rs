@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -205,7 +206,10 @@ fn run_proxy(cli: &Cli) -> ExitCode {
                 }
                 service.add_tls_with_settings(&l.addr.to_string(), None, tls);
             }
-            None => service.add_tcp(&l.addr.to_string()),
+            None => service.add_listener(
+                ListenerConfig::tcp(l.addr.to_string())
+                    .l4_buffer(authgate::connections::plain_l4_buffers()),
+            ),
         }
         server.add_service(service);
     }
