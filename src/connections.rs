@@ -278,6 +278,19 @@ async fn is_h2(stream: &mut Stream, h2c: bool) -> bool {
     matches!(stream.try_peek(&mut buf).await, Ok(true)) && buf == PREFACE
 }
 
+/// Waits for a plain connection's first byte (read, then put back for the session to read
+/// again): until then Pingora's HTTP session (its two boxed futures, ~14 KiB, and the 4 KiB
+/// header buffer) is not built, so a connection that sends nothing costs little. `false`: the
+/// client closed or broke the connection before sending anything (Pingora closes those
+/// silently too). A TLS connection has sent its handshake already and goes straight on.
+async fn first_byte(stream: &mut Stream) -> bool {
+    if stream.get_ssl_digest().is_some() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    stream.try_peek(&mut byte).await.is_ok()
+}
+
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
@@ -311,7 +324,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             limits.keepalive_timeout,
         ));
         let watch = conn.clone();
-        let serve = CONN.scope(conn, self.app.process_new(stream, shutdown));
+        let serve = CONN.scope(conn, async move {
+            if !self.h2c && !first_byte(&mut stream).await {
+                return None;
+            }
+            self.app.process_new(stream, shutdown).await
+        });
         tokio::select! {
             out = serve => out,
             _ = watch.expired() => {
