@@ -1,9 +1,10 @@
 //! Memory per open client connection (issue 22): the real binary holds 500 loopback
 //! connections, first connected with nothing sent, then each with one request served and kept
-//! alive; its resident memory may grow by at most `PER_CONN_KIB` a connection, and must come
-//! back near its base once they are closed. The bounds are generous (a debug build's futures
-//! are larger than a release build's); they catch a buffer allocated whole at accept again
-//! (Pingora's 64 KiB read buffer: ~97 KiB a connection) or memory kept after close.
+//! alive; its resident memory may grow by at most `IDLE_KIB` / `KEPT_KIB` a connection, and
+//! must come back near its base once they are closed. The bounds are generous (a debug build's futures
+//! are larger than a release build's); they catch the HTTP session built at accept again
+//! (~31 KiB an idle connection), a buffer allocated whole at accept (Pingora's 64 KiB read
+//! buffer: ~97 KiB a connection) or memory kept after close.
 
 mod common;
 
@@ -14,8 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNS: usize = 500;
-/// Release build, 2,000 connections (`make bench-conns`): ~32 KiB; debug builds more.
-const PER_CONN_KIB: u64 = 64;
+/// Connected, nothing sent: release build, 2,000 connections (`make bench-conns`) 14.4 KiB,
+/// this debug build 11-12 (32 with the session built at accept); twice the debug figure.
+const IDLE_KIB: u64 = 24;
+/// One request served and kept alive: release ~34 KiB, debug ~31-36 (the target, 16 KiB, is
+/// not met yet: BENCHMARKS.md).
+const KEPT_KIB: u64 = 64;
 /// RSS after every connection closed, over the base before they opened.
 const AFTER_CLOSE_MAX: f64 = 1.25;
 
@@ -109,13 +114,13 @@ async fn open_connections_cost_little_and_are_given_back() {
         per_conn(kept)
     );
     assert!(
-        per_conn(idle) <= PER_CONN_KIB,
-        "an idle connection costs {} KiB (bound {PER_CONN_KIB})",
+        per_conn(idle) <= IDLE_KIB,
+        "an idle connection costs {} KiB (bound {IDLE_KIB})",
         per_conn(idle)
     );
     assert!(
-        per_conn(kept) <= PER_CONN_KIB,
-        "a kept-alive connection costs {} KiB (bound {PER_CONN_KIB})",
+        per_conn(kept) <= KEPT_KIB,
+        "a kept-alive connection costs {} KiB (bound {KEPT_KIB})",
         per_conn(kept)
     );
 
