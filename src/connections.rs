@@ -298,6 +298,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        crate::allocator::collect_on_this_thread();
         let limits = self.limits.limits();
         let Some(_slot) = self.enter(limits.max_connections) else {
             closed_by_limit("over_limit");

@@ -88,27 +88,7 @@ enum Command {
     },
 }
 
-/// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_t` in the mimalloc 3 that
-/// libmimalloc-sys 0.1.49 builds; its Rust constants stop before it).
-#[cfg(not(feature = "system-allocator"))]
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Memory freed when connections close goes back to the system at once. mimalloc purges free
-/// pages only after a delay (1 s) and only when the thread that owns them allocates again: a
-/// worker left idle after a burst of connections kept its peak for good (214 MiB from 27 after
-/// 2,000 connections closed; `make bench-conns`). With no delay a page is returned when it
-/// empties. An operator's `MIMALLOC_PURGE_DELAY` still wins.
-fn release_freed_memory() {
-    #[cfg(not(feature = "system-allocator"))]
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option before any other thread exists; mimalloc reads
-        // it on each purge.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
-}
-
 fn main() -> ExitCode {
-    release_freed_memory();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
