@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 
 const CONNS: usize = 500;
 /// Connected, nothing sent: release build, 2,000 connections (`make bench-conns`) 14.4 KiB,
-/// this debug build 11-12 (32 with the session built at accept); twice the debug figure.
+/// this debug build 4-12 (32 with the session built at accept).
 const IDLE_KIB: u64 = 24;
-/// One request served and kept alive: release ~34 KiB, debug ~31-36 (the target, 16 KiB, is
+/// One request served and kept alive: release ~34 KiB, debug 24-36 (the target, 16 KiB, is
 /// not met yet: BENCHMARKS.md).
 const KEPT_KIB: u64 = 64;
 /// RSS after every connection closed, over the base before they opened.
