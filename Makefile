@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-micro profile instructions ab check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-conns bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -179,6 +179,13 @@ soak: deps wrk-nginx
 bench-respcache: deps wrk-nginx
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/respcache.py
+
+# Memory per open client connection (issue 22): authgate's public route beside nginx's plain
+# proxy, N connections held connected / mid-header / kept alive after a request, and RSS 10 s
+# after they close (benches/load/conns.py; needs nginx). About a minute; e.g. `CONNS=500 make bench-conns`.
+bench-conns: deps wrk-nginx
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate python3 benches/load/conns.py
 
 # Where a request's CPU goes (issue 14): CPU per request of nginx-plain and of authgate's
 # public, identify (hit) and miss paths, and authgate's broken down with perf

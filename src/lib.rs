@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod allocator;
 pub mod cache;
 pub mod config;
 pub mod connections;

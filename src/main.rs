@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -25,7 +26,10 @@ use authgate::upstreams::HealthChecks;
 use authgate::{admin::Admin, config, proxy::AuthGate};
 
 // Pingora allocates per request (headers, tasks, buffers); mimalloc's thread-local free lists
-// make that several times cheaper than glibc's malloc (see BENCHMARKS.md).
+// make that several times cheaper than glibc's malloc (see BENCHMARKS.md). Heap profilers
+// (valgrind's DHAT, heaptrack) only see the system allocator: build with
+// `--features system-allocator` for them.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -216,7 +220,10 @@ fn run_proxy(cli: &Cli) -> ExitCode {
                 }
                 service.add_tls_with_settings(&l.addr.to_string(), None, tls);
             }
-            None => service.add_tcp(&l.addr.to_string()),
+            None => service.add_listener(
+                ListenerConfig::tcp(l.addr.to_string())
+                    .l4_buffer(authgate::connections::plain_l4_buffers()),
+            ),
         }
         server.add_service(service);
     }
