@@ -282,13 +282,27 @@ async fn is_h2(stream: &mut Stream, h2c: bool) -> bool {
 /// again): until then Pingora's HTTP session (its two boxed futures, ~14 KiB, and the 4 KiB
 /// header buffer) is not built, so a connection that sends nothing costs little. `false`: the
 /// client closed or broke the connection before sending anything (Pingora closes those
-/// silently too). A TLS connection has sent its handshake already and goes straight on.
-async fn first_byte(stream: &mut Stream) -> bool {
+/// silently too), or the listener stopped and the drain window passed with nothing sent: the
+/// proxy's own wait for a request is cut short by its cleanup after that window, and a
+/// connection waiting here must not hold a stopping process until `client.header_timeout`.
+/// A TLS connection has sent its handshake already and goes straight on.
+async fn first_byte(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
     if stream.get_ssl_digest().is_some() {
         return true;
     }
     let mut byte = [0u8; 1];
-    stream.try_peek(&mut byte).await.is_ok()
+    let peek = stream.try_peek(&mut byte);
+    tokio::pin!(peek);
+    let mut stopping = shutdown.clone();
+    tokio::select! {
+        sent = &mut peek => return sent.is_ok(),
+        // An error: the server is gone; the window below still bounds the wait.
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    matches!(
+        tokio::time::timeout(crate::config::DRAIN_WINDOW, peek).await,
+        Ok(Ok(_))
+    )
 }
 
 #[async_trait]
@@ -326,7 +340,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         ));
         let watch = conn.clone();
         let serve = CONN.scope(conn, async move {
-            if !self.h2c && !first_byte(&mut stream).await {
+            if !self.h2c && !first_byte(&mut stream, shutdown).await {
                 return None;
             }
             self.app.process_new(stream, shutdown).await

@@ -235,3 +235,50 @@ async fn without_a_drain_delay_sigterm_closes_the_listeners_at_once() {
     let exited = tokio::task::block_in_place(|| s.proxy.wait_exit(Duration::from_secs(10)));
     assert!(exited.expect("the process did not exit").success());
 }
+
+/// A client connection that never sends a byte does not keep a stopping process alive until
+/// `client.header_timeout`: once the listener stops it gets the drain window to send its
+/// request, like a parked keep-alive connection, and is closed after it. A connection that
+/// sends its request within that window is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_does_not_hold_a_stopping_process() {
+    let mut s = Stack::builder()
+        .admin()
+        .grace_period_seconds(GRACE_SECONDS)
+        .yaml("client:\n  header_timeout: 300s\n")
+        .start()
+        .await;
+    let addr = s.proxy.addr;
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let mut late = TcpStream::connect(addr).await.expect("connect");
+    // Both are accepted and their tasks running before the stop.
+    metric_reaches(s.admin(), "authgate_client_connections", 2.0).await;
+
+    s.proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the listener never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Within the window, the late one sends its request and is answered.
+    let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    late.write_all(req.as_bytes()).await.expect("write");
+    let answer = read_response(&mut late).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The silent one is closed by the proxy, and the process exits: neither waits out the
+    // header timeout (300 s) nor the grace period (60 s).
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent connection was not closed: {read:?}"
+    );
+    let exited = tokio::task::block_in_place(|| s.proxy.wait_exit(Duration::from_secs(20)));
+    let status = exited.expect("the process did not exit once idle");
+    assert!(status.success(), "exit status {status}: {}", s.proxy.log());
+}
