@@ -257,6 +257,80 @@ pub trait HttpServerApp {
     }
 }
 
+/// What the wait between two requests of a kept-alive HTTP/1 connection found.
+enum NextRequest {
+    /// The first bytes of the next request, read (to become the new session's parse buffer).
+    Started(BytesMut),
+    /// The service is shutting down: build the session as before, nothing read.
+    Stopping,
+    /// The client closed the connection, it failed, or the keep-alive timeout passed.
+    Gone,
+}
+
+/// The first read of a request header, as `read_request` allocates it.
+const FIRST_READ: usize = 4096;
+
+thread_local! {
+    /// Borrowed only for the duration of one `poll_read`, never across a wait: a connection
+    /// waiting for its next request holds no buffer of its own.
+    static FIRST_READ_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; FIRST_READ].into_boxed_slice());
+}
+
+/// Waits, between two requests of a kept-alive HTTP/1 connection, for the next request's first
+/// bytes before the next session is built: until then the connection holds only its stream,
+/// not `process_new_http`'s future and a header buffer (about 14 KiB, held for as long as a
+/// client keeps an idle connection open). The read is the one `read_request` would have made,
+/// into a per-thread scratch buffer borrowed only while it is polled, then moved into the
+/// session's parse buffer: no extra read, and nothing held while waiting. The keep-alive
+/// timeout applies as in `read_request`. When the service starts shutting down the wait stops
+/// and the session is built as before, so the app's own shutdown handling of parked
+/// connections applies unchanged.
+async fn next_request_arrives(
+    stream: &mut Stream,
+    settings: Option<&HttpPersistentSettings>,
+    shutdown: &ShutdownWatch,
+) -> NextRequest {
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    let idle = match settings.and_then(|s| s.keepalive_timeout) {
+        Some(0) | None => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    };
+    let first_bytes = std::future::poll_fn(|cx| {
+        FIRST_READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(None),
+                Poll::Ready(Ok(())) => {
+                    let mut buf = BytesMut::with_capacity(FIRST_READ);
+                    buf.extend_from_slice(read.filled());
+                    Poll::Ready(Some(buf))
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!("Read error while waiting for the next request {e}");
+                    Poll::Ready(None)
+                }
+            }
+        })
+    });
+    let wait = async {
+        match idle {
+            Some(idle) => tokio::time::timeout(idle, first_bytes).await.ok().flatten(),
+            None => first_bytes.await,
+        }
+    };
+    let mut stopping = shutdown.clone();
+    tokio::select! {
+        got = wait => got.map_or(NextRequest::Gone, NextRequest::Started),
+        // The read is dropped unfinished: a read that returned data ends the wait first.
+        _ = stopping.wait_for(|stop| *stop) => NextRequest::Stopping,
+    }
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -307,7 +381,7 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            let h2_conn = match Box::pin(server::handshake(stream, h2_options)).await {
                 Err(e) => {
                     // A client that leaves before its preface: its doing, not the server's.
                     debug!("H2 handshake error {e}");
@@ -322,7 +396,7 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            Box::pin(server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
@@ -339,7 +413,7 @@ where
                             .await;
                     });
                 },
-            )
+            ))
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
@@ -359,10 +433,26 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                let mut first_bytes = None;
+                if persistent_settings
+                    .as_ref()
+                    .is_some_and(|s| s.pipelined_prefix.is_none())
+                {
+                    match next_request_arrives(&mut stream, persistent_settings.as_ref(), shutdown)
+                        .await
+                    {
+                        NextRequest::Started(bytes) => first_bytes = Some(bytes),
+                        NextRequest::Stopping => {}
+                        NextRequest::Gone => return None,
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(first_bytes) = first_bytes {
+                    session.set_pipelined_prefix(first_bytes);
                 }
 
                 result = self.process_new_http(session, shutdown).await;
