@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-conns bench-micro profile instructions ab check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-conns bench-latency bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -186,6 +186,14 @@ bench-respcache: deps wrk-nginx
 bench-conns: deps wrk-nginx
 	$(CARGO) build --release --bin authgate
 	AUTHGATE=target/release/authgate python3 benches/load/conns.py
+
+# Latency at a fixed rate (issue 22): p50/p99/p99.9 of a hit, a public route and a miss at 50%
+# and 80% of nginx's saturated rate, beside tuned nginx and nginx's plain proxy, with
+# coordinated-omission correction (benches/loadgen.rs driven by benches/load/latency.py; needs
+# wrk and nginx). About 5 minutes; e.g. `ROUNDS=1 SECS=3 make bench-latency`.
+bench-latency: deps wrk-nginx
+	$(CARGO) build --release --bin authgate
+	AUTHGATE=target/release/authgate python3 benches/load/latency.py
 
 # Where a request's CPU goes (issue 14): CPU per request of nginx-plain and of authgate's
 # public, identify (hit) and miss paths, and authgate's broken down with perf
