@@ -248,7 +248,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(downstream_handshake_timeout(), io.handshake()).await {
+                        // Boxed: inline, the handshake's state (a TLS accept) would size this
+                        // task, which every connection holds for its whole life.
+                        let handshake = Box::pin(io.handshake());
+                        match timeout(downstream_handshake_timeout(), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
