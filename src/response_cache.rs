@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use http::header::{SET_COOKIE, VARY};
+use http::header::{HeaderName, SET_COOKIE, VARY};
 use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -329,6 +329,23 @@ pub fn storable(
         cc.strip_private_headers(&mut header);
     }
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+}
+
+/// Whether a field the backend marked hop-by-hop (and authgate removed) is one that decides
+/// whether a response may be shared or how long: then the response is not stored, since what
+/// it said was cut (a `Connection: Set-Cookie` would otherwise store a page without the cookie
+/// that made it personal).
+pub fn decides_storage(name: &HeaderName) -> bool {
+    [
+        "set-cookie",
+        "cache-control",
+        "cdn-cache-control",
+        "expires",
+        "vary",
+        "pragma",
+        "age",
+    ]
+    .contains(&name.as_str())
 }
 
 fn secs(d: Duration) -> u32 {

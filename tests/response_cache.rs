@@ -805,3 +805,91 @@ async fn a_request_with_a_body_neither_uses_nor_fills_the_cache() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9111 (HTTP caching) and RFC 9213 (targeted cache control), rule by rule (issue 24).
+// ---------------------------------------------------------------------------------------------
+
+/// `s`, percent-encoded for the echo backend's `h-<name>=<value>` query pairs.
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The echo path `/static/<name>` answering with `headers` (name, value).
+fn shaped(name: &str, headers: &[(&str, &str)]) -> String {
+    let query: Vec<String> = headers
+        .iter()
+        .map(|(n, v)| format!("h-{n}={}", enc(v)))
+        .collect();
+    format!("/static/{name}?{}", query.join("&"))
+}
+
+/// RFC 9110 §7.6.1, RFC 9111 §3.1: the fields a backend names in `Connection`, and the
+/// standard hop-by-hop fields, are removed before the response is forwarded or stored.
+/// Hostile nominations: `Content-Length` (framing stays whole), `Set-Cookie` and
+/// `Cache-Control` (removed; the response is then not stored, since what it said of caching
+/// and identity was cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_of_a_response_are_neither_forwarded_nor_stored() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = shaped(
+        "hop",
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("connection", "X-Hop, x-other"),
+            ("x-hop", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "3"),
+        ],
+    );
+    let a = get(&s, &path).await;
+    let b = get(&s, &path).await;
+    assert_eq!(b.seq, a.seq, "not stored");
+    for got in [&a, &b] {
+        for gone in ["x-hop", "x-other", "keep-alive", "proxy-authenticate"] {
+            assert!(!got.headers.contains_key(gone), "{gone}: {:?}", got.headers);
+        }
+        assert_eq!(
+            got.headers.get("x-kept").map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+    }
+    // Connection: Content-Length: the body still arrives whole, and is stored.
+    let path = shaped(
+        "hop-length",
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("connection", "Content-Length"),
+        ],
+    );
+    let a = get(&s, &path).await;
+    assert!(a.echo.is_some(), "the body did not arrive whole");
+    assert_eq!(get(&s, &path).await.seq, a.seq);
+    // Nominated identity and caching fields: removed, and the response is not stored.
+    for (name, cut, headers) in [
+        (
+            "hop-cookie",
+            "set-cookie",
+            vec![
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "sid=1"),
+                ("connection", "Set-Cookie"),
+            ],
+        ),
+        (
+            "hop-cc",
+            "cache-control",
+            vec![
+                ("cache-control", "private"),
+                ("connection", "Cache-Control"),
+            ],
+        ),
+    ] {
+        let path = shaped(name, &headers);
+        let a = get(&s, &path).await;
+        assert!(!a.headers.contains_key(cut), "{name}: {:?}", a.headers);
+        assert!(get(&s, &path).await.seq > a.seq, "{name}: stored");
+    }
+}

@@ -1,5 +1,6 @@
-//! The response cache's phases for one request: whether it may use the cache, its key, and
-//! whether a backend's answer may be stored (the decisions are `response_cache`'s).
+//! The response cache's phases for one request: whether it may use the cache, its key, what
+//! a backend's answer does to the cache (hop-by-hop fields, a 304's update, invalidation by a
+//! write) and whether it may be stored (the decisions are `response_cache`'s).
 
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -47,16 +48,43 @@ pub fn key(ctx: &Ctx) -> pingora::Result<pingora::cache::CacheKey> {
     ))
 }
 
+/// A backend's response, before anything caches or forwards it (every route): its hop-by-hop
+/// fields go (RFC 9110 §7.6.1, RFC 9111 §3.1); on a cached route, a `304` to a revalidation
+/// is kept for `storable`, and a successful write invalidates what it changed (RFC 9111 §4.4)
+/// here and, in a fleet, on every instance, before its answer reaches the client.
+pub fn from_backend(
+    _session: &Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+) -> pingora::Result<()> {
+    let cut = match pingora::proxy::strip_response_hop_by_hop_headers(resp) {
+        Ok(cut) => cut,
+        Err(e) => {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!("the backend's Connection header: {e}"),
+            )
+        }
+    };
+    ctx.cut_storage_fields = cut.iter().any(response_cache::decides_storage);
+    Ok(())
+}
+
 pub fn storable(
     session: &Session,
     resp: &ResponseHeader,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
 ) -> pingora::Result<pingora::cache::RespCacheable> {
     let Some((routed, c)) = ctx.cached_route() else {
         return Ok(pingora::cache::RespCacheable::Uncacheable(
             pingora::cache::NoCacheReason::NeverEnabled,
         ));
     };
+    if ctx.cut_storage_fields {
+        return Ok(pingora::cache::RespCacheable::Uncacheable(
+            pingora::cache::NoCacheReason::Custom("connection"),
+        ));
+    }
     let rt = &routed.runtime;
     // A request whose credentials cannot even be read is treated as carrying some.
     let credentials = Credentials::from_request(session.req_header())

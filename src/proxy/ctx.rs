@@ -65,6 +65,9 @@ pub struct Ctx {
     pub logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     pub cache_bypass: bool,
+    /// The backend marked hop-by-hop a field that decides storage (it was removed): the
+    /// response is not stored.
+    pub cut_storage_fields: bool,
     /// The client went away before its answer was done.
     pub client_left: bool,
     /// The route's CORS headers for this request's origin, added to whatever answers it.
@@ -86,6 +89,7 @@ impl Ctx {
             forged: false,
             logout: None,
             cache_bypass: false,
+            cut_storage_fields: false,
             client_left: false,
             cors: Vec::new(),
         }

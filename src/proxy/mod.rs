@@ -146,6 +146,15 @@ impl ProxyHttp for AuthGate {
         cache::storable(session, resp, ctx)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        cache::from_backend(session, upstream_response, ctx)
+    }
+
     fn should_serve_stale(&self, _: &mut Session, _: &mut Ctx, error: Option<&Error>) -> bool {
         response_cache::serve_stale(error)
     }
