@@ -893,3 +893,250 @@ async fn hop_by_hop_fields_of_a_response_are_neither_forwarded_nor_stored() {
         assert!(get(&s, &path).await.seq > a.seq, "{name}: stored");
     }
 }
+
+/// The `Age` a response carries, in seconds (`None` without one).
+fn age_of(got: &Got) -> Option<u64> {
+    got.headers.get("age")?.to_str().ok()?.parse().ok()
+}
+
+/// RFC 9111 §4.2.3 and §5.1: the origin's `Age` counts. A response already older than its
+/// freshness lifetime is stale on arrival (asked for again); one that is not is served with
+/// the origin's age plus the time it has been stored. Hostile `Age` values: an invalid one
+/// (negative, garbage, a fraction, a suffix) is ignored; the first of several (or of a list)
+/// is used; one too large to represent counts as 2^31 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_age_counts_toward_freshness_and_the_age_served() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let cc = ("cache-control", "public, max-age=3600");
+    // Stale on arrival: every request reaches the backend.
+    for (name, ages) in [
+        ("old", &["7200"][..]),
+        ("huge", &["99999999999999999999999"][..]),
+        ("max", &["2147483648"][..]),
+        ("first-of-two", &["7200", "10"][..]),
+        ("first-of-list", &["7200, 10"][..]),
+    ] {
+        let mut headers = vec![cc];
+        headers.extend(ages.iter().map(|a| ("age", *a)));
+        let path = shaped(&format!("age-{name}"), &headers);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert!(b.seq > a.seq, "Age {ages:?}: served as fresh");
+    }
+    // Young enough: a hit, whose Age is the origin's plus its time in the cache.
+    let path = shaped("age-young", &[cc, ("age", "100")]);
+    let a = get(&s, &path).await;
+    let b = get(&s, &path).await;
+    assert_eq!(b.seq, a.seq, "not stored");
+    let age = age_of(&b).expect("a hit carries Age");
+    assert!((100..200).contains(&age), "Age {age}, expected 100 and up");
+    // Invalid: ignored (a hit, with an Age of its own time in the cache only).
+    for bad in ["-7200", "abc", "7200a", "72.5", "0x1C20", ""] {
+        let path = shaped(&format!("age-bad-{}", enc(bad)), &[cc, ("age", bad)]);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert_eq!(b.seq, a.seq, "Age {bad:?}: not stored");
+        let age = age_of(&b).expect("a hit carries Age");
+        assert!(age < 100, "Age {bad:?} was read as {age}");
+    }
+}
+
+/// An HTTP date `offset` seconds from now, in `form`: 0 IMF-fixdate, 1 RFC 850, 2 asctime
+/// (RFC 9110 §5.6.7).
+fn http_date(offset: i64, form: u8) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if offset >= 0 {
+        now + Duration::from_secs(offset as u64)
+    } else {
+        now - Duration::from_secs(offset.unsigned_abs())
+    };
+    let imf = httpdate::fmt_http_date(t); // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let (wday, day, mon, year, time) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
+    let long = match wday {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    match form {
+        0 => imf.clone(),
+        1 => format!("{long}, {day}-{mon}-{} {time} GMT", &year[2..]),
+        _ => format!(
+            "{wday} {mon} {:>2} {time} {year}",
+            day.trim_start_matches('0')
+        ),
+    }
+}
+
+/// RFC 9111 §4.2.1: an `Expires` lifetime is `Expires` minus `Date`, not minus the local
+/// clock, so an origin whose clock is an hour behind still gets its minute of freshness; the
+/// obsolete date forms of RFC 9110 §5.6.7 (RFC 850, asctime) and any letter case are read; an
+/// invalid `Expires` (`0`, garbage, two different values) means already expired, whatever the
+/// route's default TTL; a shared cache takes `s-maxage` before `max-age` before `Expires`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_counts_from_the_responses_date_in_every_date_form() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let pb = ("cache-control", "public");
+    // The origin's clock an hour behind: Date and Expires both an hour ago, a minute apart.
+    for form in 0..3u8 {
+        let (date, expires) = (http_date(-3600, form), http_date(-3540, form));
+        for (case, expires) in [
+            ("as-sent", expires.clone()),
+            ("upper", expires.to_ascii_uppercase()),
+            ("lower", expires.to_ascii_lowercase()),
+        ] {
+            let path = shaped(
+                &format!("exp-{form}-{case}"),
+                &[pb, ("date", &date), ("expires", &expires)],
+            );
+            let a = get(&s, &path).await;
+            let b = get(&s, &path).await;
+            assert_eq!(b.seq, a.seq, "form {form} {case}: {expires:?} not fresh");
+        }
+    }
+    // Already expired: stale at once, though the route's ttl would make it fresh.
+    let date = http_date(0, 0);
+    for (name, expires) in [
+        ("zero", vec!["0".to_string()]),
+        ("garbage", vec!["tomorrow".to_string()]),
+        ("past", vec![http_date(-60, 0)]),
+        ("two", vec![http_date(600, 0), http_date(-600, 0)]),
+    ] {
+        let mut headers = vec![pb, ("date", date.as_str())];
+        headers.extend(expires.iter().map(|e| ("expires", e.as_str())));
+        let path = shaped(&format!("exp-bad-{name}"), &headers);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert!(b.seq > a.seq, "Expires {expires:?}: served as fresh");
+    }
+    // Two different Dates: neither is believed, the time of arrival stands in.
+    let path = shaped(
+        "exp-two-dates",
+        &[
+            pb,
+            ("date", &http_date(-7200, 0)),
+            ("date", &http_date(0, 0)),
+            ("expires", &http_date(600, 0)),
+        ],
+    );
+    let a = get(&s, &path).await;
+    assert_eq!(get(&s, &path).await.seq, a.seq, "two Dates: not fresh");
+    // Precedence for a shared cache: s-maxage, then max-age, then Expires.
+    let past = http_date(-600, 0);
+    for (name, headers) in [
+        (
+            "s-maxage",
+            vec![("cache-control", "public, s-maxage=60, max-age=0")],
+        ),
+        (
+            "max-age",
+            vec![("cache-control", "public, max-age=60"), ("expires", &past)],
+        ),
+    ] {
+        let path = shaped(&format!("prec-{name}"), &headers);
+        let a = get(&s, &path).await;
+        assert_eq!(get(&s, &path).await.seq, a.seq, "{name} did not win");
+    }
+    let path = shaped(
+        "prec-s-maxage-zero",
+        &[("cache-control", "public, s-maxage=0, max-age=60")],
+    );
+    let a = get(&s, &path).await;
+    assert!(
+        get(&s, &path).await.seq > a.seq,
+        "s-maxage=0 lost to max-age"
+    );
+}
+
+/// RFC 9213: a valid `CDN-Cache-Control` decides authgate's freshness instead of
+/// `Cache-Control` and `Expires` (which the browser still gets); an empty or invalid one
+/// (not a Structured Fields dictionary) is ignored. It is forwarded unchanged, for caches
+/// further down. authgate's identity rules still hold: `Cache-Control: private` is never
+/// stored, whatever the CDN field says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_takes_precedence_for_authgate() {
+    let s = &stack(ROUTES, 1 << 20).await;
+    let past = http_date(-600, 0);
+    let stored = |name: &str, headers: &[(&str, &str)]| {
+        let path = shaped(name, headers);
+        async move {
+            let a = get(s, &path).await;
+            (a.headers.clone(), get(s, &path).await.seq == a.seq)
+        }
+    };
+    let (headers, hit) = stored(
+        "cdn-longer",
+        &[
+            ("cache-control", "public, max-age=0"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+    )
+    .await;
+    assert!(hit, "CDN-Cache-Control max-age=60 lost to Cache-Control");
+    assert_eq!(header(&headers, "cdn-cache-control"), ["max-age=60"]);
+    assert_eq!(header(&headers, "cache-control"), ["public, max-age=0"]);
+    let (_, hit) = stored(
+        "cdn-over-expires",
+        &[("expires", &past), ("cdn-cache-control", "max-age=60")],
+    )
+    .await;
+    assert!(hit, "CDN-Cache-Control lost to Expires");
+    for (name, cdn) in [
+        ("cdn-no-store", "no-store"),
+        ("cdn-zero", "max-age=0"),
+        ("cdn-private", "private"),
+    ] {
+        let (_, hit) = stored(
+            name,
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", cdn),
+            ],
+        )
+        .await;
+        assert!(!hit, "{name}: Cache-Control won over CDN-Cache-Control");
+    }
+    // Invalid or empty: ignored, Cache-Control decides (stored for 60 s).
+    for (i, cdn) in [
+        "",
+        "max-age=60,",
+        "Max-Age=0",
+        "max-age=0;;",
+        "no-store, \"x\"",
+        "max-age=(0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_, hit) = stored(
+            &format!("cdn-invalid-{i}"),
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", cdn),
+            ],
+        )
+        .await;
+        assert!(hit, "{cdn:?}: an invalid CDN-Cache-Control was obeyed");
+    }
+    let (_, hit) = stored(
+        "cdn-but-private",
+        &[
+            ("cache-control", "private"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+    )
+    .await;
+    assert!(!hit, "a private response was stored");
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect()
+}

@@ -2,6 +2,8 @@
 //! a backend's answer does to the cache (hop-by-hop fields, a 304's update, invalidation by a
 //! write) and whether it may be stored (the decisions are `response_cache`'s).
 
+use std::time::SystemTime;
+
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -85,6 +87,11 @@ pub fn storable(
             pingora::cache::NoCacheReason::Custom("connection"),
         ));
     }
+    let response_time = SystemTime::now();
+    let exchange = response_cache::Exchange {
+        request_time: ctx.request_time.unwrap_or(response_time),
+        response_time,
+    };
     let rt = &routed.runtime;
     // A request whose credentials cannot even be read is treated as carrying some.
     let credentials = Credentials::from_request(session.req_header())
@@ -96,5 +103,6 @@ pub fn storable(
         credentials,
         ns,
         resp,
+        exchange,
     ))
 }

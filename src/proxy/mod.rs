@@ -203,6 +203,9 @@ impl ProxyHttp for AuthGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if session.cache.enabled() {
+            ctx.request_time = Some(std::time::SystemTime::now());
+        }
         upstream::prepare(session, upstream_request, ctx)
     }
 
