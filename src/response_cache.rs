@@ -3,6 +3,7 @@
 //! bounded in-memory store (`storage`) with Pingora's LRU eviction manager and cache lock.
 
 mod freshness;
+mod revalidation;
 mod storage;
 mod targeted;
 
@@ -23,6 +24,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::identity::Namespace;
 use crate::policy::Policy;
 pub use freshness::Exchange;
+pub use revalidation::updated_by_304;
 pub use storage::Store;
 
 /// A route's `cache:` settings.

@@ -1052,6 +1052,77 @@ async fn expires_counts_from_the_responses_date_in_every_date_form() {
     );
 }
 
+/// A canned backend whose replies the test switches: `replies[0]` first.
+async fn switching(first: &'static [u8]) -> Canned {
+    serve_canned(first, Duration::ZERO, true).await
+}
+
+fn switch(canned: &Canned, reply: &'static [u8]) {
+    *canned.reply.lock().expect("reply lock") = reply;
+}
+
+/// The status, headers and body of one request (status 0: the connection was dropped).
+async fn fetch(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            match resp.text().await {
+                Ok(body) => (status, headers, body),
+                Err(_) => (0, headers, String::new()),
+            }
+        }
+        Err(_) => (0, reqwest::header::HeaderMap::new(), String::new()),
+    }
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect()
+}
+
+/// RFC 9111 §4.3.4 and §3.2: a `304` on revalidation updates the stored header fields with
+/// the ones it carries; the stored body is served with the new values from then on, except
+/// the fields that must not be updated (`Content-Length`, the hop-by-hop ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_updates_the_stored_header_fields() {
+    let backend = switching(b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=0\r\nETag: \"v1\"\r\nX-Version: 1\r\nX-Kept: yes\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").await;
+    let s = Stack::builder()
+        .admin()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(ROUTES)
+        .start()
+        .await;
+    let url = s.proxy.url("/static/updated");
+    let (status, first, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    assert_eq!(header(&first, "x-version"), ["1"]);
+    // Stale at once (max-age=0): the next use revalidates, and the origin's 304 brings new
+    // values, a Content-Length it must not change, and a field it marks hop-by-hop.
+    switch(&backend, b"HTTP/1.1 304 Not Modified\r\nCache-Control: public, max-age=0\r\nETag: \"v1\"\r\nX-Version: 2\r\nX-New: added\r\nContent-Length: 99\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n");
+    let (status, second, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"), "{second:?}");
+    assert_eq!(header(&second, "x-version"), ["2"], "{second:?}");
+    assert_eq!(header(&second, "x-new"), ["added"], "{second:?}");
+    assert_eq!(header(&second, "x-kept"), ["yes"], "{second:?}");
+    assert!(header(&second, "x-hop").is_empty(), "{second:?}");
+    assert_eq!(header(&second, "content-length"), ["5"], "{second:?}");
+    // Stored so: a 304 saying nothing new still serves the updated fields.
+    switch(
+        &backend,
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n",
+    );
+    let (status, third, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"), "{third:?}");
+    assert_eq!(header(&third, "x-version"), ["2"], "{third:?}");
+    assert_eq!(header(&third, "x-new"), ["added"], "{third:?}");
+    assert!(header(&third, "x-hop").is_empty(), "{third:?}");
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 /// RFC 9213: a valid `CDN-Cache-Control` decides authgate's freshness instead of
 /// `Cache-Control` and `Expires` (which the browser still gets); an empty or invalid one
 /// (not a Structured Fields dictionary) is ignored. It is forwarded unchanged, for caches
@@ -1131,12 +1202,4 @@ async fn cdn_cache_control_takes_precedence_for_authgate() {
     )
     .await;
     assert!(!hit, "a private response was stored");
-}
-
-fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Vec<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap_or("?"))
-        .collect()
 }

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use pingora::cache::CachePhase;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -55,7 +56,7 @@ pub fn key(ctx: &Ctx) -> pingora::Result<pingora::cache::CacheKey> {
 /// is kept for `storable`, and a successful write invalidates what it changed (RFC 9111 §4.4)
 /// here and, in a fleet, on every instance, before its answer reaches the client.
 pub fn from_backend(
-    _session: &Session,
+    session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut Ctx,
 ) -> pingora::Result<()> {
@@ -69,6 +70,9 @@ pub fn from_backend(
         }
     };
     ctx.cut_storage_fields = cut.iter().any(response_cache::decides_storage);
+    if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.phase() == CachePhase::Stale {
+        ctx.not_modified = Some(Box::new(resp.clone()));
+    }
     Ok(())
 }
 
@@ -77,6 +81,7 @@ pub fn storable(
     resp: &ResponseHeader,
     ctx: &mut Ctx,
 ) -> pingora::Result<pingora::cache::RespCacheable> {
+    let not_modified = ctx.not_modified.take();
     let Some((routed, c)) = ctx.cached_route() else {
         return Ok(pingora::cache::RespCacheable::Uncacheable(
             pingora::cache::NoCacheReason::NeverEnabled,
@@ -87,6 +92,16 @@ pub fn storable(
             pingora::cache::NoCacheReason::Custom("connection"),
         ));
     }
+    // A revalidation's 304: Pingora hands over the stored header with five of the 304's fields
+    // copied in; RFC 9111 §4.3.4 wants all of them.
+    let merged;
+    let resp = match (not_modified, session.cache.maybe_cache_meta()) {
+        (Some(fresh), Some(meta)) => {
+            merged = response_cache::updated_by_304(meta.response_header(), &fresh);
+            &merged
+        }
+        _ => resp,
+    };
     let response_time = SystemTime::now();
     let exchange = response_cache::Exchange {
         request_time: ctx.request_time.unwrap_or(response_time),
