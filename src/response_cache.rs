@@ -3,6 +3,7 @@
 //! bounded in-memory store (`storage`) with Pingora's LRU eviction manager and cache lock.
 
 mod freshness;
+mod invalidation;
 mod revalidation;
 mod storage;
 mod targeted;
@@ -24,6 +25,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::identity::Namespace;
 use crate::policy::Policy;
 pub use freshness::Exchange;
+pub use invalidation::invalidated;
 pub use revalidation::updated_by_304;
 pub use storage::Store;
 
@@ -431,17 +433,9 @@ pub fn purge_local(engine: &Engine, url: &str, prefix: bool) -> Result<usize, St
         None => (rest, "/"),
     };
     // The key holds the canonical host: lower case, no port, no trailing dot.
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || host.bytes().any(|b| b == b'|' || b.is_ascii_whitespace()) {
+    let Some(host) = invalidation::canonical_host(host) else {
         return Err(format!("`{url}` does not name a host"));
-    }
+    };
     let wanted = format!("{host}{target}");
     // The primary string ends with the URL after its third `|` (see `primary`).
     let n = engine.store.purge_where(engine.eviction, |p| {

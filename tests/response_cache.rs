@@ -1123,6 +1123,120 @@ async fn a_304_updates_the_stored_header_fields() {
     assert_eq!(backend.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// RFC 9111 §4.4: a non-error answer (2xx, 3xx) to an unsafe method (`POST`, `PUT`,
+/// `DELETE`, `PATCH`, or any method not known to be safe) invalidates the stored responses of
+/// its URL, every variant of it; a safe method (`OPTIONS`) or an error answer does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_every_variant_of_their_url() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = format!("/static/inv?{PUBLIC_60}&h-vary=Accept-Language");
+    let lang = |method: reqwest::Method, l: &'static str| {
+        client()
+            .request(method, s.proxy.url(&path))
+            .header("accept-language", l)
+    };
+    let methods = ["POST", "PUT", "DELETE", "PATCH", "FROB"];
+    for m in methods {
+        let en = send(lang(reqwest::Method::GET, "en")).await;
+        let fr = send(lang(reqwest::Method::GET, "fr")).await;
+        assert_eq!(send(lang(reqwest::Method::GET, "en")).await.seq, en.seq);
+        assert_eq!(send(lang(reqwest::Method::GET, "fr")).await.seq, fr.seq);
+        let method = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
+        let write = send(lang(method, "en")).await;
+        assert_eq!(write.status, 200, "{m}");
+        assert!(
+            send(lang(reqwest::Method::GET, "en")).await.seq > write.seq,
+            "{m}: en kept"
+        );
+        assert!(
+            send(lang(reqwest::Method::GET, "fr")).await.seq > write.seq,
+            "{m}: fr kept"
+        );
+    }
+    // A safe method changes nothing.
+    let en = send(lang(reqwest::Method::GET, "en")).await;
+    send(lang(reqwest::Method::OPTIONS, "en")).await;
+    assert_eq!(
+        send(lang(reqwest::Method::GET, "en")).await.seq,
+        en.seq,
+        "OPTIONS invalidated"
+    );
+    // Another URL's object stays.
+    let other = format!("/static/inv-other?{PUBLIC_60}");
+    let o = get(&s, &other).await;
+    send(client().post(s.proxy.url(&path))).await;
+    assert_eq!(
+        get(&s, &other).await.seq,
+        o.seq,
+        "a write dropped another URL"
+    );
+}
+
+/// RFC 9111 §4.4: an error answer to a write invalidates nothing; `Location` and
+/// `Content-Location` of a successful one name more URLs to invalidate, on the same host only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_invalidates_its_location_and_not_after_an_error() {
+    const V1: &[u8] =
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 2\r\n\r\nv1";
+    const V2: &[u8] =
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 2\r\n\r\nv2";
+    let backend = switching(V1).await;
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(ROUTES)
+        .start()
+        .await;
+    let body = |p: &'static str| {
+        let url = s.proxy.url(p);
+        async move { fetch(client().get(url)).await.2 }
+    };
+    // Redirects are the answers under test, not followed.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let post = |p: &'static str| {
+        let req = no_redirects.post(s.proxy.url(p));
+        async move { fetch(req).await.0 }
+    };
+    for p in ["/static/w", "/static/b", "/static/c", "/static/d"] {
+        assert_eq!(body(p).await, "v1", "{p}");
+    }
+    switch(&backend, V2);
+    for p in ["/static/w", "/static/b", "/static/c", "/static/d"] {
+        assert_eq!(body(p).await, "v1", "{p}: not stored");
+    }
+    // A 500 and a 404 to the write: nothing is invalidated.
+    switch(
+        &backend,
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post("/static/w").await, 500);
+    switch(
+        &backend,
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post("/static/w").await, 404);
+    switch(&backend, V2);
+    assert_eq!(body("/static/w").await, "v1", "invalidated after an error");
+    // A 201 naming /static/b (relative) and /static/c (absolute, same host but another
+    // port: the key has no port), and one naming /static/d on another host.
+    switch(&backend, b"HTTP/1.1 201 Created\r\nLocation: /static/b\r\nContent-Location: http://127.0.0.1:1/static/c\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post("/static/w").await, 201);
+    switch(&backend, b"HTTP/1.1 303 See Other\r\nLocation: http://elsewhere.test/static/d\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post("/static/x").await, 303);
+    switch(&backend, V2);
+    assert_eq!(body("/static/w").await, "v2", "the target stayed");
+    assert_eq!(body("/static/b").await, "v2", "Location stayed");
+    assert_eq!(body("/static/c").await, "v2", "Content-Location stayed");
+    assert_eq!(
+        body("/static/d").await,
+        "v1",
+        "another host's Location invalidated"
+    );
+}
+
 /// RFC 9213: a valid `CDN-Cache-Control` decides authgate's freshness instead of
 /// `Cache-Control` and `Expires` (which the browser still gets); an empty or invalid one
 /// (not a Structured Fields dictionary) is ignored. It is forwarded unchanged, for caches

@@ -73,7 +73,32 @@ pub fn from_backend(
     if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.phase() == CachePhase::Stale {
         ctx.not_modified = Some(Box::new(resp.clone()));
     }
+    invalidate(session, resp, ctx);
     Ok(())
+}
+
+/// RFC 9111 §4.4: a successful answer to a write drops the stored responses it changed.
+fn invalidate(session: &Session, resp: &ResponseHeader, ctx: &Ctx) {
+    let Some((routed, c)) = ctx.cached_route() else {
+        return;
+    };
+    let Some(engine) = routed.runtime.response_cache else {
+        return;
+    };
+    let req = session.req_header();
+    let host = c.url.split('/').next().unwrap_or_default();
+    let urls = response_cache::invalidated(
+        &req.method,
+        resp.status.as_u16(),
+        host,
+        &c.url,
+        &resp.headers,
+    );
+    for url in urls {
+        if let Err(e) = response_cache::purge(engine, routed.runtime.fleet.as_ref(), &url, false) {
+            log::debug!("invalidating {url}: {e}");
+        }
+    }
 }
 
 pub fn storable(
