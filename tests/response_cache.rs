@@ -508,9 +508,10 @@ async fn stale_objects_are_served_on_backend_errors_only_where_allowed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(m.status, 200);
+    // RFC 9111 §5.2.2.2: an error, 504 (Gateway Timeout), not the stale response.
     let r = get(&s, strict).await;
     assert_eq!(
-        r.status, 502,
+        r.status, 504,
         "must-revalidate was served stale on an error"
     );
 }
@@ -1235,6 +1236,72 @@ async fn a_write_invalidates_its_location_and_not_after_an_error() {
         "v1",
         "another host's Location invalidated"
     );
+}
+
+/// A backend that answers its first `answers` requests with `reply`, then closes each
+/// connection as soon as a request's head arrives (no answer at all).
+async fn answering_then_hanging_up(reply: &'static [u8], answers: u64) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let (l, addr) = listener().await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = l.accept().await {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_head(&mut conn, &mut buf).await.is_some() {
+                    if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= answers {
+                        return;
+                    }
+                    if conn.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a stale response under `must-revalidate` (or,
+/// for a shared cache, `proxy-revalidate` or `s-maxage`) whose origin cannot be reached for
+/// revalidation gets an error answer, 504, never the stale response (its `stale-if-error`
+/// notwithstanding) and never a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_answers_504_when_the_origin_hangs_up() {
+    for cc in [
+        "public, max-age=1, must-revalidate, stale-if-error=600",
+        "public, max-age=1, proxy-revalidate, stale-if-error=600",
+        "s-maxage=1, stale-if-error=600",
+    ] {
+        let reply: &'static [u8] = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nETag: \"e\"\r\nContent-Length: 5\r\n\r\nstale")
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let backend = answering_then_hanging_up(reply, 1).await;
+        let s = Stack::builder()
+            .pool("app", Pool::at(&[backend]))
+            .routes(ROUTES)
+            .start()
+            .await;
+        let url = s.proxy.url("/static/mr");
+        assert_eq!(fetch(client().get(&url)).await.0, 200, "{cc}");
+        // Fresh for a second: hits; then each use must revalidate with an origin that hangs up.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let (status, _, body) = loop {
+            let got = fetch(client().get(&url)).await;
+            if got.0 != 200 {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cc}: the stale response was served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status, 504, "{cc}: {body:?}");
+    }
 }
 
 /// RFC 9213: a valid `CDN-Cache-Control` decides authgate's freshness instead of

@@ -68,6 +68,8 @@ pub struct Ctx {
     /// When the request went to the backend, on a route with a response cache (the response's
     /// age on arrival counts the time it took, RFC 9111 §4.2.3).
     pub request_time: Option<SystemTime>,
+    /// The request went to the backend to revalidate a stale stored response.
+    pub revalidating: bool,
     /// A backend's `304` to a revalidation, for the stored response it updates.
     pub not_modified: Option<Box<pingora::http::ResponseHeader>>,
     /// The backend marked hop-by-hop a field that decides storage (it was removed): the
@@ -95,6 +97,7 @@ impl Ctx {
             logout: None,
             cache_bypass: false,
             request_time: None,
+            revalidating: false,
             not_modified: None,
             cut_storage_fields: false,
             client_left: false,
