@@ -102,9 +102,8 @@ fn resolve(reference: &str, host: &str, url: &str) -> Option<String> {
     let path = if path.starts_with('/') {
         path
     } else if path.is_empty() {
-        if query.is_none() {
-            return None;
-        }
+        // A bare `?query` keeps the target's path; an empty reference names nothing.
+        query?;
         target_path
     } else {
         // Relative to the target's directory.
@@ -124,14 +123,7 @@ mod tests {
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+        crate::testutil::request(pairs).headers.clone()
     }
 
     #[test]

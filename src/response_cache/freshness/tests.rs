@@ -3,14 +3,7 @@
 use super::*;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (n, v) in pairs {
-        h.append(
-            http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    h
+    crate::testutil::request(pairs).headers.clone()
 }
 
 fn at(secs: u64) -> SystemTime {
