@@ -130,7 +130,7 @@ pub fn render(engine: &Engine, text: &mut String) {
         );
     }
     let _ = writeln!(text, "# HELP authgate_response_cache_evicted_total Stored responses evicted to stay within max_bytes\n# TYPE authgate_response_cache_evicted_total counter\nauthgate_response_cache_evicted_total {}", engine.store.evicted());
-    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges and by writes to their URL (RFC 9111 4.4)\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
     let _ = writeln!(text, "# HELP authgate_response_cache_bytes Bytes held by the response cache\n# TYPE authgate_response_cache_bytes gauge\nauthgate_response_cache_bytes {}", engine.store.bytes());
     let _ = writeln!(text, "# HELP authgate_response_cache_objects Responses held by the response cache\n# TYPE authgate_response_cache_objects gauge\nauthgate_response_cache_objects {}", engine.store.objects());
 }

@@ -893,6 +893,19 @@ async fn hop_by_hop_fields_of_a_response_are_neither_forwarded_nor_stored() {
         assert!(!a.headers.contains_key(cut), "{name}: {:?}", a.headers);
         assert!(get(&s, &path).await.seq > a.seq, "{name}: stored");
     }
+    // A Connection header Pingora refuses in a request (too many names, a protected one): the
+    // backend's answer is not passed on half-stripped, the client gets a 502.
+    let many: Vec<String> = (0..10).map(|i| format!("x-{i}")).collect();
+    for connection in [many.join(", "), "Host".to_string(), ":status".to_string()] {
+        let path = shaped(
+            &format!("hop-bad-{}", connection.len()),
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("connection", &connection),
+            ],
+        );
+        assert_eq!(get(&s, &path).await.status, 502, "Connection: {connection}");
+    }
 }
 
 /// The `Age` a response carries, in seconds (`None` without one).
