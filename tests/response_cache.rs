@@ -1175,6 +1175,19 @@ async fn unsafe_methods_invalidate_every_variant_of_their_url() {
         en.seq,
         "OPTIONS invalidated"
     );
+    // A GET whose method override a framework obeys wrote too (client-controlled: the
+    // override decides, not the request line).
+    let en = send(lang(reqwest::Method::GET, "en")).await;
+    let overridden =
+        send(lang(reqwest::Method::GET, "en").header("x-http-method-override", "DELETE")).await;
+    assert!(
+        overridden.seq > en.seq,
+        "the override was served from the cache"
+    );
+    assert!(
+        send(lang(reqwest::Method::GET, "en")).await.seq > overridden.seq,
+        "a GET overridden to DELETE invalidated nothing"
+    );
     // Another URL's object stays.
     let other = format!("/static/inv-other?{PUBLIC_60}");
     let o = get(&s, &other).await;

@@ -87,13 +87,7 @@ fn invalidate(session: &Session, resp: &ResponseHeader, ctx: &Ctx) {
     };
     let req = session.req_header();
     let host = c.url.split('/').next().unwrap_or_default();
-    let urls = response_cache::invalidated(
-        &req.method,
-        resp.status.as_u16(),
-        host,
-        &c.url,
-        &resp.headers,
-    );
+    let urls = response_cache::invalidated(req, resp.status.as_u16(), host, &c.url, &resp.headers);
     for url in urls {
         if let Err(e) = response_cache::purge(engine, routed.runtime.fleet.as_ref(), &url, false) {
             log::debug!("invalidating {url}: {e}");

@@ -5,7 +5,9 @@
 use http::header::{CONTENT_LOCATION, LOCATION};
 use http::{HeaderMap, Method};
 
-use crate::request::normalize_path;
+use pingora::http::RequestHeader;
+
+use crate::request::{method_overrides, normalize_path};
 
 /// Whether a method is known to be safe (RFC 9110 §9.2.1); any other, known or not, may
 /// change state.
@@ -30,17 +32,25 @@ pub fn canonical_host(host: &str) -> Option<String> {
     Some(host)
 }
 
-/// The URLs an answer of `status` to `method` on `url` (the key's form, on `host`)
-/// invalidates: none for a safe method or an error answer (only 2xx and 3xx count); otherwise
-/// the target, and the `Location` and `Content-Location` URLs on the same host.
+/// Whether the backend may have acted on an unsafe method: the request's own, or one a
+/// method override names (`X-HTTP-Method-Override`, `_method`, ... which frameworks obey; a
+/// value that is no method at all counts too, the cache does not guess).
+pub fn may_change_state(req: &RequestHeader) -> bool {
+    !is_safe(&req.method)
+        || method_overrides(req, req.uri.query()).any(|m| m.map_or(true, |m| !is_safe(&m)))
+}
+
+/// The URLs an answer of `status` to `req` on `url` (the key's form, on `host`) invalidates:
+/// none for a safe method or an error answer (only 2xx and 3xx count); otherwise the target,
+/// and the `Location` and `Content-Location` URLs on the same host.
 pub fn invalidated(
-    method: &Method,
+    req: &RequestHeader,
     status: u16,
     host: &str,
     url: &str,
     headers: &HeaderMap,
 ) -> Vec<String> {
-    if is_safe(method) || !(200..400).contains(&status) {
+    if !(200..400).contains(&status) || !may_change_state(req) {
         return Vec::new();
     }
     let mut urls = vec![url.to_string()];
@@ -122,6 +132,14 @@ fn resolve(reference: &str, host: &str, url: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn req(method: &str, uri: &str, pairs: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+        for (n, v) in pairs {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
     fn with(pairs: &[(&str, &str)]) -> HeaderMap {
         crate::testutil::request(pairs).headers.clone()
     }
@@ -131,32 +149,68 @@ mod tests {
         let url = "h.test/a/b?x=1";
         let none = HeaderMap::new();
         for m in ["GET", "HEAD", "OPTIONS", "TRACE"] {
-            let m = Method::from_bytes(m.as_bytes()).unwrap();
-            assert!(invalidated(&m, 200, "h.test", url, &none).is_empty(), "{m}");
+            let m = req(m, "/a/b?x=1", &[]);
+            assert!(
+                invalidated(&m, 200, "h.test", url, &none).is_empty(),
+                "{}",
+                m.method
+            );
         }
         for m in ["POST", "PUT", "DELETE", "PATCH", "FROB"] {
-            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            let m = &req(m, "/a/b?x=1", &[]);
             for status in [200, 201, 204, 301, 303, 399] {
                 assert_eq!(
-                    invalidated(&m, status, "h.test", url, &none),
+                    invalidated(m, status, "h.test", url, &none),
                     [url],
-                    "{m} {status}"
+                    "{} {status}",
+                    m.method
                 );
             }
             for status in [100, 400, 404, 500, 503] {
                 assert!(
-                    invalidated(&m, status, "h.test", url, &none).is_empty(),
-                    "{m} {status}"
+                    invalidated(m, status, "h.test", url, &none).is_empty(),
+                    "{} {status}",
+                    m.method
                 );
             }
         }
+        // A method override a framework obeys: what the backend did, whatever the method.
+        for (uri, pairs) in [
+            ("/a/b?x=1", &[("x-http-method-override", "DELETE")][..]),
+            ("/a/b?x=1", &[("x-http-method", "put")][..]),
+            ("/a/b?x=1&_method=PATCH", &[][..]),
+            ("/a/b?x=1&%5Fmethod=post", &[][..]),
+            ("/a/b?x=1", &[("x-method-override", "not a method")][..]),
+        ] {
+            let m = &req("GET", uri, pairs);
+            assert_eq!(
+                invalidated(m, 200, "h.test", url, &none),
+                [url],
+                "{uri} {pairs:?}"
+            );
+        }
+        let safe = &req("POST", "/a/b?x=1", &[("x-http-method-override", "GET")]);
+        assert_eq!(
+            invalidated(safe, 200, "h.test", url, &none),
+            [url],
+            "POST is unsafe itself"
+        );
+        let get = &req("GET", "/a/b?x=1&_method=HEAD", &[]);
+        assert!(invalidated(get, 200, "h.test", url, &none).is_empty());
     }
 
     #[test]
     fn location_and_content_location_on_the_same_host_only() {
         let url = "h.test/a/b?x=1";
-        let got =
-            |pairs: &[(&str, &str)]| invalidated(&Method::POST, 201, "h.test", url, &with(pairs));
+        let got = |pairs: &[(&str, &str)]| {
+            invalidated(
+                &req("POST", "/a/b?x=1", &[]),
+                201,
+                "h.test",
+                url,
+                &with(pairs),
+            )
+        };
         assert_eq!(
             got(&[
                 ("location", "/c/d?y=2"),
