@@ -344,8 +344,9 @@ pub fn storable(
     let mut header = resp.clone();
     // The stored copy keeps no `Age`: the epoch holds it, and a hit is served its own.
     header.remove_header(&AGE);
-    if let Some(cc) = &cc {
-        cc.strip_private_headers(&mut header);
+    // Fields named by `private="..."` or `no-cache="..."`, in either field, are not stored.
+    for c in both() {
+        c.strip_private_headers(&mut header);
     }
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, epoch, swr, sie, header))
 }

@@ -230,6 +230,15 @@ fn age_expires_and_targeted_fields_decide_freshness() {
     )])
     .unwrap();
     assert_eq!(strict.stale_if_error_sec(), 0);
+    // Fields a targeted field names in no-cache="..." are not stored, like Cache-Control's.
+    let named = public(&[
+        ("cdn-cache-control", "max-age=60, no-cache=\"x-secret\""),
+        ("x-secret", "s"),
+        ("x-kept", "k"),
+    ])
+    .unwrap();
+    assert!(named.response_header().headers.get("x-secret").is_none());
+    assert!(named.response_header().headers.get("x-kept").is_some());
     // An identity route shares what either field marks shareable.
     assert!(stored(
         Policy::Identify,
