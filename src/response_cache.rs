@@ -2,14 +2,18 @@
 //! shared cache, with identity safety first), the key they are stored under, and the one
 //! bounded in-memory store (`storage`) with Pingora's LRU eviction manager and cache lock.
 
+mod freshness;
+mod invalidation;
+mod revalidation;
 mod storage;
+mod targeted;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use http::header::{SET_COOKIE, VARY};
+use http::header::{HeaderName, AGE, SET_COOKIE, VARY};
 use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -20,6 +24,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::identity::Namespace;
 use crate::policy::Policy;
+pub use freshness::Exchange;
+pub use invalidation::invalidated;
+pub use revalidation::updated_by_304;
 pub use storage::Store;
 
 /// A route's `cache:` settings.
@@ -123,7 +130,7 @@ pub fn render(engine: &Engine, text: &mut String) {
         );
     }
     let _ = writeln!(text, "# HELP authgate_response_cache_evicted_total Stored responses evicted to stay within max_bytes\n# TYPE authgate_response_cache_evicted_total counter\nauthgate_response_cache_evicted_total {}", engine.store.evicted());
-    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
+    let _ = writeln!(text, "# HELP authgate_response_cache_purged_total Stored responses dropped by admin purges and by writes to their URL (RFC 9111 4.4)\n# TYPE authgate_response_cache_purged_total counter\nauthgate_response_cache_purged_total {}", s.purged.load(Ordering::Relaxed));
     let _ = writeln!(text, "# HELP authgate_response_cache_bytes Bytes held by the response cache\n# TYPE authgate_response_cache_bytes gauge\nauthgate_response_cache_bytes {}", engine.store.bytes());
     let _ = writeln!(text, "# HELP authgate_response_cache_objects Responses held by the response cache\n# TYPE authgate_response_cache_objects gauge\nauthgate_response_cache_objects {}", engine.store.objects());
 }
@@ -252,16 +259,19 @@ fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
-/// Whether a response may be stored, and how long it is fresh.
+/// Whether a response may be stored, and how long it is fresh (RFC 9111 §3, §4.2, for a
+/// shared cache; RFC 9213's `CDN-Cache-Control` first).
 ///
 /// `credentials`: the request carried a credential (an `Authorization` header or a configured
-/// credential cookie); `namespace`: the identity headers' prefix.
+/// credential cookie); `namespace`: the identity headers' prefix; `exchange`: when the request
+/// went out and the response came (its age on arrival counts, §4.2.3).
 pub fn storable(
     route: &RouteCache,
     policy: Policy,
     credentials: bool,
     namespace: &Namespace,
     resp: &ResponseHeader,
+    exchange: Exchange,
 ) -> RespCacheable {
     let no = |why: &'static str| RespCacheable::Uncacheable(NoCacheReason::Custom(why));
     let status = resp.status.as_u16();
@@ -279,22 +289,25 @@ pub fn storable(
         return no("vary");
     }
     let cc = CacheControl::from_resp_headers(resp);
-    if let Some(cc) = &cc {
-        if cc.is_cacheable() == Cacheable::No || cc.has_key("private") {
-            return no("cache-control");
-        }
+    let cdn = targeted::directives(resp);
+    // A refusal in either field holds: `CDN-Cache-Control` may lengthen authgate's freshness,
+    // never make a browser-private response shared (stricter than RFC 9213, on purpose).
+    let both = || cc.iter().chain(cdn.iter());
+    if both().any(|c| c.is_cacheable() == Cacheable::No || c.has_key("private")) {
+        return no("cache-control");
     }
     // Identity routes and requests with credentials: only what the backend marks shareable.
-    let shareable = cc
-        .as_ref()
-        .is_some_and(|cc| cc.public() || cc.s_maxage().ok().flatten().is_some());
+    let shareable = both().any(|c| c.public() || c.s_maxage().ok().flatten().is_some());
     if (policy != Policy::Public || credentials) && !shareable {
         return no("not-shared");
     }
-    let now = SystemTime::now();
-    let stated = cc.as_ref().and_then(|cc| cc.fresh_duration()).or_else(|| {
-        pingora::cache::filters::calculate_expires_header_time(resp)
-            .map(|t| t.duration_since(now).unwrap_or_default())
+    // RFC 9213 §2.2: a valid `CDN-Cache-Control` decides, and `Cache-Control` and `Expires`
+    // are ignored; otherwise §4.2.1's order: s-maxage, max-age, Expires minus Date.
+    let rules = cdn.as_ref().or(cc.as_ref());
+    let stated = rules.and_then(|c| c.fresh_duration()).or_else(|| {
+        cdn.is_none()
+            .then(|| freshness::expires_lifetime(&resp.headers, exchange.response_time))
+            .flatten()
     });
     let fresh = match stated {
         Some(d) => d,
@@ -303,32 +316,56 @@ pub fn storable(
     }
     .min(route.max_ttl);
     let (swr, sie) = {
-        let swr = cc
-            .as_ref()
-            .and_then(|cc| cc.serve_stale_while_revalidate_duration())
+        let swr = rules
+            .and_then(|c| c.serve_stale_while_revalidate_duration())
             .unwrap_or(route.stale_while_revalidate);
-        let sie = cc
-            .as_ref()
-            .and_then(|cc| cc.serve_stale_if_error_duration())
+        let sie = rules
+            .and_then(|c| c.serve_stale_if_error_duration())
             .unwrap_or(route.stale_if_error);
         // `no-cache`: never used without a successful revalidation, errors included.
-        if cc.as_ref().is_some_and(|cc| cc.no_cache()) {
+        if rules.is_some_and(|c| c.no_cache()) {
             (0, 0)
         } else {
             (secs(swr), secs(sie))
         }
     };
+    // The object's epoch is set back by its age on arrival: Pingora's age (the `Age` served
+    // with a hit) is then §4.2.3's current_age, and it is fresh while that is below `fresh`.
+    let now = exchange.response_time;
+    let age = freshness::initial_age(&resp.headers, resp.version, exchange);
+    let epoch = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
     let fresh_until = if fresh.is_zero() {
         // Stored, but stale at once: every use is revalidated (`no-cache`, `max-age=0`).
-        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+        let before = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        epoch.min(before)
     } else {
-        now + fresh
+        epoch.checked_add(fresh).unwrap_or(epoch)
     };
     let mut header = resp.clone();
-    if let Some(cc) = &cc {
-        cc.strip_private_headers(&mut header);
+    // The stored copy keeps no `Age`: the epoch holds it, and a hit is served its own.
+    header.remove_header(&AGE);
+    // Fields named by `private="..."` or `no-cache="..."`, in either field, are not stored.
+    for c in both() {
+        c.strip_private_headers(&mut header);
     }
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, epoch, swr, sie, header))
+}
+
+/// Whether a field the backend marked hop-by-hop (and authgate removed) is one that decides
+/// whether a response may be shared or how long: then the response is not stored, since what
+/// it said was cut (a `Connection: Set-Cookie` would otherwise store a page without the cookie
+/// that made it personal).
+pub fn decides_storage(name: &HeaderName) -> bool {
+    [
+        "set-cookie",
+        "cache-control",
+        "cdn-cache-control",
+        "expires",
+        "vary",
+        "pragma",
+        "age",
+    ]
+    .contains(&name.as_str())
 }
 
 fn secs(d: Duration) -> u32 {
@@ -397,17 +434,9 @@ pub fn purge_local(engine: &Engine, url: &str, prefix: bool) -> Result<usize, St
         None => (rest, "/"),
     };
     // The key holds the canonical host: lower case, no port, no trailing dot.
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || host.bytes().any(|b| b == b'|' || b.is_ascii_whitespace()) {
+    let Some(host) = invalidation::canonical_host(host) else {
         return Err(format!("`{url}` does not name a host"));
-    }
+    };
     let wanted = format!("{host}{target}");
     // The primary string ends with the URL after its third `|` (see `primary`).
     let n = engine.store.purge_where(engine.eviction, |p| {

@@ -751,3 +751,33 @@ async fn a_response_purge_on_one_instance_reaches_the_others() {
     assert!(seq(1).await > b, "B still serves the purged object");
     assert!(seq(0).await > a, "A still serves the purged object");
 }
+
+/// RFC 9111 §4.4 in a fleet: a successful write through one instance invalidates the URL's
+/// stored response on the others too (through the bus, like an admin purge), so a client
+/// whose next read lands on another instance does not read what it just replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_instance_invalidates_the_others() {
+    let redis = RedisServer::start();
+    let fleet = Fleet::builder(&redis.url())
+        .routes(CACHED_STATIC)
+        .start()
+        .await;
+    let target = "/static/w?h-cache-control=public%2C%20max-age%3D60";
+    let seq = |i: usize| {
+        let url = fleet.node(i).proxy.url(target);
+        async move { send_echo(client().get(url)).await.seq }
+    };
+    let (a, b) = (seq(0).await, seq(1).await);
+    assert_eq!((seq(0).await, seq(1).await), (a, b), "not stored on both");
+    let write = send_echo(client().post(fleet.node(0).proxy.url(target))).await;
+    assert!(write.seq > b);
+    fleet.reaches(1, BUS_APPLIED, 1.0).await;
+    assert!(
+        seq(1).await > write.seq,
+        "B still serves the replaced object"
+    );
+    assert!(
+        seq(0).await > write.seq,
+        "A still serves the replaced object"
+    );
+}

@@ -508,9 +508,22 @@ async fn stale_objects_are_served_on_backend_errors_only_where_allowed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(m.status, 200);
-    let r = get(&s, strict).await;
+    // RFC 9111 §5.2.2.2: an error, 504 (Gateway Timeout), not the stale response. Stored a
+    // moment after the other, it may still be fresh (a hit, the stored seq) for that moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = get(&s, strict).await;
+        if !(r.status == 200 && r.seq == m.seq) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "must-revalidate was served stale on an error"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
-        r.status, 502,
+        r.status, 504,
         "must-revalidate was served stale on an error"
     );
 }
@@ -804,4 +817,608 @@ async fn a_request_with_a_body_neither_uses_nor_fills_the_cache() {
         4,
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9111 (HTTP caching) and RFC 9213 (targeted cache control), rule by rule (issue 24).
+// ---------------------------------------------------------------------------------------------
+
+/// `s`, percent-encoded for the echo backend's `h-<name>=<value>` query pairs.
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The echo path `/static/<name>` answering with `headers` (name, value).
+fn shaped(name: &str, headers: &[(&str, &str)]) -> String {
+    let query: Vec<String> = headers
+        .iter()
+        .map(|(n, v)| format!("h-{n}={}", enc(v)))
+        .collect();
+    format!("/static/{name}?{}", query.join("&"))
+}
+
+/// RFC 9110 §7.6.1, RFC 9111 §3.1: the fields a backend names in `Connection`, and the
+/// standard hop-by-hop fields, are removed before the response is forwarded or stored.
+/// Hostile nominations: `Content-Length` (framing stays whole), `Set-Cookie` and
+/// `Cache-Control` (removed; the response is then not stored, since what it said of caching
+/// and identity was cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_of_a_response_are_neither_forwarded_nor_stored() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = shaped(
+        "hop",
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("connection", "X-Hop, x-other"),
+            ("x-hop", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "3"),
+        ],
+    );
+    let a = get(&s, &path).await;
+    let b = get(&s, &path).await;
+    assert_eq!(b.seq, a.seq, "not stored");
+    for got in [&a, &b] {
+        for gone in ["x-hop", "x-other", "keep-alive", "proxy-authenticate"] {
+            assert!(!got.headers.contains_key(gone), "{gone}: {:?}", got.headers);
+        }
+        assert_eq!(
+            got.headers.get("x-kept").map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+    }
+    // Connection: Content-Length: the body still arrives whole, and is stored.
+    let path = shaped(
+        "hop-length",
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("connection", "Content-Length"),
+        ],
+    );
+    let a = get(&s, &path).await;
+    assert!(a.echo.is_some(), "the body did not arrive whole");
+    assert_eq!(get(&s, &path).await.seq, a.seq);
+    // Nominated identity and caching fields: removed, and the response is not stored.
+    for (name, cut, headers) in [
+        (
+            "hop-cookie",
+            "set-cookie",
+            vec![
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "sid=1"),
+                ("connection", "Set-Cookie"),
+            ],
+        ),
+        (
+            "hop-cc",
+            "cache-control",
+            vec![
+                ("cache-control", "private"),
+                ("connection", "Cache-Control"),
+            ],
+        ),
+    ] {
+        let path = shaped(name, &headers);
+        let a = get(&s, &path).await;
+        assert!(!a.headers.contains_key(cut), "{name}: {:?}", a.headers);
+        assert!(get(&s, &path).await.seq > a.seq, "{name}: stored");
+    }
+    // A Connection header Pingora refuses in a request (too many names, a protected one): the
+    // backend's answer is not passed on half-stripped, the client gets a 502.
+    let many: Vec<String> = (0..10).map(|i| format!("x-{i}")).collect();
+    for connection in [many.join(", "), "Host".to_string(), ":status".to_string()] {
+        let path = shaped(
+            &format!("hop-bad-{}", connection.len()),
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("connection", &connection),
+            ],
+        );
+        assert_eq!(get(&s, &path).await.status, 502, "Connection: {connection}");
+    }
+}
+
+/// The `Age` a response carries, in seconds (`None` without one).
+fn age_of(got: &Got) -> Option<u64> {
+    got.headers.get("age")?.to_str().ok()?.parse().ok()
+}
+
+/// RFC 9111 §4.2.3 and §5.1: the origin's `Age` counts. A response already older than its
+/// freshness lifetime is stale on arrival (asked for again); one that is not is served with
+/// the origin's age plus the time it has been stored. Hostile `Age` values: an invalid one
+/// (negative, garbage, a fraction, a suffix) is ignored; the first of several (or of a list)
+/// is used; one too large to represent counts as 2^31 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_age_counts_toward_freshness_and_the_age_served() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let cc = ("cache-control", "public, max-age=3600");
+    // Stale on arrival: every request reaches the backend.
+    for (name, ages) in [
+        ("old", &["7200"][..]),
+        ("huge", &["99999999999999999999999"][..]),
+        ("max", &["2147483648"][..]),
+        ("first-of-two", &["7200", "10"][..]),
+        ("first-of-list", &["7200, 10"][..]),
+    ] {
+        let mut headers = vec![cc];
+        headers.extend(ages.iter().map(|a| ("age", *a)));
+        let path = shaped(&format!("age-{name}"), &headers);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert!(b.seq > a.seq, "Age {ages:?}: served as fresh");
+    }
+    // Young enough: a hit, whose Age is the origin's plus its time in the cache.
+    let path = shaped("age-young", &[cc, ("age", "100")]);
+    let a = get(&s, &path).await;
+    let b = get(&s, &path).await;
+    assert_eq!(b.seq, a.seq, "not stored");
+    let age = age_of(&b).expect("a hit carries Age");
+    assert!((100..200).contains(&age), "Age {age}, expected 100 and up");
+    // Invalid: ignored (a hit, with an Age of its own time in the cache only).
+    for bad in ["-7200", "abc", "7200a", "72.5", "0x1C20", ""] {
+        let path = shaped(&format!("age-bad-{}", enc(bad)), &[cc, ("age", bad)]);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert_eq!(b.seq, a.seq, "Age {bad:?}: not stored");
+        let age = age_of(&b).expect("a hit carries Age");
+        assert!(age < 100, "Age {bad:?} was read as {age}");
+    }
+}
+
+/// An HTTP date `offset` seconds from now, in `form`: 0 IMF-fixdate, 1 RFC 850, 2 asctime
+/// (RFC 9110 §5.6.7).
+fn http_date(offset: i64, form: u8) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if offset >= 0 {
+        now + Duration::from_secs(offset as u64)
+    } else {
+        now - Duration::from_secs(offset.unsigned_abs())
+    };
+    let imf = httpdate::fmt_http_date(t); // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let (wday, day, mon, year, time) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
+    let long = match wday {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    match form {
+        0 => imf.clone(),
+        1 => format!("{long}, {day}-{mon}-{} {time} GMT", &year[2..]),
+        _ => format!(
+            "{wday} {mon} {:>2} {time} {year}",
+            day.trim_start_matches('0')
+        ),
+    }
+}
+
+/// RFC 9111 §4.2.1: an `Expires` lifetime is `Expires` minus `Date`, not minus the local
+/// clock, so an origin whose clock is an hour behind still gets its minute of freshness; the
+/// obsolete date forms of RFC 9110 §5.6.7 (RFC 850, asctime) and any letter case are read; an
+/// invalid `Expires` (`0`, garbage, two different values) means already expired, whatever the
+/// route's default TTL; a shared cache takes `s-maxage` before `max-age` before `Expires`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_counts_from_the_responses_date_in_every_date_form() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let pb = ("cache-control", "public");
+    // The origin's clock an hour behind: Date and Expires both an hour ago, a minute apart.
+    for form in 0..3u8 {
+        let (date, expires) = (http_date(-3600, form), http_date(-3540, form));
+        for (case, expires) in [
+            ("as-sent", expires.clone()),
+            ("upper", expires.to_ascii_uppercase()),
+            ("lower", expires.to_ascii_lowercase()),
+        ] {
+            let path = shaped(
+                &format!("exp-{form}-{case}"),
+                &[pb, ("date", &date), ("expires", &expires)],
+            );
+            let a = get(&s, &path).await;
+            let b = get(&s, &path).await;
+            assert_eq!(b.seq, a.seq, "form {form} {case}: {expires:?} not fresh");
+        }
+    }
+    // Already expired: stale at once, though the route's ttl would make it fresh.
+    let date = http_date(0, 0);
+    for (name, expires) in [
+        ("zero", vec!["0".to_string()]),
+        ("garbage", vec!["tomorrow".to_string()]),
+        ("past", vec![http_date(-60, 0)]),
+        ("two", vec![http_date(600, 0), http_date(-600, 0)]),
+    ] {
+        let mut headers = vec![pb, ("date", date.as_str())];
+        headers.extend(expires.iter().map(|e| ("expires", e.as_str())));
+        let path = shaped(&format!("exp-bad-{name}"), &headers);
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert!(b.seq > a.seq, "Expires {expires:?}: served as fresh");
+    }
+    // Two different Dates: neither is believed, the time of arrival stands in.
+    let path = shaped(
+        "exp-two-dates",
+        &[
+            pb,
+            ("date", &http_date(-7200, 0)),
+            ("date", &http_date(0, 0)),
+            ("expires", &http_date(600, 0)),
+        ],
+    );
+    let a = get(&s, &path).await;
+    assert_eq!(get(&s, &path).await.seq, a.seq, "two Dates: not fresh");
+    // Precedence for a shared cache: s-maxage, then max-age, then Expires.
+    let past = http_date(-600, 0);
+    for (name, headers) in [
+        (
+            "s-maxage",
+            vec![("cache-control", "public, s-maxage=60, max-age=0")],
+        ),
+        (
+            "max-age",
+            vec![("cache-control", "public, max-age=60"), ("expires", &past)],
+        ),
+    ] {
+        let path = shaped(&format!("prec-{name}"), &headers);
+        let a = get(&s, &path).await;
+        assert_eq!(get(&s, &path).await.seq, a.seq, "{name} did not win");
+    }
+    let path = shaped(
+        "prec-s-maxage-zero",
+        &[("cache-control", "public, s-maxage=0, max-age=60")],
+    );
+    let a = get(&s, &path).await;
+    assert!(
+        get(&s, &path).await.seq > a.seq,
+        "s-maxage=0 lost to max-age"
+    );
+}
+
+/// A canned backend whose replies the test switches: `replies[0]` first.
+async fn switching(first: &'static [u8]) -> Canned {
+    serve_canned(first, Duration::ZERO, true).await
+}
+
+fn switch(canned: &Canned, reply: &'static [u8]) {
+    *canned.reply.lock().expect("reply lock") = reply;
+}
+
+/// The status, headers and body of one request (status 0: the connection was dropped).
+async fn fetch(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            match resp.text().await {
+                Ok(body) => (status, headers, body),
+                Err(_) => (0, headers, String::new()),
+            }
+        }
+        Err(_) => (0, reqwest::header::HeaderMap::new(), String::new()),
+    }
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect()
+}
+
+/// RFC 9111 §4.3.4 and §3.2: a `304` on revalidation updates the stored header fields with
+/// the ones it carries; the stored body is served with the new values from then on, except
+/// the fields that must not be updated (`Content-Length`, the hop-by-hop ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_updates_the_stored_header_fields() {
+    let backend = switching(b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=0\r\nETag: \"v1\"\r\nX-Version: 1\r\nX-Kept: yes\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").await;
+    let s = Stack::builder()
+        .admin()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(ROUTES)
+        .start()
+        .await;
+    let url = s.proxy.url("/static/updated");
+    let (status, first, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    assert_eq!(header(&first, "x-version"), ["1"]);
+    // Stale at once (max-age=0): the next use revalidates, and the origin's 304 brings new
+    // values, a Content-Length it must not change, and a field it marks hop-by-hop.
+    switch(&backend, b"HTTP/1.1 304 Not Modified\r\nCache-Control: public, max-age=0\r\nETag: \"v1\"\r\nX-Version: 2\r\nX-New: added\r\nContent-Length: 99\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n");
+    let (status, second, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"), "{second:?}");
+    assert_eq!(header(&second, "x-version"), ["2"], "{second:?}");
+    assert_eq!(header(&second, "x-new"), ["added"], "{second:?}");
+    assert_eq!(header(&second, "x-kept"), ["yes"], "{second:?}");
+    assert!(header(&second, "x-hop").is_empty(), "{second:?}");
+    assert_eq!(header(&second, "content-length"), ["5"], "{second:?}");
+    // Stored so: a 304 saying nothing new still serves the updated fields.
+    switch(
+        &backend,
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n",
+    );
+    let (status, third, body) = fetch(client().get(&url)).await;
+    assert_eq!((status, body.as_str()), (200, "hello"), "{third:?}");
+    assert_eq!(header(&third, "x-version"), ["2"], "{third:?}");
+    assert_eq!(header(&third, "x-new"), ["added"], "{third:?}");
+    assert!(header(&third, "x-hop").is_empty(), "{third:?}");
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// RFC 9111 §4.4: a non-error answer (2xx, 3xx) to an unsafe method (`POST`, `PUT`,
+/// `DELETE`, `PATCH`, or any method not known to be safe) invalidates the stored responses of
+/// its URL, every variant of it; a safe method (`OPTIONS`) or an error answer does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_every_variant_of_their_url() {
+    let s = stack(ROUTES, 1 << 20).await;
+    let path = format!("/static/inv?{PUBLIC_60}&h-vary=Accept-Language");
+    let lang = |method: reqwest::Method, l: &'static str| {
+        client()
+            .request(method, s.proxy.url(&path))
+            .header("accept-language", l)
+    };
+    let methods = ["POST", "PUT", "DELETE", "PATCH", "FROB"];
+    for m in methods {
+        let en = send(lang(reqwest::Method::GET, "en")).await;
+        let fr = send(lang(reqwest::Method::GET, "fr")).await;
+        assert_eq!(send(lang(reqwest::Method::GET, "en")).await.seq, en.seq);
+        assert_eq!(send(lang(reqwest::Method::GET, "fr")).await.seq, fr.seq);
+        let method = reqwest::Method::from_bytes(m.as_bytes()).expect("method");
+        let write = send(lang(method, "en")).await;
+        assert_eq!(write.status, 200, "{m}");
+        assert!(
+            send(lang(reqwest::Method::GET, "en")).await.seq > write.seq,
+            "{m}: en kept"
+        );
+        assert!(
+            send(lang(reqwest::Method::GET, "fr")).await.seq > write.seq,
+            "{m}: fr kept"
+        );
+    }
+    // A safe method changes nothing.
+    let en = send(lang(reqwest::Method::GET, "en")).await;
+    send(lang(reqwest::Method::OPTIONS, "en")).await;
+    assert_eq!(
+        send(lang(reqwest::Method::GET, "en")).await.seq,
+        en.seq,
+        "OPTIONS invalidated"
+    );
+    // A GET whose method override a framework obeys wrote too (client-controlled: the
+    // override decides, not the request line).
+    let en = send(lang(reqwest::Method::GET, "en")).await;
+    let overridden =
+        send(lang(reqwest::Method::GET, "en").header("x-http-method-override", "DELETE")).await;
+    assert!(
+        overridden.seq > en.seq,
+        "the override was served from the cache"
+    );
+    assert!(
+        send(lang(reqwest::Method::GET, "en")).await.seq > overridden.seq,
+        "a GET overridden to DELETE invalidated nothing"
+    );
+    // Another URL's object stays.
+    let other = format!("/static/inv-other?{PUBLIC_60}");
+    let o = get(&s, &other).await;
+    send(client().post(s.proxy.url(&path))).await;
+    assert_eq!(
+        get(&s, &other).await.seq,
+        o.seq,
+        "a write dropped another URL"
+    );
+}
+
+/// RFC 9111 §4.4: an error answer to a write invalidates nothing; `Location` and
+/// `Content-Location` of a successful one name more URLs to invalidate, on the same host only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_invalidates_its_location_and_not_after_an_error() {
+    const V1: &[u8] =
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 2\r\n\r\nv1";
+    const V2: &[u8] =
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 2\r\n\r\nv2";
+    let backend = switching(V1).await;
+    let s = Stack::builder()
+        .pool("app", Pool::at(&[backend.addr]))
+        .routes(ROUTES)
+        .start()
+        .await;
+    let body = |p: &'static str| {
+        let url = s.proxy.url(p);
+        async move { fetch(client().get(url)).await.2 }
+    };
+    // Redirects are the answers under test, not followed.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let post = |p: &'static str| {
+        let req = no_redirects.post(s.proxy.url(p));
+        async move { fetch(req).await.0 }
+    };
+    for p in ["/static/w", "/static/b", "/static/c", "/static/d"] {
+        assert_eq!(body(p).await, "v1", "{p}");
+    }
+    switch(&backend, V2);
+    for p in ["/static/w", "/static/b", "/static/c", "/static/d"] {
+        assert_eq!(body(p).await, "v1", "{p}: not stored");
+    }
+    // A 500 and a 404 to the write: nothing is invalidated.
+    switch(
+        &backend,
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post("/static/w").await, 500);
+    switch(
+        &backend,
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post("/static/w").await, 404);
+    switch(&backend, V2);
+    assert_eq!(body("/static/w").await, "v1", "invalidated after an error");
+    // A 201 naming /static/b (relative) and /static/c (absolute, same host but another
+    // port: the key has no port), and one naming /static/d on another host.
+    switch(&backend, b"HTTP/1.1 201 Created\r\nLocation: /static/b\r\nContent-Location: http://127.0.0.1:1/static/c\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post("/static/w").await, 201);
+    switch(&backend, b"HTTP/1.1 303 See Other\r\nLocation: http://elsewhere.test/static/d\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post("/static/x").await, 303);
+    switch(&backend, V2);
+    assert_eq!(body("/static/w").await, "v2", "the target stayed");
+    assert_eq!(body("/static/b").await, "v2", "Location stayed");
+    assert_eq!(body("/static/c").await, "v2", "Content-Location stayed");
+    assert_eq!(
+        body("/static/d").await,
+        "v1",
+        "another host's Location invalidated"
+    );
+}
+
+/// A backend that answers its first `answers` requests with `reply`, then closes each
+/// connection as soon as a request's head arrives (no answer at all).
+async fn answering_then_hanging_up(reply: &'static [u8], answers: u64) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let (l, addr) = listener().await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = l.accept().await {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_head(&mut conn, &mut buf).await.is_some() {
+                    if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= answers {
+                        return;
+                    }
+                    if conn.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a stale response under `must-revalidate` (or,
+/// for a shared cache, `proxy-revalidate` or `s-maxage`) whose origin cannot be reached for
+/// revalidation gets an error answer, 504, never the stale response (its `stale-if-error`
+/// notwithstanding) and never a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_answers_504_when_the_origin_hangs_up() {
+    for cc in [
+        "public, max-age=1, must-revalidate, stale-if-error=600",
+        "public, max-age=1, proxy-revalidate, stale-if-error=600",
+        "s-maxage=1, stale-if-error=600",
+    ] {
+        let reply: &'static [u8] = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nETag: \"e\"\r\nContent-Length: 5\r\n\r\nstale")
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let backend = answering_then_hanging_up(reply, 1).await;
+        let s = Stack::builder()
+            .pool("app", Pool::at(&[backend]))
+            .routes(ROUTES)
+            .start()
+            .await;
+        let url = s.proxy.url("/static/mr");
+        assert_eq!(fetch(client().get(&url)).await.0, 200, "{cc}");
+        // Fresh for a second: hits; then each use must revalidate with an origin that hangs up.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let (status, _, body) = loop {
+            let got = fetch(client().get(&url)).await;
+            if got.0 != 200 {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cc}: the stale response was served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status, 504, "{cc}: {body:?}");
+    }
+}
+
+/// RFC 9213: a valid `CDN-Cache-Control` decides authgate's freshness instead of
+/// `Cache-Control` and `Expires` (which the browser still gets); an empty or invalid one
+/// (not a Structured Fields dictionary) is ignored. It is forwarded unchanged, for caches
+/// further down. authgate's identity rules still hold: `Cache-Control: private` is never
+/// stored, whatever the CDN field says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_takes_precedence_for_authgate() {
+    let s = &stack(ROUTES, 1 << 20).await;
+    let past = http_date(-600, 0);
+    let stored = |name: &str, headers: &[(&str, &str)]| {
+        let path = shaped(name, headers);
+        async move {
+            let a = get(s, &path).await;
+            (a.headers.clone(), get(s, &path).await.seq == a.seq)
+        }
+    };
+    let (headers, hit) = stored(
+        "cdn-longer",
+        &[
+            ("cache-control", "public, max-age=0"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+    )
+    .await;
+    assert!(hit, "CDN-Cache-Control max-age=60 lost to Cache-Control");
+    assert_eq!(header(&headers, "cdn-cache-control"), ["max-age=60"]);
+    assert_eq!(header(&headers, "cache-control"), ["public, max-age=0"]);
+    let (_, hit) = stored(
+        "cdn-over-expires",
+        &[("expires", &past), ("cdn-cache-control", "max-age=60")],
+    )
+    .await;
+    assert!(hit, "CDN-Cache-Control lost to Expires");
+    for (name, cdn) in [
+        ("cdn-no-store", "no-store"),
+        ("cdn-zero", "max-age=0"),
+        ("cdn-private", "private"),
+    ] {
+        let (_, hit) = stored(
+            name,
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", cdn),
+            ],
+        )
+        .await;
+        assert!(!hit, "{name}: Cache-Control won over CDN-Cache-Control");
+    }
+    // Invalid or empty: ignored, Cache-Control decides (stored for 60 s).
+    for (i, cdn) in [
+        "",
+        "max-age=60,",
+        "Max-Age=0",
+        "max-age=0;;",
+        "no-store, \"x\"",
+        "max-age=(0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_, hit) = stored(
+            &format!("cdn-invalid-{i}"),
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", cdn),
+            ],
+        )
+        .await;
+        assert!(hit, "{cdn:?}: an invalid CDN-Cache-Control was obeyed");
+    }
+    let (_, hit) = stored(
+        "cdn-but-private",
+        &[
+            ("cache-control", "private"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+    )
+    .await;
+    assert!(!hit, "a private response was stored");
 }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
 
@@ -65,6 +65,16 @@ pub struct Ctx {
     pub logout: Option<CacheKey>,
     /// The request may not use the response cache (see `response_cache::bypass`).
     pub cache_bypass: bool,
+    /// When the request went to the backend, on a route with a response cache (the response's
+    /// age on arrival counts the time it took, RFC 9111 §4.2.3).
+    pub request_time: Option<SystemTime>,
+    /// The request went to the backend to revalidate a stale stored response.
+    pub revalidating: bool,
+    /// A backend's `304` to a revalidation, for the stored response it updates.
+    pub not_modified: Option<Box<pingora::http::ResponseHeader>>,
+    /// The backend marked hop-by-hop a field that decides storage (it was removed): the
+    /// response is not stored.
+    pub cut_storage_fields: bool,
     /// The client went away before its answer was done.
     pub client_left: bool,
     /// The route's CORS headers for this request's origin, added to whatever answers it.
@@ -86,6 +96,10 @@ impl Ctx {
             forged: false,
             logout: None,
             cache_bypass: false,
+            request_time: None,
+            revalidating: false,
+            not_modified: None,
+            cut_storage_fields: false,
             client_left: false,
             cors: Vec::new(),
         }

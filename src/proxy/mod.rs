@@ -146,6 +146,15 @@ impl ProxyHttp for AuthGate {
         cache::storable(session, resp, ctx)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        cache::from_backend(session, upstream_response, ctx)
+    }
+
     fn should_serve_stale(&self, _: &mut Session, _: &mut Ctx, error: Option<&Error>) -> bool {
         response_cache::serve_stale(error)
     }
@@ -164,6 +173,7 @@ impl ProxyHttp for AuthGate {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        ctx.revalidating = session.cache.phase() == pingora::cache::CachePhase::Stale;
         upstream::peer(session, ctx)
     }
 
@@ -194,6 +204,9 @@ impl ProxyHttp for AuthGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if session.cache.enabled() {
+            ctx.request_time = Some(std::time::SystemTime::now());
+        }
         upstream::prepare(session, upstream_request, ctx)
     }
 
@@ -255,7 +268,21 @@ impl ProxyHttp for AuthGate {
             connections::count_client_left(e, &req.method, req.uri.path());
             return gone;
         }
-        let Some(refusal) = Refusal::of_proxy_error(e, ctx.outcome) else {
+        // RFC 9111 §5.2.2.2: a stored response that may not be served stale (must-revalidate,
+        // proxy-revalidate, s-maxage, no-cache, or past its windows), whose revalidation the
+        // backend could not answer, gets a 504: not the stale response, not a 502.
+        // (The cache phase is reset by then: `upstream_peer` noted it.)
+        let unrevalidated = ctx.revalidating && response_cache::serve_stale(Some(e));
+        let refusal = if unrevalidated {
+            Some(Refusal::text(
+                504,
+                "the stored response must be revalidated, and the backend could not answer",
+                ctx.outcome,
+            ))
+        } else {
+            Refusal::of_proxy_error(e, ctx.outcome)
+        };
+        let Some(refusal) = refusal else {
             return gone;
         };
         let code = refusal.status;

@@ -19,13 +19,22 @@ fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
     r
 }
 
+/// A request answered at once, now.
+fn now() -> Exchange {
+    let t = SystemTime::now();
+    Exchange {
+        request_time: t,
+        response_time: t,
+    }
+}
+
 fn ns() -> Namespace {
     Namespace::new("x-authgear-")
 }
 
 /// Seconds of freshness, or `None` when not storable.
 fn fresh(policy: Policy, credentials: bool, r: &ResponseHeader) -> Option<u64> {
-    match storable(&route(), policy, credentials, &ns(), r) {
+    match storable(&route(), policy, credentials, &ns(), r, now()) {
         RespCacheable::Cacheable(meta) => Some(meta.fresh_sec()),
         RespCacheable::Uncacheable(_) => None,
     }
@@ -137,10 +146,106 @@ fn no_cache_and_max_age_zero_are_stored_stale() {
         200,
         &[("cache-control", "public, max-age=0"), ("etag", "\"v\"")],
     );
-    match storable(&route(), Policy::Public, false, &ns(), &r) {
+    match storable(&route(), Policy::Public, false, &ns(), &r, now()) {
         RespCacheable::Cacheable(meta) => assert!(!meta.is_fresh(SystemTime::now())),
         RespCacheable::Uncacheable(why) => panic!("not stored: {why:?}"),
     }
+}
+
+/// RFC 9111 §4.2.3: the origin's `Age` sets the object's epoch back (Pingora's `age()` is
+/// then the current age, and the stored copy keeps no `Age`); §4.2.1: `Expires` minus `Date`;
+/// RFC 9213: a valid `CDN-Cache-Control` decides instead of `Cache-Control` and `Expires`,
+/// but a refusal in either field holds.
+#[test]
+fn age_expires_and_targeted_fields_decide_freshness() {
+    let stored = |policy: Policy, h: &[(&str, &str)]| match storable(
+        &route(),
+        policy,
+        false,
+        &ns(),
+        &resp(200, h),
+        now(),
+    ) {
+        RespCacheable::Cacheable(meta) => Some(meta),
+        RespCacheable::Uncacheable(_) => None,
+    };
+    let public = |h: &[(&str, &str)]| stored(Policy::Public, h);
+    let old = public(&[("cache-control", "max-age=3600"), ("age", "7200")]).unwrap();
+    assert!(!old.is_fresh(SystemTime::now()));
+    assert!(old.age() >= Duration::from_secs(7200));
+    assert!(old.response_header().headers.get("age").is_none());
+    let young = public(&[("cache-control", "max-age=3600"), ("age", "100")]).unwrap();
+    assert!(young.is_fresh(SystemTime::now() + Duration::from_secs(3400)));
+    assert!(!young.is_fresh(SystemTime::now() + Duration::from_secs(3600)));
+    assert!((100..110).contains(&young.age().as_secs()));
+    let dated = public(&[
+        ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("expires", "sunday, 06-nov-94 08:50:37 gmt"),
+    ])
+    .unwrap();
+    assert_eq!(dated.fresh_sec(), 60);
+    let fresh = |h: &[(&str, &str)]| public(h).map(|m| m.fresh_sec());
+    assert_eq!(
+        fresh(&[("expires", "0")]),
+        Some(0),
+        "an invalid Expires has expired"
+    );
+    let cc0 = ("cache-control", "public, max-age=0");
+    assert_eq!(fresh(&[cc0, ("cdn-cache-control", "max-age=60")]), Some(60));
+    assert_eq!(fresh(&[cc0, ("cdn-cache-control", "Max-Age=60")]), Some(0));
+    assert_eq!(
+        fresh(&[("cdn-cache-control", "max-age=60"), ("expires", "0")]),
+        Some(60)
+    );
+    // A valid targeted field without freshness: Expires is ignored too, the route's TTL.
+    assert_eq!(
+        fresh(&[("cdn-cache-control", "must-revalidate"), ("expires", "0")]),
+        Some(60)
+    );
+    assert_eq!(
+        fresh(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-store")
+        ]),
+        None
+    );
+    assert_eq!(
+        fresh(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "private")
+        ]),
+        None
+    );
+    assert_eq!(
+        fresh(&[
+            ("cache-control", "private"),
+            ("cdn-cache-control", "max-age=60")
+        ]),
+        None
+    );
+    // must-revalidate in the field that decides: no stale windows.
+    let strict = public(&[(
+        "cdn-cache-control",
+        "max-age=60, must-revalidate, stale-if-error=60",
+    )])
+    .unwrap();
+    assert_eq!(strict.stale_if_error_sec(), 0);
+    // Fields a targeted field names in no-cache="..." are not stored, like Cache-Control's.
+    let named = public(&[
+        ("cdn-cache-control", "max-age=60, no-cache=\"x-secret\""),
+        ("x-secret", "s"),
+        ("x-kept", "k"),
+    ])
+    .unwrap();
+    assert!(named.response_header().headers.get("x-secret").is_none());
+    assert!(named.response_header().headers.get("x-kept").is_some());
+    // An identity route shares what either field marks shareable.
+    assert!(stored(
+        Policy::Identify,
+        &[("cdn-cache-control", "public, max-age=60")]
+    )
+    .is_some());
+    assert!(stored(Policy::Identify, &[("cdn-cache-control", "max-age=60")]).is_none());
 }
 
 #[test]
@@ -252,7 +357,7 @@ proptest::proptest! {
             r.append_header("set-cookie", "a=b").unwrap();
         }
         for policy in [Policy::Public, Policy::Identify] {
-            let decided = storable(&route(), policy, false, &ns(), &r);
+            let decided = storable(&route(), policy, false, &ns(), &r, now());
             if let RespCacheable::Cacheable(meta) = decided {
                 proptest::prop_assert!(!set_cookie);
                 let v = vary.to_ascii_lowercase();

@@ -16,7 +16,7 @@ use http::header::{self, HeaderName};
 use pingora_core::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora_core::upstreams::peer::{H1UpgradePolicy, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 const MAX_CONNECTION_NOMINATIONS: usize = 10;
 pub(crate) const KEEP_ALIVE: &str = "keep-alive";
@@ -93,15 +93,14 @@ struct ConnectionNominations {
 }
 
 impl ConnectionNominations {
-    fn parse(req: &RequestHeader, reject_malformed: bool) -> Result<Self> {
+    fn parse(fields: &http::HeaderMap, reject_malformed: bool) -> Result<Self> {
         let mut headers = std::array::from_fn(|_| None);
         let mut len = 0;
         let mut nomination_count = 0;
 
         // This is inspired by Envoy's defensive Connection-header sanitization checks. Bound the
         // amount of token processing so it cannot become a request-time DoS vector.
-        for token in req
-            .headers
+        for token in fields
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
@@ -175,17 +174,65 @@ impl ConnectionNominations {
     }
 }
 
+/// The standard hop-by-hop fields (RFC 9110 section 7.6.1 and RFC 7230's list).
+const STANDARD_HOP_BY_HOP: [HeaderName; 10] = [
+    HeaderName::from_static(KEEP_ALIVE),
+    HeaderName::from_static(PROXY_CONNECTION),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    HeaderName::from_static(HTTP2_SETTINGS),
+];
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    for name in &STANDARD_HOP_BY_HOP {
+        req.remove_header(name);
+    }
+}
+
+/// Remove from an upstream response, before it is cached or forwarded, the fields its
+/// `Connection` header nominates and the standard hop-by-hop fields (RFC 9110 section 7.6.1,
+/// RFC 9111 section 3.1), with the same parsing and bounds as requests get.
+///
+/// `Transfer-Encoding` and `Content-Length` stay: the downstream framing is derived from them
+/// (a nomination of either is ignored). Returns the nominated fields that were present and
+/// removed, so a caller can tell what the response said before it was cut.
+///
+/// # Errors
+///
+/// `InvalidHTTPHeader` when the nominations are too many or name a pseudo-header or a
+/// protected field; nothing nominated is removed then (the standard fields are).
+pub fn strip_response_hop_by_hop_headers(resp: &mut ResponseHeader) -> Result<Vec<HeaderName>> {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The upgrade handshake needs its `Connection` and `Upgrade` fields.
+        return Ok(Vec::new());
+    }
+    let nominations = ConnectionNominations::parse(&resp.headers, false);
+    for name in &STANDARD_HOP_BY_HOP {
+        if name != header::TRANSFER_ENCODING {
+            resp.remove_header(name);
+        }
+    }
+    let nominations = nominations?;
+    let mut removed = Vec::new();
+    for name in nominations
+        .headers
+        .into_iter()
+        .take(nominations.len)
+        .flatten()
+    {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if resp.remove_header(&name).is_some() {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -339,7 +386,12 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     let nominations = policy
         .strip_connection_nominated
-        .then(|| ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations))
+        .then(|| {
+            ConnectionNominations::parse(
+                &req.headers,
+                policy.reject_malformed_connection_nominations,
+            )
+        })
         .transpose()?;
 
     if policy.h1_upgrade == H1UpgradePolicy::Preserve && req.headers.contains_key(header::UPGRADE) {
@@ -399,7 +451,7 @@ pub(crate) fn sanitize_h2_upstream_request(
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
     if policy.strip_connection_nominated {
-        ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
+        ConnectionNominations::parse(&req.headers, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
     }
     if policy.strip_hop_by_hop {
@@ -559,6 +611,61 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn response_hop_by_hop_fields_are_stripped() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [
+            ("Connection", "X-Hop, Content-Length, x-absent"),
+            ("Connection", "Set-Cookie"),
+            ("X-Hop", "1"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authenticate", "Basic"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Kept", "yes"),
+        ] {
+            resp.append_header(name.to_string(), value).unwrap();
+        }
+        let removed = strip_response_hop_by_hop_headers(&mut resp).unwrap();
+        assert_eq!(
+            removed,
+            [HeaderName::from_static("x-hop"), header::SET_COOKIE]
+        );
+        for gone in [
+            "connection",
+            "x-hop",
+            "set-cookie",
+            "keep-alive",
+            "proxy-authenticate",
+        ] {
+            assert!(!resp.headers.contains_key(gone), "{gone}");
+        }
+        // The framing stays with the proxy's own writer; other fields are untouched.
+        assert_eq!(resp.headers[header::TRANSFER_ENCODING], "chunked");
+        assert_eq!(resp.headers["x-kept"], "yes");
+
+        // An upgrade keeps its handshake fields.
+        let mut switching = ResponseHeader::build(101, None).unwrap();
+        switching.append_header("Connection", "Upgrade").unwrap();
+        switching.append_header("Upgrade", "websocket").unwrap();
+        assert!(strip_response_hop_by_hop_headers(&mut switching)
+            .unwrap()
+            .is_empty());
+        assert_eq!(switching.headers[header::UPGRADE], "websocket");
+
+        // Too many nominations: an error, as for requests; the standard fields still go.
+        let mut flood = ResponseHeader::build(200, None).unwrap();
+        let names: Vec<String> = (0..MAX_CONNECTION_NOMINATIONS)
+            .map(|i| format!("x-{i}"))
+            .collect();
+        flood.append_header("Connection", names.join(",")).unwrap();
+        flood.append_header("Keep-Alive", "timeout=5").unwrap();
+        let err = strip_response_hop_by_hop_headers(&mut flood).unwrap_err();
+        assert_eq!(err.etype(), &InvalidHTTPHeader);
+        assert!(!flood.headers.contains_key("keep-alive"));
     }
 
     #[test]
