@@ -61,6 +61,42 @@ pub(super) fn cache(c: &CacheFile, resolve_timeout: Duration) -> Result<CacheSet
     })
 }
 
+/// An `http://` or `https://` URL with a host and no user info.
+pub(super) struct HttpUrl {
+    pub uri: Uri,
+    pub tls: bool,
+    /// Without IPv6 brackets (the TLS server name).
+    pub host: String,
+    pub port: u16,
+}
+
+pub(super) fn http_url(url: &str) -> Result<HttpUrl, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry user info".into());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(HttpUrl {
+        uri,
+        tls,
+        host,
+        port,
+    })
+}
+
 fn header_prefix(p: &str) -> Result<Namespace, String> {
     if p.is_empty() {
         return Err("must not be empty".into());
@@ -73,32 +109,15 @@ fn header_prefix(p: &str) -> Result<Namespace, String> {
 
 fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSettings, Bad> {
     let bad = |k: &str, why: String| (k.to_string(), why);
-    let uri: Uri = r
-        .url
-        .parse()
-        .map_err(|e| bad("url", format!("`{}` is not a URL: {e}", r.url)))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            return Err(bad(
-                "url",
-                format!("`{}` must start with http:// or https://", r.url),
-            ))
-        }
-    };
+    let HttpUrl {
+        uri,
+        tls,
+        host,
+        port,
+    } = http_url(&r.url).map_err(|why| bad("url", why))?;
     let authority = uri
         .authority()
         .ok_or_else(|| bad("url", "has no host".into()))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("url", "must not carry user info".into()));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let addrs = if r.backends.is_empty() {
         vec![resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?]
     } else {
