@@ -52,6 +52,8 @@ impl Cache {
         if !self.take_vouched(key, &v) {
             return self.resolve(key, fetch).await;
         }
+        // Read after the store: an old token's refresh is due at once, not a moment later.
+        let now = self.now_ms();
         if let Some((entry, true)) = self.lookup(&key.digest, now) {
             self.refresh_if_due(key, &entry, now, fetch);
         }

@@ -30,6 +30,9 @@ users:
     sessions: [sess-carol]
 "#;
 
+/// The origin the stand-in's JWT access tokens name (`iss`, `aud`).
+pub const STANDIN_ORIGIN: &str = "https://project.authgear.test";
+
 pub async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0")
         .await
@@ -50,7 +53,11 @@ pub fn start_standin_on(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Arc<standin::Standin> {
     let dir = standin::Directory::from_yaml(USERS).expect("users yaml");
-    let s = Arc::new(standin::Standin::new(dir, latency));
+    let s = Arc::new(
+        standin::Standin::new(dir, latency)
+            .with_tokens(STANDIN_ORIGIN)
+            .expect("the stand-in's token issuer"),
+    );
     let handler = s.clone();
     tokio::spawn(devserver::serve(
         l,

@@ -1,0 +1,488 @@
+//! Local validation of JWT access tokens, end to end: the real binary in front of the
+//! stand-in (which issues RS256 `at+jwt` tokens and serves their JWKS) and the echo backend.
+//! What is answered locally is told by the stand-in's own record of resolves, not by authgate.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authgate::devserver::standin::{Directory, Standin};
+use authgate::devserver::tokens::{self, Signer};
+use common::*;
+use serde_json::json;
+
+/// The `jwt:` section for keys served at `jwks`, with further keys.
+fn jwt_section(jwks: SocketAddr, extra: &str) -> String {
+    format!(
+        "jwt:\n  jwks_url: http://{jwks}/oauth2/jwks\n  issuer: {STANDIN_ORIGIN}\n  audience: {STANDIN_ORIGIN}\n{}",
+        indent_keys(extra)
+    )
+}
+
+fn indent_keys(yaml: &str) -> String {
+    dedent(yaml)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect()
+}
+
+/// The stand-in (kept here, to count what it answers) and authgate with `jwt:` in front of it.
+struct Jwt {
+    standin: Arc<Standin>,
+    stack: Stack,
+}
+
+impl Jwt {
+    /// Local validation with `jwt_keys` under `jwt:` and `yaml` besides; the keys loaded.
+    async fn start(jwt_keys: &str, yaml: &str) -> Jwt {
+        let (standin, addr) = start_standin(Duration::ZERO).await;
+        let stack = Stack::builder()
+            .resolver(addr)
+            .admin()
+            .yaml(&jwt_section(addr, jwt_keys))
+            .yaml(yaml)
+            .start()
+            .await;
+        let jwt = Jwt { standin, stack };
+        metric_reaches(jwt.stack.admin(), "authgate_jwt_keys", 1.0).await;
+        jwt
+    }
+
+    /// Resolves the stand-in answered (not its JWKS or token answers).
+    fn resolves(&self) -> usize {
+        self.requests("/_resolver/resolve")
+    }
+
+    fn jwks_fetches(&self) -> usize {
+        self.requests("/oauth2/jwks")
+    }
+
+    fn requests(&self, path: &str) -> usize {
+        self.standin
+            .stats
+            .recent()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.standin.token_for(user).expect("a demo user")
+    }
+
+    async fn get(&self, token: &str) -> reqwest::Response {
+        client()
+            .get(self.stack.proxy.url("/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The identity headers the backend received for `token`.
+    async fn identity(&self, token: &str) -> Vec<(String, String)> {
+        let mut h = identity_headers(&echoed(self.get(token).await).await);
+        for (n, _) in h.iter_mut() {
+            n.make_ascii_lowercase();
+        }
+        h.sort();
+        h
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        metric(&scrape(self.stack.admin()).await, series)
+    }
+}
+
+/// What the stand-in resolver itself answers for `token`: its `x-authgear-*` headers.
+async fn resolver_answer(resolver: SocketAddr, token: &str) -> Vec<(String, String)> {
+    let r = client()
+        .get(format!("http://{resolver}/_resolver/resolve"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("resolve");
+    let mut h: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-authgear-"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_string()))
+        .collect();
+    h.sort();
+    h
+}
+
+/// Every demo user who can sign in (a disabled user gets no token from Authgear).
+fn demo_users() -> Vec<String> {
+    Directory::from_yaml(USERS)
+        .expect("users")
+        .users
+        .into_iter()
+        .filter(|u| !u.disabled)
+        .map(|u| u.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_headers_equal_the_resolvers_for_every_demo_user() {
+    let jwt = Jwt::start("", "").await;
+    let users = demo_users();
+    assert!(users.len() >= 2, "{users:?}");
+    for user in users {
+        let token = jwt.token(&user);
+        let before = jwt.resolves();
+        let local = jwt.identity(&token).await;
+        assert_eq!(jwt.resolves(), before, "{user}: answered without the resolver");
+        let resolver = resolver_answer(jwt.stack.resolver, &token).await;
+        assert!(
+            resolver.contains(&("x-authgear-user-id".into(), user.clone())),
+            "{resolver:?}"
+        );
+        assert_eq!(local, resolver, "{user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_used_once_costs_no_resolver_call_and_the_log_says_jwt() {
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let (builder, log) = Stack::builder()
+        .resolver(addr)
+        .admin()
+        .yaml(&jwt_section(addr, ""))
+        .access_log_file();
+    let stack = builder.start().await;
+    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    let jwt = Jwt { standin, stack };
+    let token = jwt.token("alice");
+    let r = jwt.get(&token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(jwt.resolves(), 0);
+    let line = access_log_lines(&log, 1).await.remove(0);
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(entry["cache"], "jwt", "{line}");
+    assert_eq!(entry["user_id"], "user-alice", "{line}");
+    assert_eq!(
+        jwt.metric("authgate_jwt_tokens_total{result=\"accepted\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_asks_the_resolver_and_a_revocation_sticks() {
+    let jwt = Jwt::start(
+        "",
+        "cache:\n  ttl: 30s\n  negative_ttl: 1s\n  refresh_after: 1s\n",
+    )
+    .await;
+    let token = jwt.token("bob");
+    assert_eq!(user_ids(&jwt, &token).await, ["user-bob"]);
+    assert_eq!(jwt.resolves(), 0);
+    // Disabled in the portal, no webhook: the refresh-ahead of a hit after `refresh_after`
+    // brings the resolver's verdict.
+    jwt.standin.disable("user-bob");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !user_ids(&jwt, &token).await.is_empty() {
+        assert!(Instant::now() < deadline, "the revocation was never seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(jwt.resolves() >= 1);
+    // Past the negative answer's TTL the token is still not vouched for locally.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert!(user_ids(&jwt, &token).await.is_empty(), "bob came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The user ids the backend received for a request with `token`.
+async fn user_ids(jwt: &Jwt, token: &str) -> Vec<String> {
+    echoed(jwt.get(token).await)
+        .await
+        .header_values("x-authgear-user-id")
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_token_is_checked_by_the_resolver_on_first_use() {
+    let jwt = Jwt::start("", "cache:\n  ttl: 30s\n  refresh_after: 10s\n").await;
+    let signer = Signer::demo().expect("demo key");
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let alice = dir.users.iter().find(|u| u.id == "user-alice").expect("alice");
+    let issued = unix_now() as u64 - 60;
+    let token = signer
+        .sign(&tokens::access_claims(alice, STANDIN_ORIGIN, issued))
+        .expect("signing");
+    assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
+    // Issued a minute ago, older than refresh_after: the resolver is asked in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jwt.resolves() == 0 {
+        assert!(Instant::now() < deadline, "no background resolve");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A fresh token is not.
+    let fresh = jwt.token("bob");
+    assert_eq!(user_ids(&jwt, &fresh).await, ["user-bob"]);
+    assert_eq!(jwt.resolves(), 1);
+}
+
+const WEBHOOK_SECRET: &str = "whsec-0123456789abcdef-authgate-jwt";
+
+fn disabled_event(user: &str) -> Vec<u8> {
+    json!({
+        "id": format!("ev-{user}"),
+        "seq": 1,
+        "type": "user.disabled",
+        "payload": { "user": { "id": user, "is_disabled": true } },
+        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn deliver(admin: SocketAddr, body: Vec<u8>) {
+    let r = client()
+        .post(format!("http://{admin}/hooks/authgear"))
+        .header("content-type", "application/json")
+        .header(
+            "x-authgear-body-signature",
+            webhook_signature(WEBHOOK_SECRET, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_old_tokens_go_to_the_resolver_after_a_webhook_or_a_purge() {
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let builder = Stack::builder().resolver(addr);
+    let secret = builder.file("webhook-secret", &format!("{WEBHOOK_SECRET}\n"));
+    let stack = builder
+        .admin_keys(&format!("webhook:\n  secret_file: {}\n", secret.display()))
+        .yaml(&jwt_section(addr, ""))
+        .start()
+        .await;
+    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    let jwt = Jwt { standin, stack };
+    let (bob, alice) = (jwt.token("bob"), jwt.token("alice"));
+    assert_eq!(user_ids(&jwt, &bob).await, ["user-bob"]);
+    assert_eq!(user_ids(&jwt, &alice).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 0);
+
+    jwt.standin.disable("user-bob");
+    deliver(jwt.stack.admin(), disabled_event("user-bob")).await;
+    assert!(user_ids(&jwt, &bob).await.is_empty(), "bob refused");
+    assert_eq!(jwt.resolves(), 1, "by the resolver");
+    assert_eq!(
+        jwt.metric("authgate_jwt_tokens_total{result=\"deferred\",reason=\"purged\"}")
+            .await,
+        1.0
+    );
+    // Alice's token was not covered.
+    assert_eq!(user_ids(&jwt, &alice).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 1);
+
+    // An admin purge by user: Alice's token issued before it goes to the resolver (which
+    // still says she is valid), and a token issued after it is vouched for again.
+    let r = client()
+        .post(format!("http://{}/cache/purge", jwt.stack.admin()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"user_id":"user-alice"}"#)
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(r.status(), 200);
+    assert_eq!(user_ids(&jwt, &alice).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kid_flood_fetches_the_keys_at_most_once_per_cooldown() {
+    let jwt = Jwt::start("unknown_kid_cooldown: 30s\n", "").await;
+    assert_eq!(jwt.jwks_fetches(), 1, "the fetch at start");
+    let signer = Signer::demo().expect("demo key");
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let claims = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, unix_now() as u64);
+    let mut answered = Vec::new();
+    for i in 0..40 {
+        let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": format!("rotated-{i}")});
+        let token = signer
+            .sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
+            .expect("signing");
+        answered.push(jwt.get(&token).await.status().as_u16());
+    }
+    assert!(answered.iter().all(|&s| s == 200), "{answered:?}");
+    assert_eq!(jwt.resolves(), 40, "each one by the resolver");
+    // The one fetch the first unknown kid asked for, whenever it lands; never more.
+    metric_reaches(
+        jwt.stack.admin(),
+        "authgate_jwt_key_fetches_total{result=\"ok\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(jwt.jwks_fetches(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jku_and_x5u_are_never_fetched() {
+    let (attacker, contacted) = start_canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", Duration::ZERO).await;
+    let jwt = Jwt::start("", "").await;
+    let signer = Signer::demo().expect("demo key");
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let claims = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, unix_now() as u64);
+    for kid in [tokens::DEMO_KID, "attackers-key"] {
+        let header = json!({
+            "alg": "RS256", "typ": "at+jwt", "kid": kid,
+            "jku": format!("http://{attacker}/jwks"),
+            "x5u": format!("http://{attacker}/cert.pem"),
+        });
+        let token = signer
+            .sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
+            .expect("signing");
+        assert_eq!(jwt.get(&token).await.status(), 200);
+    }
+    assert_eq!(jwt.resolves(), 1, "the unknown kid went to the resolver");
+    assert_eq!(contacted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_decides_every_token_not_vouched_for() {
+    let jwt = Jwt::start("", "").await;
+    let signer = Signer::demo().expect("demo key");
+    let now = unix_now() as u64;
+    let machine = signer
+        .sign(&tokens::machine_claims("backend", STANDIN_ORIGIN, now))
+        .expect("signing");
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let mut expired = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, now - 4000);
+    expired["exp"] = json!(now - 600);
+    let expired = signer.sign(&expired).expect("signing");
+    let mut oversized = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, now);
+    oversized["pad"] = json!("x".repeat(9 * 1024));
+    let oversized = signer.sign(&oversized).expect("signing");
+    // What the resolver answers for each: the stand-in reads any size, as Authgear does.
+    let cases = [
+        (machine, "m2m", None),
+        (expired, "expired", None),
+        (oversized, "not_jwt", Some("user-alice")),
+        ("demo-token-x.y".to_string(), "not_jwt", None),
+    ];
+    for (i, (token, reason, user)) in cases.iter().enumerate() {
+        let ids = user_ids(&jwt, token).await;
+        let want: Vec<String> = user.iter().map(|u| u.to_string()).collect();
+        assert_eq!(ids, want, "{reason}");
+        assert_eq!(jwt.resolves(), i + 1, "{reason}: asked the resolver");
+    }
+    for reason in ["m2m", "expired", "not_jwt"] {
+        let series = format!("authgate_jwt_tokens_total{{result=\"deferred\",reason=\"{reason}\"}}");
+        assert!(jwt.metric(&series).await >= 1.0, "{series}");
+    }
+    // An opaque token still works through the resolver.
+    assert_eq!(user_ids(&jwt, "tok-alice").await, ["user-alice"]);
+}
+
+/// A JWKS server that never answers, or answers garbage: tokens go to the resolver, which
+/// keeps serving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_garbage_jwks_leaves_the_resolver_path_serving() {
+    let hanging = serve_canned(b"", Duration::from_secs(3600), true).await;
+    let (garbage, _) = start_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n<html>no</html",
+        Duration::ZERO,
+    )
+    .await;
+    for jwks in [hanging.addr, garbage] {
+        let (standin, addr) = start_standin(Duration::ZERO).await;
+        let section = jwt_section(addr, "fetch_timeout: 300ms\n")
+            .replace(&format!("http://{addr}/oauth2/jwks"), &format!("http://{jwks}/oauth2/jwks"));
+        let stack = Stack::builder()
+            .resolver(addr)
+            .admin()
+            .yaml(&section)
+            .start()
+            .await;
+        let failed = |text: &str| {
+            ["timeout", "not_jwks", "bad_answer", "unreachable"]
+                .iter()
+                .map(|r| metric(text, &format!("authgate_jwt_key_fetches_total{{result=\"{r}\"}}")))
+                .sum::<f64>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while failed(&scrape(stack.admin()).await) < 1.0 {
+            assert!(Instant::now() < deadline, "no failed fetch");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let jwt = Jwt { standin, stack };
+        for user in ["alice", "bob"] {
+            let token = jwt.token(user);
+            assert_eq!(user_ids(&jwt, &token).await, [format!("user-{user}")]);
+        }
+        assert_eq!(jwt.resolves(), 2, "{jwks}: by the resolver");
+        assert_eq!(jwt.metric("authgate_jwt_keys").await, 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_jwt_section_bearer_jwts_go_to_the_resolver() {
+    let stack = Stack::builder().admin().start().await;
+    let token = stack.standin().token_for("alice").expect("token");
+    let r = client()
+        .get(stack.proxy.url("/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    let ids = echoed(r).await.header_values("x-authgear-user-id").len();
+    assert_eq!(ids, 1);
+    assert_eq!(stack.resolver_calls(), 1);
+    assert!(!scrape(stack.admin()).await.contains("authgate_jwt_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_bearer_token_never_reaches_the_validator_unbounded() {
+    let jwt = Jwt::start("", "").await;
+    let huge = format!("eyJ{}", "A".repeat(10 * 1024 * 1024));
+    let status = client()
+        .get(jwt.stack.proxy.url("/"))
+        .bearer_auth(&huge)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_ne!(status, 200, "a 10 MB header is refused before any reading");
+    // And the proxy still serves.
+    let token = jwt.token("alice");
+    assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_serves_tokens_and_keys() {
+    let (_standin, addr) = start_standin(Duration::ZERO).await;
+    let jwks: serde_json::Value = client()
+        .get(format!("http://{addr}/oauth2/jwks"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(jwks["keys"][0]["kid"], tokens::DEMO_KID);
+    let token = client()
+        .get(format!("http://{addr}/_standin/token?user=alice"))
+        .send()
+        .await
+        .expect("token")
+        .text()
+        .await
+        .expect("text");
+    assert!(token.starts_with("eyJ"), "{token}");
+    let answer = resolver_answer(addr, token.trim()).await;
+    assert!(answer.contains(&("x-authgear-user-id".into(), "user-alice".into())));
+}
