@@ -486,3 +486,41 @@ async fn the_stand_in_serves_tokens_and_keys() {
     let answer = resolver_answer(addr, token.trim()).await;
     assert!(answer.contains(&("x-authgear-user-id".into(), "user-alice".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_local_validation_on_and_keeps_its_keys() {
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let stack = Stack::builder().resolver(addr).admin().start().await;
+    let jwt = Jwt { standin, stack };
+    assert_eq!(user_ids(&jwt, &jwt.token("alice")).await, ["user-alice"]);
+    assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 0));
+
+    let on = jwt.stack.config.with_yaml(&jwt_section(addr, ""));
+    jwt.stack.rewrite(&on);
+    jwt.stack.proxy.signal("HUP");
+    metric_reaches(jwt.stack.admin(), "authgate_jwt_keys", 1.0).await;
+    assert_eq!(user_ids(&jwt, &jwt.token("bob")).await, ["user-bob"]);
+    assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 1));
+
+    // Another section changes: the validator and its keys stay, nothing is fetched again.
+    jwt.stack
+        .rewrite(&on.with_yaml("cache:\n  negative_ttl: 5s\n"));
+    jwt.stack.proxy.signal("HUP");
+    metric_reaches(
+        jwt.stack.admin(),
+        "authgate_reloads_total{result=\"ok\"}",
+        2.0,
+    )
+    .await;
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let bob = dir.users.iter().find(|u| u.id == "user-bob").expect("bob");
+    // A token the cache has not seen (another `jti`): vouched for with the kept keys.
+    let mut claims = tokens::access_claims(bob, STANDIN_ORIGIN, unix_now() as u64);
+    claims["jti"] = json!("after-the-reload");
+    let token = Signer::demo()
+        .expect("demo key")
+        .sign(&claims)
+        .expect("signing");
+    assert_eq!(user_ids(&jwt, &token).await, ["user-bob"]);
+    assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 1));
+}
