@@ -13,21 +13,6 @@ use authgate::devserver::tokens::{self, Signer};
 use common::*;
 use serde_json::json;
 
-/// The `jwt:` section for keys served at `jwks`, with further keys.
-fn jwt_section(jwks: SocketAddr, extra: &str) -> String {
-    format!(
-        "jwt:\n  jwks_url: http://{jwks}/oauth2/jwks\n  issuer: {STANDIN_ORIGIN}\n  audience: {STANDIN_ORIGIN}\n{}",
-        indent_keys(extra)
-    )
-}
-
-fn indent_keys(yaml: &str) -> String {
-    dedent(yaml)
-        .lines()
-        .map(|l| format!("  {l}\n"))
-        .collect()
-}
-
 /// The stand-in (kept here, to count what it answers) and authgate with `jwt:` in front of it.
 struct Jwt {
     standin: Arc<Standin>,
@@ -47,6 +32,7 @@ impl Jwt {
             .await;
         let jwt = Jwt { standin, stack };
         metric_reaches(jwt.stack.admin(), "authgate_jwt_keys", 1.0).await;
+        next_second().await;
         jwt
     }
 
@@ -93,6 +79,18 @@ impl Jwt {
 
     async fn metric(&self, series: &str) -> f64 {
         metric(&scrape(self.stack.admin()).await, series)
+    }
+}
+
+/// Waits for the next Unix second. A new process (or a resync of the fleet's bus) leaves
+/// every token issued up to then to the resolver, and `iat` counts whole seconds: a token
+/// issued in the same second might be older than the process, and is refused locally.
+async fn next_second() {
+    let now = unix_now();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while unix_now() == now {
+        assert!(Instant::now() < deadline, "the clock stands still");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -154,6 +152,7 @@ async fn a_token_used_once_costs_no_resolver_call_and_the_log_says_jwt() {
         .access_log_file();
     let stack = builder.start().await;
     metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    next_second().await;
     let jwt = Jwt { standin, stack };
     let token = jwt.token("alice");
     let r = jwt.get(&token).await;
@@ -209,16 +208,23 @@ async fn user_ids(jwt: &Jwt, token: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_token_is_checked_by_the_resolver_on_first_use() {
-    let jwt = Jwt::start("", "cache:\n  ttl: 30s\n  refresh_after: 10s\n").await;
-    let signer = Signer::demo().expect("demo key");
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let alice = dir.users.iter().find(|u| u.id == "user-alice").expect("alice");
-    let issued = unix_now() as u64 - 60;
-    let token = signer
-        .sign(&tokens::access_claims(alice, STANDIN_ORIGIN, issued))
-        .expect("signing");
-    assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
-    // Issued a minute ago, older than refresh_after: the resolver is asked in the background.
+    let jwt = Jwt::start("", "cache:\n  ttl: 30s\n  refresh_after: 2s\n").await;
+    let old = jwt.token("alice");
+    // Older than refresh_after by its first use here.
+    let issued = unix_now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unix_now() < issued + 3 {
+        assert!(Instant::now() < deadline, "the clock stands still");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(user_ids(&jwt, &old).await, ["user-alice"]);
+    assert_eq!(
+        jwt.metric("authgate_jwt_tokens_total{result=\"accepted\"}")
+            .await,
+        1.0,
+        "answered locally"
+    );
+    // ...and the resolver is asked in the background.
     let deadline = Instant::now() + Duration::from_secs(10);
     while jwt.resolves() == 0 {
         assert!(Instant::now() < deadline, "no background resolve");
@@ -270,6 +276,7 @@ async fn a_users_old_tokens_go_to_the_resolver_after_a_webhook_or_a_purge() {
         .start()
         .await;
     metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    next_second().await;
     let jwt = Jwt { standin, stack };
     let (bob, alice) = (jwt.token("bob"), jwt.token("alice"));
     assert_eq!(user_ids(&jwt, &bob).await, ["user-bob"]);
@@ -499,6 +506,7 @@ async fn a_reload_turns_local_validation_on_and_keeps_its_keys() {
     jwt.stack.rewrite(&on);
     jwt.stack.proxy.signal("HUP");
     metric_reaches(jwt.stack.admin(), "authgate_jwt_keys", 1.0).await;
+    next_second().await;
     assert_eq!(user_ids(&jwt, &jwt.token("bob")).await, ["user-bob"]);
     assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 1));
 
@@ -523,4 +531,61 @@ async fn a_reload_turns_local_validation_on_and_keeps_its_keys() {
         .expect("signing");
     assert_eq!(user_ids(&jwt, &token).await, ["user-bob"]);
     assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 1));
+}
+
+/// A webhook on one instance: a disabled user's old token is refused locally on every
+/// instance of the fleet (the bus's purge buries it there too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_on_one_instance_keeps_old_tokens_off_every_local_path() {
+    use common::redis::{Fleet, RedisServer, BUS_APPLIED};
+    let redis = RedisServer::start();
+    let builder = Fleet::builder(&redis.url()).nodes(2).jwt();
+    let secret = builder.file("webhook-secret", &format!("{WEBHOOK_SECRET}\n"));
+    let fleet = builder
+        .admin_keys(&format!("webhook:\n  secret_file: {}\n", secret.display()))
+        .start()
+        .await;
+    let resolves = || {
+        fleet
+            .standin
+            .stats
+            .recent()
+            .iter()
+            .filter(|r| r.path == "/_resolver/resolve")
+            .count()
+    };
+    let ids = |i: usize, token: String| {
+        let url = fleet.node(i).proxy.url("/");
+        async move {
+            let r = client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request");
+            echoed(r)
+                .await
+                .header_values("x-authgear-user-id")
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    for i in 0..2 {
+        metric_reaches(fleet.admin(i), "authgate_jwt_keys", 1.0).await;
+    }
+    next_second().await;
+    let token = fleet.standin.token_for("bob").expect("token");
+    let ids = |i: usize| ids(i, token.clone());
+    for i in 0..2 {
+        assert_eq!(ids(i).await, ["user-bob"]);
+    }
+    assert_eq!(resolves(), 0);
+
+    fleet.standin.disable("user-bob");
+    deliver(fleet.admin(0), disabled_event("user-bob")).await;
+    fleet.reaches(1, BUS_APPLIED, 1.0).await;
+    assert!(ids(1).await.is_empty(), "refused on the other instance");
+    assert!(ids(0).await.is_empty(), "and on the one that got the webhook");
+    assert!(resolves() >= 1);
 }

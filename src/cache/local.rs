@@ -6,7 +6,7 @@
 //! are remembered as tombstones, by the rules the fleet keeps its own by.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Cache, Lookup, Outcome};
@@ -25,6 +25,15 @@ pub struct Vouched {
     pub identity: Arc<Identity>,
     pub issued_ms: u64,
     pub expires_ms: u64,
+}
+
+/// The purges of a new cache: every token issued before it is left to the resolver, since
+/// the purges made before this process started (a webhook to an instance that has since
+/// restarted, or to the fleet before this one joined) are not known here.
+pub(super) fn new_purges() -> Mutex<Tombstones> {
+    let mut purges = Tombstones::default();
+    purges.bury(&Target::Flush, unix_ms(), TOKEN_HORIZON);
+    Mutex::new(purges)
 }
 
 impl Cache {

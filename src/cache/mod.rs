@@ -121,7 +121,7 @@ impl Cache {
             warned_uncredentialed: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
             fleet: ArcSwapOption::empty(),
-            purges: ArcSwap::from_pointee(Mutex::new(Tombstones::default())),
+            purges: ArcSwap::from_pointee(local::new_purges()),
         })
     }
 

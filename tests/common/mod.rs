@@ -33,6 +33,15 @@ users:
 /// The origin the stand-in's JWT access tokens name (`iss`, `aud`).
 pub const STANDIN_ORIGIN: &str = "https://project.authgear.test";
 
+/// The `jwt:` section trusting the stand-in at `jwks` (its keys and origin), with further
+/// keys (at column 0).
+pub fn jwt_section(jwks: SocketAddr, keys: &str) -> String {
+    format!(
+        "jwt:\n  jwks_url: http://{jwks}/oauth2/jwks\n  issuer: {STANDIN_ORIGIN}\n  audience: {STANDIN_ORIGIN}\n{}",
+        indent(keys, 2)
+    )
+}
+
 pub async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0")
         .await
