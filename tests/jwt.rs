@@ -132,7 +132,11 @@ async fn local_headers_equal_the_resolvers_for_every_demo_user() {
         let token = jwt.token(&user);
         let before = jwt.resolves();
         let local = jwt.identity(&token).await;
-        assert_eq!(jwt.resolves(), before, "{user}: answered without the resolver");
+        assert_eq!(
+            jwt.resolves(),
+            before,
+            "{user}: answered without the resolver"
+        );
         let resolver = resolver_answer(jwt.stack.resolver, &token).await;
         assert!(
             resolver.contains(&("x-authgear-user-id".into(), user.clone())),
@@ -339,7 +343,11 @@ async fn an_unknown_kid_flood_fetches_the_keys_at_most_once_per_cooldown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jku_and_x5u_are_never_fetched() {
-    let (attacker, contacted) = start_canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", Duration::ZERO).await;
+    let (attacker, contacted) = start_canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::ZERO,
+    )
+    .await;
     let jwt = Jwt::start("", "").await;
     let signer = Signer::demo().expect("demo key");
     let dir = Directory::from_yaml(USERS).expect("users");
@@ -388,7 +396,8 @@ async fn the_resolver_decides_every_token_not_vouched_for() {
         assert_eq!(jwt.resolves(), i + 1, "{reason}: asked the resolver");
     }
     for reason in ["m2m", "expired", "not_jwt"] {
-        let series = format!("authgate_jwt_tokens_total{{result=\"deferred\",reason=\"{reason}\"}}");
+        let series =
+            format!("authgate_jwt_tokens_total{{result=\"deferred\",reason=\"{reason}\"}}");
         assert!(jwt.metric(&series).await >= 1.0, "{series}");
     }
     // An opaque token still works through the resolver.
@@ -407,8 +416,10 @@ async fn a_hanging_or_garbage_jwks_leaves_the_resolver_path_serving() {
     .await;
     for jwks in [hanging.addr, garbage] {
         let (standin, addr) = start_standin(Duration::ZERO).await;
-        let section = jwt_section(addr, "fetch_timeout: 300ms\n")
-            .replace(&format!("http://{addr}/oauth2/jwks"), &format!("http://{jwks}/oauth2/jwks"));
+        let section = jwt_section(addr, "fetch_timeout: 300ms\n").replace(
+            &format!("http://{addr}/oauth2/jwks"),
+            &format!("http://{jwks}/oauth2/jwks"),
+        );
         let stack = Stack::builder()
             .resolver(addr)
             .admin()
@@ -418,7 +429,12 @@ async fn a_hanging_or_garbage_jwks_leaves_the_resolver_path_serving() {
         let failed = |text: &str| {
             ["timeout", "not_jwks", "bad_answer", "unreachable"]
                 .iter()
-                .map(|r| metric(text, &format!("authgate_jwt_key_fetches_total{{result=\"{r}\"}}")))
+                .map(|r| {
+                    metric(
+                        text,
+                        &format!("authgate_jwt_key_fetches_total{{result=\"{r}\"}}"),
+                    )
+                })
                 .sum::<f64>()
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -586,6 +602,35 @@ async fn a_webhook_on_one_instance_keeps_old_tokens_off_every_local_path() {
     deliver(fleet.admin(0), disabled_event("user-bob")).await;
     fleet.reaches(1, BUS_APPLIED, 1.0).await;
     assert!(ids(1).await.is_empty(), "refused on the other instance");
-    assert!(ids(0).await.is_empty(), "and on the one that got the webhook");
+    assert!(
+        ids(0).await.is_empty(),
+        "and on the one that got the webhook"
+    );
     assert!(resolves() >= 1);
+}
+
+/// Purges made before the process started are unknown to it (a webhook before a restart):
+/// a token issued before the start goes to the resolver, and one issued after does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_issued_before_the_process_started_goes_to_the_resolver() {
+    let jwt = Jwt::start("", "").await;
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let bob = dir.users.iter().find(|u| u.id == "user-bob").expect("bob");
+    let before = Signer::demo()
+        .expect("demo key")
+        .sign(&tokens::access_claims(
+            bob,
+            STANDIN_ORIGIN,
+            unix_now() as u64 - 120,
+        ))
+        .expect("signing");
+    assert_eq!(user_ids(&jwt, &before).await, ["user-bob"]);
+    assert_eq!(jwt.resolves(), 1, "the resolver answered it");
+    assert_eq!(
+        jwt.metric("authgate_jwt_tokens_total{result=\"deferred\",reason=\"purged\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(user_ids(&jwt, &jwt.token("bob")).await, ["user-bob"]);
+    assert_eq!(jwt.resolves(), 1, "a token issued since: locally");
 }

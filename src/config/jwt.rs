@@ -31,10 +31,7 @@ fn jwt_settings(j: &JwtFile, base: Option<&Path>) -> Result<JwtSettings, Bad> {
         .map_err(|why| bad("jwks_url", why))?;
     let host_header = http::HeaderValue::from_str(authority.as_str())
         .map_err(|_| bad("jwks_url", "host is not a valid Host value".into()))?;
-    let path = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     if j.issuer.trim().is_empty() {
         return Err(bad("issuer", "must not be empty".into()));
     }

@@ -45,26 +45,21 @@ async fn exchange(
     timeout: Duration,
     max_bytes: usize,
 ) -> Result<Fetched, (&'static str, String)> {
-    let broken = |e: Box<pingora::Error>| ("unreachable", e.to_string());
     let mut peer = HttpPeer::new(src.addr, src.tls, src.sni.clone());
     peer.options.connection_timeout = Some(timeout);
     peer.options.read_timeout = Some(timeout);
     peer.options.write_timeout = Some(timeout);
-    let mut req =
-        RequestHeader::build("GET", src.path.as_bytes(), Some(3)).map_err(|e| broken(e))?;
+    let mut req = RequestHeader::build("GET", src.path.as_bytes(), Some(3)).map_err(broken)?;
     req.insert_header(HOST, src.host_header.clone())
-        .map_err(|e| broken(e))?;
+        .map_err(broken)?;
     req.insert_header("accept", "application/json")
-        .map_err(|e| broken(e))?;
-    let (mut http, _) = connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| broken(e))?;
+        .map_err(broken)?;
+    let (mut http, _) = connector.get_http_session(&peer).await.map_err(broken)?;
     http.write_request_header(Box::new(req))
         .await
-        .map_err(|e| broken(e))?;
-    http.finish_request_body().await.map_err(|e| broken(e))?;
-    http.read_response_header().await.map_err(|e| broken(e))?;
+        .map_err(broken)?;
+    http.finish_request_body().await.map_err(broken)?;
+    http.read_response_header().await.map_err(broken)?;
     let (status, max_age) = match http.response_header() {
         Some(h) => (
             h.status.as_u16(),
@@ -76,7 +71,7 @@ async fn exchange(
         return Err(("bad_answer", format!("status {status}")));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = http.read_response_body().await.map_err(|e| broken(e))? {
+    while let Some(chunk) = http.read_response_body().await.map_err(broken)? {
         if body.len() + chunk.len() > max_bytes {
             return Err(("bad_answer", format!("answer over {max_bytes} bytes")));
         }
@@ -96,4 +91,8 @@ fn max_age(v: &HeaderValue) -> Option<Duration> {
             .flatten()
             .map(Duration::from_secs)
     })
+}
+
+fn broken(e: Box<pingora::Error>) -> (&'static str, String) {
+    ("unreachable", e.to_string())
 }

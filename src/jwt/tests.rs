@@ -126,7 +126,11 @@ fn a_users_access_token_gives_the_resolvers_headers() {
 
 #[test]
 fn no_roles_no_roles_header_and_no_amr_an_empty_one() {
-    let mut c = with(claims(), "https://authgear.com/claims/user/roles", json!([]));
+    let mut c = with(
+        claims(),
+        "https://authgear.com/claims/user/roles",
+        json!([]),
+    );
     c.as_object_mut().map(|o| o.remove("amr"));
     let a = check(&signed(&header(), &c)).expect("accepted");
     let names: Vec<String> = listed(&a)
@@ -134,7 +138,10 @@ fn no_roles_no_roles_header_and_no_amr_an_empty_one() {
         .map(|(n, v)| format!("{n}={v}"))
         .collect();
     assert!(!names.iter().any(|n| n.starts_with("x-authgear-user-roles")));
-    assert!(names.contains(&"x-authgear-session-amr=".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"x-authgear-session-amr=".to_string()),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -339,9 +346,21 @@ fn machine_tokens_and_odd_user_claims_go_to_the_resolver() {
     for c in [
         with(claims(), "sub", json!("")),
         with(claims(), "sub", json!(42)),
-        with(claims(), "https://authgear.com/claims/user/is_verified", json!("yes")),
-        with(claims(), "https://authgear.com/claims/user/roles", json!(["a,b"])),
-        with(claims(), "https://authgear.com/claims/user/roles", json!("admin")),
+        with(
+            claims(),
+            "https://authgear.com/claims/user/is_verified",
+            json!("yes"),
+        ),
+        with(
+            claims(),
+            "https://authgear.com/claims/user/roles",
+            json!(["a,b"]),
+        ),
+        with(
+            claims(),
+            "https://authgear.com/claims/user/roles",
+            json!("admin"),
+        ),
         with(claims(), "amr", json!(["pwd otp"])),
         with(claims(), "sub", json!("user\nx-authgear-user-roles: admin")),
     ] {
@@ -391,7 +410,13 @@ fn jwks_rules() {
         .is_empty());
     let many = json!({"keys": vec![demo().jwk(); MAX_KEYS + 1]}).to_string();
     assert!(keys::parse_jwks(many.as_bytes(), MAX_KEYS).is_err());
-    for garbage in ["", "<html>", "{\"keys\":{}}", "[]", "{\"keys\":[],\"keys\":[]}"] {
+    for garbage in [
+        "",
+        "<html>",
+        "{\"keys\":{}}",
+        "[]",
+        "{\"keys\":[],\"keys\":[]}",
+    ] {
         assert!(
             keys::parse_jwks(garbage.as_bytes(), MAX_KEYS).is_err(),
             "{garbage}"

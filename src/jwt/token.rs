@@ -144,7 +144,11 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 /// audience and the claims of a user (`Claims`); a machine's subject is `M2m`.
 pub(super) fn claims(payload: &[u8], want: &Expect<'_>) -> Result<UserClaims, Defer> {
     let Unique(c) = serde_json::from_slice(payload).map_err(|_| Defer::Claims)?;
-    let at = |name: &str| c.get(name).map(|v| date(v).ok_or(Defer::Claims)).transpose();
+    let at = |name: &str| {
+        c.get(name)
+            .map(|v| date(v).ok_or(Defer::Claims))
+            .transpose()
+    };
     let (exp, iat, nbf) = (at("exp")?, at("iat")?, at("nbf")?);
     // `iat` is required: a purge refuses the tokens of a user issued before it.
     let (Some(exp), Some(iat)) = (exp, iat) else {
@@ -186,7 +190,10 @@ pub(super) fn claims(payload: &[u8], want: &Expect<'_>) -> Result<UserClaims, De
     {
         return Err(Defer::Claims);
     }
-    let auth_time = c.get("auth_time").map(|v| date(v).ok_or(Defer::Claims)).transpose()?;
+    let auth_time = c
+        .get("auth_time")
+        .map(|v| date(v).ok_or(Defer::Claims))
+        .transpose()?;
     Ok(UserClaims {
         sub: sub.to_string(),
         iat,

@@ -14,9 +14,8 @@ use authgate::devserver::standin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    jwt_section,
-    closed_port, dedent, echoed, fetch_as, listener, metric, metric_reaches, scrape, start_echo,
-    start_standin, Pool, Stack,
+    closed_port, dedent, echoed, fetch_as, jwt_section, listener, metric, metric_reaches, scrape,
+    start_echo, start_standin, Pool, Stack,
 };
 
 /// The fleet's `timeout` in tests that do not set one (see `FleetBuilder::start`).

@@ -23,7 +23,10 @@ pub struct JwtFile {
     #[serde(default = "defaults::jwt_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
     /// After a token names an unknown key: at most one fetch in this long.
-    #[serde(default = "defaults::jwt_unknown_kid_cooldown", with = "humantime_serde")]
+    #[serde(
+        default = "defaults::jwt_unknown_kid_cooldown",
+        with = "humantime_serde"
+    )]
     pub unknown_kid_cooldown: Duration,
     /// Larger bearer tokens go to the resolver unread.
     #[serde(default = "defaults::jwt_max_token_bytes")]
