@@ -137,6 +137,13 @@ pub fn apply_to_pingora(limits: &ClientLimits) {
     );
 }
 
+/// How long a connection a stopping listener accepted in its last instant has to send its
+/// request (`drain::WINDOW`, which is this; connections waiting for their first byte get the
+/// same). `pingora.grace_period_seconds` must stay well above it: Pingora drops the runtime,
+/// with every request still on it, when the grace period ends, so `config` warns of a shorter
+/// one.
+pub const DRAIN_WINDOW: Duration = Duration::from_secs(1);
+
 /// The L4 buffers of a plain (not TLS) client connection. Pingora's default puts a 64 KiB read buffer in
 /// front of every accepted socket (tokio's `BufReader`, zero-filled, so resident at once), for
 /// an idle connection as much as for a busy one: two thirds of what an open connection cost.
@@ -299,10 +306,7 @@ async fn first_byte(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
         // An error: the server is gone; the window below still bounds the wait.
         _ = stopping.wait_for(|stop| *stop) => {}
     }
-    matches!(
-        tokio::time::timeout(crate::config::DRAIN_WINDOW, peek).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(DRAIN_WINDOW, peek).await, Ok(Ok(_)))
 }
 
 #[async_trait]

@@ -25,11 +25,7 @@ pub struct Listener {
     pub h2c: bool,
 }
 
-/// How long a connection a stopping listener accepted in its last instant has to send its
-/// request (`drain::WINDOW`, which is this). `pingora.grace_period_seconds` must stay well
-/// above it: Pingora drops the runtime, with every request still on it, when the grace period
-/// ends, so a shorter one is warned about.
-pub const DRAIN_WINDOW: Duration = Duration::from_secs(1);
+pub use crate::connections::DRAIN_WINDOW;
 
 pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";

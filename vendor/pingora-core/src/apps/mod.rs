@@ -257,6 +257,41 @@ pub trait HttpServerApp {
     }
 }
 
+/// Waits, between two requests of a kept-alive HTTP/1 connection, for the next request's first
+/// byte (read and put back) before the next session is built: until then the connection holds
+/// only its stream, not `process_new_http`'s future and a header buffer (about 14 KiB, held
+/// for as long as a client keeps an idle connection open). `false`: the client closed the
+/// connection or the keep-alive timeout passed with nothing sent, as `read_request` would have
+/// ended it. When the service starts shutting down the wait stops and the session is built as
+/// before, so the app's own shutdown handling of parked connections applies unchanged. A
+/// stream that cannot peek (TLS) goes straight on.
+async fn next_request_arrives(
+    stream: &mut Stream,
+    settings: Option<&HttpPersistentSettings>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let idle = match settings.and_then(|s| s.keepalive_timeout) {
+        Some(0) | None => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    };
+    let mut byte = [0u8; 1];
+    let peek = async {
+        match idle {
+            Some(idle) => tokio::time::timeout(idle, stream.try_peek(&mut byte))
+                .await
+                .map_err(|_| std::io::ErrorKind::TimedOut.into())
+                .and_then(|r| r),
+            None => stream.try_peek(&mut byte).await,
+        }
+    };
+    let mut stopping = shutdown.clone();
+    tokio::select! {
+        peeked = peek => peeked.is_ok(),
+        // The peek is dropped unfinished: nothing was read, nothing is lost.
+        _ = stopping.wait_for(|stop| *stop) => true,
+    }
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -359,7 +394,15 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                if persistent_settings
+                    .as_ref()
+                    .is_some_and(|s| s.pipelined_prefix.is_none())
+                    && !next_request_arrives(&mut stream, persistent_settings.as_ref(), shutdown)
+                        .await
+                {
+                    return None;
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
