@@ -242,18 +242,6 @@ async fn an_old_token_is_checked_by_the_resolver_on_first_use() {
 
 const WEBHOOK_SECRET: &str = "whsec-0123456789abcdef-authgate-jwt";
 
-fn disabled_event(user: &str) -> Vec<u8> {
-    json!({
-        "id": format!("ev-{user}"),
-        "seq": 1,
-        "type": "user.disabled",
-        "payload": { "user": { "id": user, "is_disabled": true } },
-        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
-    })
-    .to_string()
-    .into_bytes()
-}
-
 async fn deliver(admin: SocketAddr, body: Vec<u8>) {
     let r = client()
         .post(format!("http://{admin}/hooks/authgear"))
@@ -288,7 +276,7 @@ async fn a_users_old_tokens_go_to_the_resolver_after_a_webhook_or_a_purge() {
     assert_eq!(jwt.resolves(), 0);
 
     jwt.standin.disable("user-bob");
-    deliver(jwt.stack.admin(), disabled_event("user-bob")).await;
+    deliver(jwt.stack.admin(), user_disabled("ev-bob", "user-bob")).await;
     assert!(user_ids(&jwt, &bob).await.is_empty(), "bob refused");
     assert_eq!(jwt.resolves(), 1, "by the resolver");
     assert_eq!(
@@ -599,7 +587,7 @@ async fn a_webhook_on_one_instance_keeps_old_tokens_off_every_local_path() {
     assert_eq!(resolves(), 0);
 
     fleet.standin.disable("user-bob");
-    deliver(fleet.admin(0), disabled_event("user-bob")).await;
+    deliver(fleet.admin(0), user_disabled("ev-bob", "user-bob")).await;
     fleet.reaches(1, BUS_APPLIED, 1.0).await;
     assert!(ids(1).await.is_empty(), "refused on the other instance");
     assert!(

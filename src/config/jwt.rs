@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use super::file::{AudienceFile, JwtFile};
-use super::paths::{check_ca_file, relative_to};
-use super::resolver::{http_url, HttpUrl};
-use super::upstreams::resolve_addr;
+use super::paths::https_ca_file;
+use super::resolver::http_url;
 use super::{under, Bad};
 use crate::jwt::{JwksSource, JwtSettings};
 
@@ -18,20 +17,11 @@ pub(super) fn jwt(j: Option<&JwtFile>, base: Option<&Path>) -> Result<Option<Jwt
 
 fn jwt_settings(j: &JwtFile, base: Option<&Path>) -> Result<JwtSettings, Bad> {
     let bad = |k: &str, why: String| (k.to_string(), why);
-    let HttpUrl {
-        uri,
-        tls,
-        host,
-        port,
-    } = http_url(&j.jwks_url).map_err(|why| bad("jwks_url", why))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| bad("jwks_url", "has no host".into()))?;
-    let addr = resolve_addr(&format!("{}:{port}", authority.host()))
-        .map_err(|why| bad("jwks_url", why))?;
-    let host_header = http::HeaderValue::from_str(authority.as_str())
+    let url = http_url(&j.jwks_url).map_err(|why| bad("jwks_url", why))?;
+    let addr = url.addr().map_err(|why| bad("jwks_url", why))?;
+    let host_header = http::HeaderValue::from_str(&url.authority)
         .map_err(|_| bad("jwks_url", "host is not a valid Host value".into()))?;
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = url.uri.path_and_query().map_or("/", |p| p.as_str());
     if j.issuer.trim().is_empty() {
         return Err(bad("issuer", "must not be empty".into()));
     }
@@ -45,27 +35,14 @@ fn jwt_settings(j: &JwtFile, base: Option<&Path>) -> Result<JwtSettings, Bad> {
     if let Some(i) = audience.iter().position(|a| a.trim().is_empty()) {
         return Err(bad(&format!("audience[{i}]"), "must not be empty".into()));
     }
-    let ca_file = match &j.ca_file {
-        None => None,
-        Some(_) if !tls => {
-            return Err(bad(
-                "ca_file",
-                "only applies to an https:// jwks_url".into(),
-            ))
-        }
-        Some(p) => {
-            let p = relative_to(base, p);
-            check_ca_file(&p).map_err(|why| bad("ca_file", why))?;
-            Some(p)
-        }
-    };
+    let ca_file = https_ca_file(j.ca_file.as_deref(), url.tls, base, "jwks_url")?;
     Ok(JwtSettings {
         jwks: JwksSource {
             addr,
-            tls,
-            sni: host,
+            tls: url.tls,
+            sni: url.host,
             host_header,
-            path,
+            path: path.to_string(),
         },
         issuer: j.issuer.clone(),
         audience,

@@ -1274,6 +1274,19 @@ pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Authgear's `user.disabled` webhook event for `user`, sent now.
+pub fn user_disabled(id: &str, user: &str) -> Vec<u8> {
+    serde_json::json!({
+        "id": id,
+        "seq": 7,
+        "type": "user.disabled",
+        "payload": { "user": { "id": user, "is_disabled": true } },
+        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// Now, in Unix seconds (webhook events' `context.timestamp`).
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
