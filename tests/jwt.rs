@@ -392,8 +392,8 @@ async fn the_resolver_decides_every_token_not_vouched_for() {
     assert_eq!(user_ids(&jwt, "tok-alice").await, ["user-alice"]);
 }
 
-/// A JWKS server that never answers, or answers garbage: tokens go to the resolver, which
-/// keeps serving them.
+/// A JWKS server that never answers, answers garbage or too much: tokens go to the resolver,
+/// which keeps serving them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_or_garbage_jwks_leaves_the_resolver_path_serving() {
     let hanging = serve_canned(b"", Duration::from_secs(3600), true).await;
@@ -402,7 +402,16 @@ async fn a_hanging_or_garbage_jwks_leaves_the_resolver_path_serving() {
         Duration::ZERO,
     )
     .await;
-    for jwks in [hanging.addr, garbage] {
+    // Valid JSON, but more than the 256 KiB a JWKS answer may have.
+    let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 300 * 1024).into_bytes();
+    let body = format!(
+        "{{\"keys\":[],\"pad\":\"{}\"}}",
+        "x".repeat(300 * 1024 - 20)
+    );
+    assert_eq!(body.len(), 300 * 1024);
+    big.extend_from_slice(body.as_bytes());
+    let (oversized, _) = start_canned(Box::leak(big.into_boxed_slice()), Duration::ZERO).await;
+    for jwks in [hanging.addr, garbage, oversized] {
         let (standin, addr) = start_standin(Duration::ZERO).await;
         let section = jwt_section(addr, "fetch_timeout: 300ms\n").replace(
             &format!("http://{addr}/oauth2/jwks"),

@@ -81,7 +81,7 @@ async fn exchange(
 }
 
 /// `max-age=N` of a `Cache-Control` value.
-fn max_age(v: &HeaderValue) -> Option<Duration> {
+pub(super) fn max_age(v: &HeaderValue) -> Option<Duration> {
     let v = v.to_str().ok()?;
     v.split(',').find_map(|d| {
         let (name, value) = d.trim().split_once('=')?;

@@ -479,3 +479,12 @@ fn decode_all(token: &[u8]) -> Option<Vec<Vec<u8>>> {
         .map(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .collect()
 }
+
+#[test]
+fn a_jwks_max_age_is_read() {
+    let v = |s: &'static str| fetch::max_age(&HeaderValue::from_static(s));
+    assert_eq!(v("public, max-age=60"), Some(Duration::from_secs(60)));
+    assert_eq!(v("Max-Age=\"120\""), Some(Duration::from_secs(120)));
+    assert_eq!(v("no-store"), None);
+    assert_eq!(v("max-age=soon"), None);
+}
