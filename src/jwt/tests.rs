@@ -462,7 +462,7 @@ proptest::proptest! {
         altered[at] = byte;
         let got = v.validate(&altered, &ns(), NOW);
         // Base64url's last character may carry unused bits: an equal decoding is the same token.
-        let same = decode_all(&altered) == decode_all(&token);
+        let same = decode_all(&altered) == decode_all(token);
         proptest::prop_assert!(got.is_err() || same, "accepted an altered token at {}", at);
     }
 }
