@@ -631,3 +631,55 @@ async fn a_token_issued_before_the_process_started_goes_to_the_resolver() {
     assert_eq!(user_ids(&jwt, &jwt.token("bob")).await, ["user-bob"]);
     assert_eq!(jwt.resolves(), 1, "a token issued since: locally");
 }
+
+/// Keys over HTTPS, trusted through `jwt.ca_file`; without it the certificate is refused and
+/// tokens go to the resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_over_https_need_the_configured_ca() {
+    // Bound where "localhost" resolves first, since authgate connects to that address.
+    let first = std::net::ToSocketAddrs::to_socket_addrs("localhost:0")
+        .expect("localhost")
+        .next()
+        .expect("an address");
+    let l = tokio::net::TcpListener::bind(first).await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (ca, cert, key) = test_pki(&["localhost"]);
+    let tls = authgate::devserver::tls_config(cert.as_bytes(), key.as_bytes()).expect("tls");
+    let _keys = start_standin_on(l, Duration::ZERO, Some(tls));
+    let https = |extra: &str| {
+        format!(
+            "jwt:\n  jwks_url: https://localhost:{port}/oauth2/jwks\n  issuer: {STANDIN_ORIGIN}\n  audience: {STANDIN_ORIGIN}\n{extra}"
+        )
+    };
+
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let builder = Stack::builder().resolver(addr).admin();
+    let ca_path = builder.file("ca.pem", &ca);
+    let stack = builder
+        .yaml(&https(&format!("  ca_file: {}\n", ca_path.display())))
+        .start()
+        .await;
+    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    next_second().await;
+    let jwt = Jwt { standin, stack };
+    assert_eq!(user_ids(&jwt, &jwt.token("alice")).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 0, "answered locally");
+
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let stack = Stack::builder()
+        .resolver(addr)
+        .admin()
+        .yaml(&https(""))
+        .start()
+        .await;
+    metric_reaches(
+        stack.admin(),
+        "authgate_jwt_key_fetches_total{result=\"unreachable\"}",
+        1.0,
+    )
+    .await;
+    let jwt = Jwt { standin, stack };
+    assert_eq!(jwt.metric("authgate_jwt_keys").await, 0.0);
+    assert_eq!(user_ids(&jwt, &jwt.token("alice")).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 1, "by the resolver");
+}
