@@ -683,3 +683,57 @@ async fn keys_over_https_need_the_configured_ca() {
     assert_eq!(user_ids(&jwt, &jwt.token("alice")).await, ["user-alice"]);
     assert_eq!(jwt.resolves(), 1, "by the resolver");
 }
+
+/// A sign-out through a `logout: true` route: that token goes to the resolver from then on,
+/// another token of the same user does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_route_keeps_that_token_off_the_local_path() {
+    let (standin, addr) = start_standin(Duration::ZERO).await;
+    let stack = Stack::builder()
+        .resolver(addr)
+        .admin()
+        .routes(
+            r#"
+            - path: /
+              upstream: app
+            - path: /logout
+              upstream: app
+              logout: true
+            "#,
+        )
+        .yaml(&jwt_section(addr, ""))
+        .start()
+        .await;
+    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
+    next_second().await;
+    let jwt = Jwt { standin, stack };
+    let token = jwt.token("alice");
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let alice = dir
+        .users
+        .iter()
+        .find(|u| u.id == "user-alice")
+        .expect("alice");
+    let mut other = tokens::access_claims(alice, STANDIN_ORIGIN, unix_now() as u64);
+    other["jti"] = json!("another-device");
+    let other = Signer::demo()
+        .expect("demo key")
+        .sign(&other)
+        .expect("signing");
+    assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), 0);
+
+    let r = client()
+        .get(jwt.stack.proxy.url("/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 200);
+    let after_logout = jwt.resolves();
+    // The stand-in still knows the token (no revocation there): it answers, not the local path.
+    assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), after_logout + 1, "by the resolver");
+    assert_eq!(user_ids(&jwt, &other).await, ["user-alice"]);
+    assert_eq!(jwt.resolves(), after_logout + 1, "another token: locally");
+}
