@@ -23,17 +23,20 @@ impl Jwt {
     /// Local validation with `jwt_keys` under `jwt:` and `yaml` besides; the keys loaded.
     async fn start(jwt_keys: &str, yaml: &str) -> Jwt {
         let (standin, addr) = start_standin(Duration::ZERO).await;
-        let stack = Stack::builder()
-            .resolver(addr)
+        let builder = Stack::builder()
             .admin()
             .yaml(&jwt_section(addr, jwt_keys))
-            .yaml(yaml)
-            .start()
-            .await;
-        let jwt = Jwt { standin, stack };
-        metric_reaches(jwt.stack.admin(), "authgate_jwt_keys", 1.0).await;
+            .yaml(yaml);
+        Jwt::launch(standin, addr, builder).await
+    }
+
+    /// `builder` (its admin listener on, its `jwt:` given) in front of the stand-in at
+    /// `addr`, started; once its keys are in, the next second (see `next_second`).
+    async fn launch(standin: Arc<Standin>, addr: SocketAddr, builder: StackBuilder) -> Jwt {
+        let stack = builder.resolver(addr).start().await;
+        metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
         next_second().await;
-        jwt
+        Jwt { standin, stack }
     }
 
     /// Resolves the stand-in answered (not its JWKS or token answers).
@@ -123,6 +126,27 @@ fn demo_users() -> Vec<String> {
         .collect()
 }
 
+/// The claims of `user`'s access token issued at `iat` (Unix seconds), as the stand-in signs them.
+fn claims_of(user: &str, iat: u64) -> serde_json::Value {
+    let dir = Directory::from_yaml(USERS).expect("users");
+    let u = dir
+        .users
+        .iter()
+        .find(|u| u.id == user)
+        .expect("a demo user");
+    tokens::access_claims(u, STANDIN_ORIGIN, iat)
+}
+
+/// `claims` signed by the stand-in's key, under `header` (Authgear's when `None`).
+fn mint(header: Option<&serde_json::Value>, claims: &serde_json::Value) -> String {
+    let signer = Signer::demo().expect("demo key");
+    match header {
+        None => signer.sign(claims),
+        Some(h) => signer.sign_raw(h.to_string().as_bytes(), claims.to_string().as_bytes()),
+    }
+    .expect("signing")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_headers_equal_the_resolvers_for_every_demo_user() {
     let jwt = Jwt::start("", "").await;
@@ -150,14 +174,10 @@ async fn local_headers_equal_the_resolvers_for_every_demo_user() {
 async fn a_token_used_once_costs_no_resolver_call_and_the_log_says_jwt() {
     let (standin, addr) = start_standin(Duration::ZERO).await;
     let (builder, log) = Stack::builder()
-        .resolver(addr)
         .admin()
         .yaml(&jwt_section(addr, ""))
         .access_log_file();
-    let stack = builder.start().await;
-    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
-    next_second().await;
-    let jwt = Jwt { standin, stack };
+    let jwt = Jwt::launch(standin, addr, builder).await;
     let token = jwt.token("alice");
     let r = jwt.get(&token).await;
     assert_eq!(r.status(), 200);
@@ -260,16 +280,12 @@ async fn deliver(admin: SocketAddr, body: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_old_tokens_go_to_the_resolver_after_a_webhook_or_a_purge() {
     let (standin, addr) = start_standin(Duration::ZERO).await;
-    let builder = Stack::builder().resolver(addr);
+    let builder = Stack::builder();
     let secret = builder.file("webhook-secret", &format!("{WEBHOOK_SECRET}\n"));
-    let stack = builder
+    let builder = builder
         .admin_keys(&format!("webhook:\n  secret_file: {}\n", secret.display()))
-        .yaml(&jwt_section(addr, ""))
-        .start()
-        .await;
-    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
-    next_second().await;
-    let jwt = Jwt { standin, stack };
+        .yaml(&jwt_section(addr, ""));
+    let jwt = Jwt::launch(standin, addr, builder).await;
     let (bob, alice) = (jwt.token("bob"), jwt.token("alice"));
     assert_eq!(user_ids(&jwt, &bob).await, ["user-bob"]);
     assert_eq!(user_ids(&jwt, &alice).await, ["user-alice"]);
@@ -306,15 +322,11 @@ async fn a_users_old_tokens_go_to_the_resolver_after_a_webhook_or_a_purge() {
 async fn an_unknown_kid_flood_fetches_the_keys_at_most_once_per_cooldown() {
     let jwt = Jwt::start("unknown_kid_cooldown: 30s\n", "").await;
     assert_eq!(jwt.jwks_fetches(), 1, "the fetch at start");
-    let signer = Signer::demo().expect("demo key");
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let claims = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, unix_now() as u64);
+    let claims = claims_of("user-alice", unix_now() as u64);
     let mut answered = Vec::new();
     for i in 0..40 {
         let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": format!("rotated-{i}")});
-        let token = signer
-            .sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
-            .expect("signing");
+        let token = mint(Some(&header), &claims);
         answered.push(jwt.get(&token).await.status().as_u16());
     }
     assert!(answered.iter().all(|&s| s == 200), "{answered:?}");
@@ -337,18 +349,14 @@ async fn jku_and_x5u_are_never_fetched() {
     )
     .await;
     let jwt = Jwt::start("", "").await;
-    let signer = Signer::demo().expect("demo key");
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let claims = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, unix_now() as u64);
+    let claims = claims_of("user-alice", unix_now() as u64);
     for kid in [tokens::DEMO_KID, "attackers-key"] {
         let header = json!({
             "alg": "RS256", "typ": "at+jwt", "kid": kid,
             "jku": format!("http://{attacker}/jwks"),
             "x5u": format!("http://{attacker}/cert.pem"),
         });
-        let token = signer
-            .sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
-            .expect("signing");
+        let token = mint(Some(&header), &claims);
         assert_eq!(jwt.get(&token).await.status(), 200);
     }
     assert_eq!(jwt.resolves(), 1, "the unknown kid went to the resolver");
@@ -358,18 +366,17 @@ async fn jku_and_x5u_are_never_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resolver_decides_every_token_not_vouched_for() {
     let jwt = Jwt::start("", "").await;
-    let signer = Signer::demo().expect("demo key");
     let now = unix_now() as u64;
-    let machine = signer
-        .sign(&tokens::machine_claims("backend", STANDIN_ORIGIN, now))
-        .expect("signing");
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let mut expired = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, now - 4000);
+    let machine = mint(
+        None,
+        &tokens::machine_claims("backend", STANDIN_ORIGIN, now),
+    );
+    let mut expired = claims_of("user-alice", now - 4000);
     expired["exp"] = json!(now - 600);
-    let expired = signer.sign(&expired).expect("signing");
-    let mut oversized = tokens::access_claims(&dir.users[0], STANDIN_ORIGIN, now);
+    let expired = mint(None, &expired);
+    let mut oversized = claims_of("user-alice", now);
     oversized["pad"] = json!("x".repeat(9 * 1024));
-    let oversized = signer.sign(&oversized).expect("signing");
+    let oversized = mint(None, &oversized);
     // What the resolver answers for each: the stand-in reads any size, as Authgear does.
     let cases = [
         (machine, "m2m", None),
@@ -533,15 +540,10 @@ async fn a_reload_turns_local_validation_on_and_keeps_its_keys() {
         2.0,
     )
     .await;
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let bob = dir.users.iter().find(|u| u.id == "user-bob").expect("bob");
     // A token the cache has not seen (another `jti`): vouched for with the kept keys.
-    let mut claims = tokens::access_claims(bob, STANDIN_ORIGIN, unix_now() as u64);
+    let mut claims = claims_of("user-bob", unix_now() as u64);
     claims["jti"] = json!("after-the-reload");
-    let token = Signer::demo()
-        .expect("demo key")
-        .sign(&claims)
-        .expect("signing");
+    let token = mint(None, &claims);
     assert_eq!(user_ids(&jwt, &token).await, ["user-bob"]);
     assert_eq!((jwt.resolves(), jwt.jwks_fetches()), (1, 1));
 }
@@ -611,16 +613,7 @@ async fn a_webhook_on_one_instance_keeps_old_tokens_off_every_local_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_issued_before_the_process_started_goes_to_the_resolver() {
     let jwt = Jwt::start("", "").await;
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let bob = dir.users.iter().find(|u| u.id == "user-bob").expect("bob");
-    let before = Signer::demo()
-        .expect("demo key")
-        .sign(&tokens::access_claims(
-            bob,
-            STANDIN_ORIGIN,
-            unix_now() as u64 - 120,
-        ))
-        .expect("signing");
+    let before = mint(None, &claims_of("user-bob", unix_now() as u64 - 120));
     assert_eq!(user_ids(&jwt, &before).await, ["user-bob"]);
     assert_eq!(jwt.resolves(), 1, "the resolver answered it");
     assert_eq!(
@@ -653,15 +646,10 @@ async fn keys_over_https_need_the_configured_ca() {
     };
 
     let (standin, addr) = start_standin(Duration::ZERO).await;
-    let builder = Stack::builder().resolver(addr).admin();
+    let builder = Stack::builder().admin();
     let ca_path = builder.file("ca.pem", &ca);
-    let stack = builder
-        .yaml(&https(&format!("  ca_file: {}\n", ca_path.display())))
-        .start()
-        .await;
-    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
-    next_second().await;
-    let jwt = Jwt { standin, stack };
+    let builder = builder.yaml(&https(&format!("  ca_file: {}\n", ca_path.display())));
+    let jwt = Jwt::launch(standin, addr, builder).await;
     assert_eq!(user_ids(&jwt, &jwt.token("alice")).await, ["user-alice"]);
     assert_eq!(jwt.resolves(), 0, "answered locally");
 
@@ -689,37 +677,15 @@ async fn keys_over_https_need_the_configured_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_route_keeps_that_token_off_the_local_path() {
     let (standin, addr) = start_standin(Duration::ZERO).await;
-    let stack = Stack::builder()
-        .resolver(addr)
+    let builder = Stack::builder()
         .admin()
-        .routes(
-            r#"
-            - path: /
-              upstream: app
-            - path: /logout
-              upstream: app
-              logout: true
-            "#,
-        )
-        .yaml(&jwt_section(addr, ""))
-        .start()
-        .await;
-    metric_reaches(stack.admin(), "authgate_jwt_keys", 1.0).await;
-    next_second().await;
-    let jwt = Jwt { standin, stack };
+        .routes("- path: /\n  upstream: app\n- path: /logout\n  upstream: app\n  logout: true\n")
+        .yaml(&jwt_section(addr, ""));
+    let jwt = Jwt::launch(standin, addr, builder).await;
     let token = jwt.token("alice");
-    let dir = Directory::from_yaml(USERS).expect("users");
-    let alice = dir
-        .users
-        .iter()
-        .find(|u| u.id == "user-alice")
-        .expect("alice");
-    let mut other = tokens::access_claims(alice, STANDIN_ORIGIN, unix_now() as u64);
+    let mut other = claims_of("user-alice", unix_now() as u64);
     other["jti"] = json!("another-device");
-    let other = Signer::demo()
-        .expect("demo key")
-        .sign(&other)
-        .expect("signing");
+    let other = mint(None, &other);
     assert_eq!(user_ids(&jwt, &token).await, ["user-alice"]);
     assert_eq!(jwt.resolves(), 0);
 
