@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= dev
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-.PHONY: all deps test-deps build run test bench bench-load bench-fleet soak wrk-nginx bench-respcache bench-conns bench-latency bench-micro profile instructions ab check-config upgrade clean
+.PHONY: all deps test-deps build run test bench bench-jwt bench-load bench-fleet soak wrk-nginx bench-respcache bench-conns bench-latency bench-micro profile instructions ab check-config upgrade clean
 
 all: build
 
@@ -232,3 +232,8 @@ bench-micro: deps
 
 clean:
 	$(CARGO) clean
+
+# Local JWT validation under load, one worker: a new valid token per request against a cache
+# hit and a resolver miss, on loopback and behind a 50 ms resolver (scripts/bench-jwt.sh).
+bench-jwt: build
+	AUTHGATE=$(TARGET_DIR)/authgate scripts/bench-jwt.sh

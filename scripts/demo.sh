@@ -26,6 +26,8 @@ headers the backend received, sign out. Or, in another terminal:
 
   curl -s -H 'Cookie: session=demo-session-alice' localhost:8080/hello      # valid session: identity headers
   curl -s -H 'Authorization: Bearer demo-token-bob' localhost:8080/api       # bearer token
+  TOKEN=$(curl -s 'localhost:3001/_standin/token?user=alice')              # a JWT access token for alice
+  curl -s -H "Authorization: Bearer $TOKEN" localhost:8080/hello           # validated here: "cache":"jwt" in the log
   curl -s -H 'Cookie: session=expired' localhost:8080/                       # x-authgear-session-valid: false
   curl -s -H 'X-Authgear-User-Id: forged' localhost:8080/                    # forged header: stripped
 

@@ -19,6 +19,7 @@ use crate::cache::PurgeCause;
 use crate::credentials::Credentials;
 use crate::drain::Readiness;
 use crate::fleet;
+use crate::jwt;
 use crate::metrics::{self, METRICS};
 use crate::response_cache;
 use crate::runtime::Runtime;
@@ -339,6 +340,9 @@ fn fleet_status(fleet: &fleet::Fleet) -> serde_json::Value {
 fn metrics_page(rt: &Runtime) -> String {
     let mut text = metrics::render();
     rt.cache.stats().render(&mut text);
+    if let Some(v) = &rt.jwt {
+        jwt::STATS.render(v, &mut text);
+    }
     if rt.fleet.is_some() {
         fleet::STATS.render(&mut text);
     }

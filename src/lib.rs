@@ -13,6 +13,7 @@ pub mod drain;
 pub mod fleet;
 pub mod forwarded;
 pub mod identity;
+pub mod jwt;
 pub mod metrics;
 pub mod outcome;
 pub mod policy;

@@ -81,6 +81,10 @@ enum Command {
         /// addresses of this app origin (repeatable; scheme://host[:port]).
         #[arg(long)]
         app_origin: Vec<String>,
+        /// The origin its JWT access tokens name as `iss` and `aud` (Authgear's project
+        /// origin); default: http:// and the listen address.
+        #[arg(long)]
+        token_origin: Option<String>,
     },
     /// Run the echo backend (answers with what it received, as JSON).
     Echo {
@@ -108,12 +112,14 @@ fn main() -> ExitCode {
             tls_key,
             any_session_prefix,
             app_origin,
+            token_origin,
         }) => run_standin(
             listen,
             &users,
             latency,
             tls_cert.zip(tls_key),
             (&any_session_prefix, &app_origin),
+            &token_origin.unwrap_or_else(|| format!("http://{listen}")),
         ),
         Some(Command::Echo {
             listen,
@@ -243,6 +249,11 @@ fn run_proxy(cli: &Cli) -> ExitCode {
         "fleet",
         authgate::fleet::Supervisor::new(runtime.clone()),
     ));
+    let jwt_of = runtime.clone();
+    server.add_service(pingora::services::background::background_service(
+        "jwt keys",
+        authgate::jwt::KeyKeeper::new(move || jwt_of.load().jwt.clone()),
+    ));
     let pools_of = runtime.clone();
     server.add_service(pingora::services::background::background_service(
         "health checks",
@@ -281,6 +292,7 @@ fn run_standin(
     latency: Duration,
     tls: Option<(PathBuf, PathBuf)>,
     (any_session_prefix, app_origins): (&str, &[String]),
+    token_origin: &str,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(users).map_err(|e| format!("{}: {e}", users.display()))?;
     let directory =
@@ -292,8 +304,9 @@ fn run_standin(
             Some(devserver::tls_config(&read(&cert)?, &read(&key)?)?)
         }
     };
-    let mut standin =
-        standin::Standin::new(directory, latency).with_any_session_prefix(any_session_prefix);
+    let mut standin = standin::Standin::new(directory, latency)
+        .with_any_session_prefix(any_session_prefix)
+        .with_tokens(token_origin)?;
     if !app_origins.is_empty() {
         standin = standin.with_login(app_origins)?;
     }

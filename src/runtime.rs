@@ -8,6 +8,8 @@
 //! | each upstream pool (health state, balancer) | same name, same settings | a backend marked down stays down until its checks say otherwise |
 //! | access log writer | its settings are unchanged | one writer thread, lines in order |
 //! | fleet (its Redis connections, purges remembered) | its settings and the namespace are unchanged | new settings need new connections; shared answers are named by the namespace |
+//! | JWT validator (its keys, the unknown-`kid` cooldown) | `jwt:` is unchanged | other keys, issuer or audience are another trust decision; a new one fetches its keys at once |
+//! | purges remembered against locally validated tokens | always (a new cache adopts them) | a disabled user's old tokens must not be vouched for again because the cache was rebuilt |
 //!
 //! Everything else (routes, namespace, trusted proxies, login, limits, the drain delay) is plain
 //! data, rebuilt.
@@ -25,6 +27,7 @@ use crate::credentials::KeyRules;
 use crate::fleet::{self, Fleet, Target};
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
+use crate::jwt::Validator;
 use crate::metrics::{self, RequestCounters};
 use crate::policy::Login;
 use crate::resolver::Resolver;
@@ -60,6 +63,8 @@ pub struct Runtime {
     /// The response cache's store, once a route has `cache:` (made at the first such
     /// configuration and kept for the life of the process).
     pub response_cache: Option<&'static response_cache::Engine>,
+    /// Local validation of JWT access tokens, when `jwt:` is configured.
+    pub jwt: Option<Arc<Validator>>,
 }
 
 impl Runtime {
@@ -79,7 +84,13 @@ impl Runtime {
                 p.cache.update_settings(settings.cache.clone());
                 p.cache.clone()
             }
-            _ => Cache::new(settings.cache.clone()),
+            _ => {
+                let cache = Cache::new(settings.cache.clone());
+                if let Some(p) = previous {
+                    cache.adopt_purges(&p.cache);
+                }
+                cache
+            }
         };
         let resolver = match same_resolver {
             Some(p) => p.resolver.clone(),
@@ -147,6 +158,13 @@ impl Runtime {
                 )),
             },
         };
+        let jwt = settings.jwt.as_ref().map(|j| {
+            previous
+                .and_then(|p| p.jwt.as_ref())
+                .filter(|old| old.settings() == j)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Validator::new(j.clone())))
+        });
         // Last: a build that fails leaves the running cache as it was.
         cache.attach_fleet(fleet.clone());
         let response_cache = settings
@@ -172,6 +190,7 @@ impl Runtime {
             drain_delay: settings.drain_delay,
             route_counters,
             fleet,
+            jwt,
         })
     }
 }

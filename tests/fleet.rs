@@ -149,18 +149,6 @@ fn sign(body: &[u8]) -> String {
     webhook_signature(WEBHOOK_SECRET, body)
 }
 
-fn disabled(id: &str, user: &str) -> Vec<u8> {
-    serde_json::json!({
-        "id": id,
-        "seq": 7,
-        "type": "user.disabled",
-        "payload": { "user": { "id": user, "is_disabled": true } },
-        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// An Authgear webhook delivered to A: B and C drop the user's answers too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_on_one_instance_reaches_all() {
@@ -183,7 +171,7 @@ async fn a_webhook_on_one_instance_reaches_all() {
     }
     assert_eq!(fleet.resolver_calls(), 2);
 
-    let body = disabled("ev-fleet-1", "user-alice");
+    let body = user_disabled("ev-fleet-1", "user-alice");
     let r = client()
         .post(format!("http://{}/hooks/authgear", fleet.admin(0)))
         .header("content-type", "application/json")

@@ -117,8 +117,13 @@ impl Cache {
     /// Starts a background resolve for a hit on an answer due for refresh: at most one per
     /// entry per `refresh_after`, none while another resolve of the key runs, and at most
     /// `MAX_REFRESHES` at once. The hit itself never waits for it.
-    fn refresh_if_due<F, Fut>(self: &Arc<Self>, key: &CacheKey, entry: &Entry, now: u64, fetch: F)
-    where
+    pub(super) fn refresh_if_due<F, Fut>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        entry: &Entry,
+        now: u64,
+        fetch: F,
+    ) where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, ResolveError>> + Send + 'static,
     {

@@ -3,11 +3,13 @@
 //!
 //! This file owns the `Cache` type and its public face; one concern a file beside it:
 //! `flight` (single-flight and refresh-ahead), `store` (the bounded store, its TTLs and the
-//! user index), `purge` (purges here and across the fleet), `stats`. The cache sits above the
+//! user index), `purge` (purges here and across the fleet), `local` (answers vouched for by a
+//! locally validated token, and the purges they must postdate), `stats`. The cache sits above the
 //! fleet: its misses and purges call down into it, and a peer's purge comes back through
 //! `runtime`'s `fleet::Host`, which calls `apply`.
 
 mod flight;
+mod local;
 mod purge;
 mod stats;
 mod store;
@@ -23,13 +25,14 @@ use tokio::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tinyufo::TinyUfo;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Tombstones};
 use crate::identity::Answer;
 use crate::resolver::ResolveError;
 use flight::Flight;
 use store::{new_store, Entry, UserKeys};
 
 pub use flight::MAX_REFRESHES;
+pub use local::Vouched;
 pub use purge::PurgeCause;
 pub use stats::CacheStats;
 
@@ -65,6 +68,8 @@ pub enum Lookup {
     Stale,
     /// Another instance of the fleet had the answer (Redis).
     Shared,
+    /// A JWT access token validated here, without the resolver (`Vouched`).
+    Local,
 }
 
 impl Lookup {
@@ -75,6 +80,7 @@ impl Lookup {
             Lookup::Coalesced => "coalesced",
             Lookup::Stale => "stale",
             Lookup::Shared => "shared",
+            Lookup::Local => "jwt",
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct Cache {
     users: Mutex<HashMap<u64, UserKeys>>,
     /// The fleet this cache's misses and purges go through, when one is configured.
     fleet: ArcSwapOption<Fleet>,
+    /// Purges remembered against vouched answers (`local`); handed to a cache replacing this one.
+    purges: ArcSwap<Mutex<Tombstones>>,
 }
 
 impl Cache {
@@ -113,6 +121,7 @@ impl Cache {
             warned_uncredentialed: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
             fleet: ArcSwapOption::empty(),
+            purges: ArcSwap::from_pointee(local::new_purges()),
         })
     }
 

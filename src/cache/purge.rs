@@ -113,7 +113,10 @@ impl Cache {
         }
     }
 
+    /// Each `forget_*` buries its purge before it drops anything: a token vouched for
+    /// meanwhile either is dropped or sees the tombstone (`local::take_vouched`).
     fn forget_key(&self, digest: &[u8; 32]) -> bool {
+        self.bury(&Target::Key(*digest));
         let removed = self.remove(&check_of(digest));
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,6 +129,7 @@ impl Cache {
     }
 
     fn forget_user(&self, user_id: &str) -> usize {
+        self.bury(&Target::User(user_id.to_string()));
         let hash = user_hash(user_id);
         let mut dropped = 0;
         {
@@ -163,6 +167,7 @@ impl Cache {
     }
 
     fn forget_all(&self) -> i64 {
+        self.bury(&Target::Flush);
         self.users.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.store
             .store(Arc::new(new_store(self.settings.load().capacity)));

@@ -83,7 +83,13 @@ impl Cache {
     /// cannot be stored (a denial, a TTL of zero), the key's older answer is dropped, so
     /// neither a hit nor `stale_if_error` can serve an identity the resolver no longer gives.
     /// `left`: the freshness left of an answer another instance resolved.
+    /// A key that held a valid answer and now gets none is a revoked credential: a token
+    /// of it is not vouched for again (`local`).
     pub(super) fn settle(&self, key: &CacheKey, answer: &Answer, left: Option<Duration>) {
+        let valid = matches!(answer, Answer::Identity(i) if i.session() == SessionState::Valid);
+        if !valid && self.holds_valid(&key.digest) {
+            self.bury(&crate::fleet::Target::Key(key.digest));
+        }
         let stored = match answer {
             Answer::Identity(identity) => self.store(key, identity, left),
             Answer::Denied { .. } => false,
@@ -117,12 +123,31 @@ impl Cache {
         Some(ttl)
     }
 
+    fn holds_valid(&self, digest: &[u8; 32]) -> bool {
+        let check = check_of(digest);
+        self.store
+            .load()
+            .get(&check)
+            .is_some_and(|e| e.check == check && e.identity.session() == SessionState::Valid)
+    }
+
     /// Stores an answer by its kind's TTL (no longer than `left`); whether it was stored.
     pub(super) fn store(
         &self,
         key: &CacheKey,
         identity: &Arc<Identity>,
         left: Option<Duration>,
+    ) -> bool {
+        self.store_aged(key, identity, left, Duration::ZERO)
+    }
+
+    /// `store`, for an answer already `age` old: its refresh comes `age` sooner.
+    pub(super) fn store_aged(
+        &self,
+        key: &CacheKey,
+        identity: &Arc<Identity>,
+        left: Option<Duration>,
+        age: Duration,
     ) -> bool {
         let Some(ttl) = self.ttl_for(key, identity) else {
             return false;
@@ -134,7 +159,7 @@ impl Cache {
         let refresh_at = match settings.refresh_after.as_millis() as u64 {
             0 => u64::MAX,
             _ if session != SessionState::Valid => u64::MAX,
-            every => now.saturating_add(every),
+            every => now.saturating_add(every.saturating_sub(age.as_millis() as u64)),
         };
         let entry = Arc::new(Entry {
             check: check_of(&key.digest),

@@ -84,6 +84,19 @@ pub(super) fn check_bounds(f: &FileConfig, server: &ServerConf) -> Result<(), (S
             dur(&field("stale_if_error"), c.stale_if_error, zero, DAY)?;
         }
     }
+    if let Some(j) = &f.jwt {
+        let s = Duration::from_secs;
+        dur("jwt.leeway", j.leeway, zero, s(300))?;
+        dur("jwt.refresh_interval", j.refresh_interval, s(10), DAY)?;
+        dur(
+            "jwt.unknown_kid_cooldown",
+            j.unknown_kid_cooldown,
+            s(1),
+            HOUR,
+        )?;
+        dur("jwt.fetch_timeout", j.fetch_timeout, ms(100), s(60))?;
+        num("jwt.max_token_bytes", j.max_token_bytes, 512, 64 * 1024)?;
+    }
     num("pingora.threads", server.threads, 1, 1024)?;
     num(
         "pingora.listener_tasks_per_fd",

@@ -6,7 +6,7 @@
 //! the settings each part of authgate is built from (`Settings`), by the file named after it:
 //! `server` (`pingora:`, `listen:`, `client:`, `trusted_proxies:`, `reload:`, `access_log:`),
 //! `resolver` (`resolver:`, `cache:`), `upstreams`, `routes` (`routes:`, `login:`,
-//! `response_cache:`), `admin` (`admin:`, its `webhook:`) and `fleet`; `paths` reads what the
+//! `response_cache:`), `admin` (`admin:`, its `webhook:`), `fleet` and `jwt`; `paths` reads what the
 //! file names (paths relative to it, secrets, CA files). This file only composes them.
 //! Nothing here opens a socket, starts a thread or opens a file other than the ones the
 //! configuration names for reading: `authgate -t` is exactly this. `runtime` builds the live
@@ -23,6 +23,7 @@ mod admin;
 mod bounds;
 mod file;
 mod fleet;
+mod jwt;
 mod paths;
 mod resolver;
 mod routes;
@@ -43,6 +44,7 @@ use crate::credentials::KeyRules;
 use crate::fleet::FleetSettings;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Namespace;
+use crate::jwt::JwtSettings;
 use crate::policy::Login;
 use crate::resolver::ResolverSettings;
 use crate::response_cache::ResponseCacheSettings;
@@ -113,6 +115,8 @@ pub struct Settings {
     pub client: ClientLimits,
     /// Fleet mode through Redis, when configured.
     pub fleet: Option<FleetSettings>,
+    /// Local validation of JWT access tokens, when configured.
+    pub jwt: Option<JwtSettings>,
     /// The response cache's store (used by routes with `cache:`).
     pub response_cache: ResponseCacheSettings,
     /// From `SIGTERM` to closing the listeners: readiness fails, traffic is still served.
@@ -167,6 +171,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
     let watch = server::watch(&parsed.reload).map_err(err)?;
     let fleet = fleet::fleet(parsed.fleet.as_ref(), base).map_err(err)?;
     let response_cache = routes::response_cache(&parsed.response_cache).map_err(err)?;
+    let jwt = jwt::jwt(parsed.jwt.as_ref(), base).map_err(err)?;
     Ok(Settings {
         file: file.to_string(),
         server: pingora,
@@ -187,6 +192,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Settings, Co
         forward_set_cookie: parsed.resolver.forward_set_cookie,
         client: server::client_limits(&parsed.client),
         fleet,
+        jwt,
         response_cache,
         drain_delay: parsed.shutdown.drain_delay,
         named_files: paths::anchored(parsed.named_files(), base),

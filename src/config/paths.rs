@@ -63,6 +63,27 @@ pub(super) fn secret(
     }
 }
 
+/// A section's `ca_file`, anchored and checked: for an `https://` URL only (`what` names it).
+pub(super) fn https_ca_file(
+    ca_file: Option<&Path>,
+    tls: bool,
+    base: Option<&Path>,
+    what: &str,
+) -> Result<Option<PathBuf>, Bad> {
+    match ca_file {
+        None => Ok(None),
+        Some(_) if !tls => Err((
+            "ca_file".into(),
+            format!("only applies to an https:// {what}"),
+        )),
+        Some(p) => {
+            let p = relative_to(base, p);
+            check_ca_file(&p).map_err(|why| ("ca_file".to_string(), why))?;
+            Ok(Some(p))
+        }
+    }
+}
+
 /// A PEM file holding at least one certificate (the resolver's and Redis' CA files, read
 /// again where they are used).
 pub(super) fn check_ca_file(p: &Path) -> Result<(), String> {

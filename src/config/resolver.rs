@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::file::{defaults, CacheFile, ResolverFile};
-use super::paths::{check_ca_file, relative_to};
+use super::paths::https_ca_file;
 use super::upstreams::{health_settings, resolve_addr};
 use super::{under, Bad};
 use crate::cache::CacheSettings;
@@ -61,6 +61,53 @@ pub(super) fn cache(c: &CacheFile, resolve_timeout: Duration) -> Result<CacheSet
     })
 }
 
+/// An `http://` or `https://` URL with a host and no user info.
+pub(super) struct HttpUrl {
+    pub uri: Uri,
+    /// `host[:port]`, as written: the `Host` header.
+    pub authority: String,
+    pub tls: bool,
+    /// Without IPv6 brackets (the TLS server name).
+    pub host: String,
+    pub port: u16,
+}
+
+pub(super) fn http_url(url: &str) -> Result<HttpUrl, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry user info".into());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(HttpUrl {
+        authority: authority.as_str().to_string(),
+        uri,
+        tls,
+        host,
+        port,
+    })
+}
+
+impl HttpUrl {
+    /// The host's address (a name is resolved now, once).
+    pub fn addr(&self) -> Result<std::net::SocketAddr, String> {
+        let host = self.uri.authority().map_or("", |a| a.host());
+        resolve_addr(&format!("{host}:{}", self.port))
+    }
+}
+
 fn header_prefix(p: &str) -> Result<Namespace, String> {
     if p.is_empty() {
         return Err("must not be empty".into());
@@ -73,34 +120,9 @@ fn header_prefix(p: &str) -> Result<Namespace, String> {
 
 fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSettings, Bad> {
     let bad = |k: &str, why: String| (k.to_string(), why);
-    let uri: Uri = r
-        .url
-        .parse()
-        .map_err(|e| bad("url", format!("`{}` is not a URL: {e}", r.url)))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            return Err(bad(
-                "url",
-                format!("`{}` must start with http:// or https://", r.url),
-            ))
-        }
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| bad("url", "has no host".into()))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("url", "must not carry user info".into()));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let url = http_url(&r.url).map_err(|why| bad("url", why))?;
     let addrs = if r.backends.is_empty() {
-        vec![resolve_addr(&format!("{}:{port}", authority.host())).map_err(|why| bad("url", why))?]
+        vec![url.addr().map_err(|why| bad("url", why))?]
     } else {
         let mut addrs = Vec::with_capacity(r.backends.len());
         for (i, b) in r.backends.iter().enumerate() {
@@ -115,34 +137,25 @@ fn resolver_settings(r: &ResolverFile, base: Option<&Path>) -> Result<ResolverSe
         }
         addrs
     };
+    let HttpUrl {
+        uri,
+        authority,
+        tls,
+        host,
+        ..
+    } = url;
     let path = match uri.path_and_query().map(|p| p.as_str()) {
         None | Some("") | Some("/") => "/_resolver/resolve".to_string(),
         Some(p) => p.to_string(),
     };
-    let host_header_text = r
-        .host
-        .clone()
-        .unwrap_or_else(|| authority.as_str().to_string());
+    let host_header_text = r.host.clone().unwrap_or_else(|| authority.clone());
     let host_header = match &r.host {
         Some(h) => http::HeaderValue::from_str(h)
             .map_err(|_| bad("host", format!("`{h}` is not a valid Host value")))?,
-        None => http::HeaderValue::from_str(authority.as_str())
+        None => http::HeaderValue::from_str(&authority)
             .map_err(|_| bad("url", "host is not a valid Host value".into()))?,
     };
-    let ca_file = match &r.ca_file {
-        None => None,
-        Some(_) if !tls => {
-            return Err(bad(
-                "ca_file",
-                "only applies to an https:// resolver url".into(),
-            ))
-        }
-        Some(p) => {
-            let p = relative_to(base, p);
-            check_ca_file(&p).map_err(|why| bad("ca_file", why))?;
-            Some(p)
-        }
-    };
+    let ca_file = https_ca_file(r.ca_file.as_deref(), tls, base, "resolver url")?;
     let health = match &r.health_check {
         None => None,
         Some(h) => Some(

@@ -742,3 +742,102 @@ fn cors_errors_name_the_field_under_the_route() {
     );
     assert!(parse("t.yaml", &good, None).is_ok());
 }
+
+const JWT: &str = "jwt:\n  jwks_url: https://127.0.0.1:8443/oauth2/jwks\n  issuer: https://project.authgear.test\n  audience: https://project.authgear.test\n";
+
+fn jwt_with(keys: &str) -> String {
+    format!("{GOOD}{JWT}{keys}")
+}
+
+#[test]
+fn jwt_is_off_when_absent_and_has_documented_defaults() {
+    let s = parse("t.yaml", GOOD, None).unwrap();
+    assert!(s.jwt.is_none());
+    let j = parse("t.yaml", &jwt_with(""), None).unwrap().jwt.unwrap();
+    assert_eq!(j.jwks.path, "/oauth2/jwks");
+    assert!(j.jwks.tls);
+    assert_eq!(j.jwks.sni, "127.0.0.1");
+    assert_eq!(
+        j.audience,
+        vec!["https://project.authgear.test".to_string()]
+    );
+    assert_eq!(j.leeway, Duration::from_secs(30));
+    assert_eq!(j.refresh, Duration::from_secs(300));
+    assert_eq!(j.unknown_kid_cooldown, Duration::from_secs(30));
+    assert_eq!(j.max_token_bytes, 8192);
+    let listed =
+        jwt_with("  audience: [a, b]\n").replace("  audience: https://project.authgear.test\n", "");
+    let j = parse("t.yaml", &listed, None).unwrap().jwt.unwrap();
+    assert_eq!(j.audience, vec!["a".to_string(), "b".to_string()]);
+}
+
+#[test]
+fn jwt_errors_name_the_field() {
+    let cases = [
+        (
+            jwt_with("").replace("https://127.0.0.1:8443/oauth2/jwks", "ftp://x/jwks"),
+            "jwt.jwks_url",
+            "must start with http:// or https://",
+        ),
+        (
+            jwt_with("").replace("https://127.0.0.1:8443/", "https://u:p@h:1/"),
+            "jwt.jwks_url",
+            "user info",
+        ),
+        (
+            jwt_with("").replace(
+                "  issuer: https://project.authgear.test\n",
+                "  issuer: \"\"\n",
+            ),
+            "jwt.issuer",
+            "must not be empty",
+        ),
+        (
+            jwt_with("").replace(
+                "  audience: https://project.authgear.test\n",
+                "  audience: []\n",
+            ),
+            "jwt.audience",
+            "at least one",
+        ),
+        (
+            jwt_with("").replace(
+                "  audience: https://project.authgear.test\n",
+                "  audience: [a, \"\"]\n",
+            ),
+            "jwt.audience[1]",
+            "must not be empty",
+        ),
+        (jwt_with("  leeway: 1h\n"), "jwt.leeway", "out of range"),
+        (
+            jwt_with("  refresh_interval: 1s\n"),
+            "jwt.refresh_interval",
+            "out of range",
+        ),
+        (
+            jwt_with("  unknown_kid_cooldown: 0s\n"),
+            "jwt.unknown_kid_cooldown",
+            "greater than zero",
+        ),
+        (
+            jwt_with("  max_token_bytes: 100000000\n"),
+            "jwt.max_token_bytes",
+            "out of range",
+        ),
+        (jwt_with("  jku: https://x/\n"), "jwt.jku", "unknown field"),
+        (
+            jwt_with("  ca_file: /nonexistent/ca.pem\n"),
+            "jwt.ca_file",
+            "cannot read",
+        ),
+        (
+            jwt_with("  ca_file: /nonexistent/ca.pem\n")
+                .replace("https://127.0.0.1:8443", "http://127.0.0.1:1"),
+            "jwt.ca_file",
+            "only applies to an https://",
+        ),
+    ];
+    for (yaml, field, reason) in cases {
+        assert_error(&yaml, field, reason);
+    }
+}

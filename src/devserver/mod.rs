@@ -8,6 +8,7 @@ pub mod echo;
 pub mod login;
 pub mod page;
 pub mod standin;
+pub mod tokens;
 
 use std::convert::Infallible;
 use std::future::Future;

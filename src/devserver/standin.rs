@@ -5,12 +5,18 @@
 //! the first one present decides. An unknown `session` cookie answers `valid: false` with a
 //! clearing `Set-Cookie`; an unknown token answers no identity at all, as Authgear does.
 //!
+//! With `with_tokens(origin)` it is also the token issuer: `GET /_standin/token?user=alice`
+//! signs a JWT access token for a user as Authgear does (`tokens`), `GET /oauth2/jwks`
+//! serves the key, and a bearer JWT is checked (signature, `at+jwt`, issuer, expiry) and
+//! answered with the user's current state, as Authgear's resolver does. `disable` turns a
+//! user off while it runs (the tests' "disabled in the portal").
+//!
 //! For load benchmarks, `with_any_session_prefix("bench-")` makes every `session` cookie that
 //! starts with the prefix a valid session of its own user (id derived from the cookie), so a
 //! benchmark can send a session never seen before on every request and still get the answer a
 //! signed-in user gets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +28,9 @@ use hyper::{Request, Response};
 use serde::Deserialize;
 
 use super::response;
+use super::tokens::{self, Signer};
+use crate::identity::Namespace;
+use crate::jwt::{JwksSource, JwtSettings, Validator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +125,18 @@ pub struct Standin {
     any_session_prefix: Option<String>,
     /// The login and logout pages, when the stand-in serves browsers.
     login: Option<super::login::Pages>,
+    /// The issuer of JWT access tokens, when on.
+    tokens: Option<Issuer>,
+    /// Users disabled while running, by id.
+    disabled: Mutex<HashSet<String>>,
     pub stats: Stats,
+}
+
+/// What issues and checks the stand-in's JWT access tokens.
+struct Issuer {
+    signer: Signer,
+    origin: String,
+    checker: Validator,
 }
 
 enum Found<'a> {
@@ -148,7 +168,85 @@ impl Standin {
             latency,
             any_session_prefix: None,
             login: None,
+            tokens: None,
+            disabled: Mutex::new(HashSet::new()),
             stats: Stats::default(),
+        }
+    }
+
+    /// Issues JWT access tokens of `origin` (`iss` and `aud`) under the demo key, serves
+    /// its JWKS, and accepts them as bearer tokens.
+    pub fn with_tokens(mut self, origin: &str) -> Result<Standin, String> {
+        let signer = Signer::demo()?;
+        let checker = Validator::new(JwtSettings {
+            // Never fetched: the stand-in holds its own key.
+            jwks: JwksSource {
+                addr: ([127, 0, 0, 1], 9).into(),
+                tls: false,
+                sni: String::new(),
+                host_header: http::HeaderValue::from_static("localhost"),
+                path: "/oauth2/jwks".into(),
+            },
+            issuer: origin.to_string(),
+            audience: vec![origin.to_string()],
+            leeway: Duration::ZERO,
+            refresh: Duration::from_secs(3600),
+            unknown_kid_cooldown: Duration::from_secs(3600),
+            max_token_bytes: 64 * 1024,
+            fetch_timeout: Duration::from_secs(1),
+            ca_file: None,
+        });
+        checker.install(tokens::jwks(&[&signer]).as_bytes())?;
+        self.tokens = Some(Issuer {
+            signer,
+            origin: origin.to_string(),
+            checker,
+        });
+        Ok(self)
+    }
+
+    /// Turns a user off: its credentials answer `valid: false` from now on.
+    pub fn disable(&self, user_id: &str) {
+        if let Ok(mut d) = self.disabled.lock() {
+            d.insert(user_id.to_string());
+        }
+    }
+
+    fn is_disabled(&self, u: &User) -> bool {
+        u.disabled || self.disabled.lock().is_ok_and(|d| d.contains(&u.id))
+    }
+
+    /// A token for the user named `name` (its id, or the id's last `-` part), issued now.
+    pub fn token_for(&self, name: &str) -> Option<String> {
+        let issuer = self.tokens.as_ref()?;
+        let user = self.directory.users.iter().find(|u| {
+            u.id == name || u.id.rsplit_once('-').is_some_and(|(_, last)| last == name)
+        })?;
+        let claims = tokens::access_claims(user, &issuer.origin, now());
+        issuer.signer.sign(&claims).ok()
+    }
+
+    /// The token issuer's answers: the JWKS and a user's token.
+    fn serve_tokens(&self, path: &str, query: Option<&str>) -> Option<Response<Full<Bytes>>> {
+        let issuer = self.tokens.as_ref()?;
+        match path {
+            "/oauth2/jwks" => Some(response(
+                200,
+                &[("content-type", "application/json".into())],
+                tokens::jwks(&[&issuer.signer]),
+            )),
+            "/_standin/token" => {
+                let user = query
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("user="))
+                    .unwrap_or("");
+                Some(match self.token_for(user) {
+                    Some(t) => response(200, &[("content-type", "text/plain".into())], t + "\n"),
+                    None => response(404, &[], "no such user\n"),
+                })
+            }
+            _ => None,
         }
     }
 
@@ -205,6 +303,9 @@ impl Standin {
             );
             return response(200, &[("content-type", "application/json".into())], body);
         }
+        if let Some(resp) = self.serve_tokens(&path, parts.uri.query()) {
+            return resp;
+        }
         if let Some(pages) = &self.login {
             let name = format!("{}session", self.directory.cookie_prefix);
             let cookie = cookie_value(&parts.headers, &name);
@@ -241,7 +342,7 @@ impl Standin {
                 ],
                 "",
             ),
-            Found::User(u) if u.disabled => response(200, &[("x-authgear-session-valid", "false".into())], ""),
+            Found::User(u) if self.is_disabled(u) => response(200, &[("x-authgear-session-valid", "false".into())], ""),
             Found::User(u) => response(200, &identity(u), ""),
             Found::Synthetic(u) => response(200, &identity(&u), ""),
         }
@@ -253,6 +354,9 @@ impl Standin {
             let auth = auth.as_bytes();
             if auth.len() > 7 && auth[..7].eq_ignore_ascii_case(b"bearer ") {
                 let token = String::from_utf8_lossy(&auth[7..]);
+                if let Some(found) = self.find_jwt(token.trim()) {
+                    return found;
+                }
                 return match user(self.by_token.get(token.trim())) {
                     Some(u) => Found::User(u),
                     None => Found::Unknown {
@@ -290,6 +394,30 @@ impl Standin {
 }
 
 impl Standin {
+    /// A bearer JWT: the user of a token this stand-in issued and that is still valid;
+    /// `None` when it is not a JWT (an opaque token).
+    fn find_jwt(&self, token: &str) -> Option<Found<'_>> {
+        let issuer = self.tokens.as_ref()?;
+        if !token.starts_with("eyJ") {
+            return None;
+        }
+        let ns = Namespace::new("x-authgear-");
+        let user = issuer
+            .checker
+            .validate(token.as_bytes(), &ns, now())
+            .ok()
+            .and_then(|a| {
+                let id = a.identity.user_id()?;
+                self.directory.users.iter().find(|u| u.id == id)
+            });
+        Some(match user {
+            Some(u) => Found::User(u),
+            None => Found::Unknown {
+                clear_session: false,
+            },
+        })
+    }
+
     /// The made-up user of a session accepted by `any_session_prefix`: verified, one role,
     /// the same number of identity headers as a real signed-in user.
     fn synthetic(&self, session: &str) -> Option<User> {
@@ -340,4 +468,10 @@ fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
         .map(|(_, v)| v.to_string())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -35,7 +35,6 @@ use redis::aio::MultiplexedConnection;
 
 use crate::identity::Namespace;
 use crate::throttle::Throttle;
-use tombstones::Tombstones;
 
 pub use bus::{Target, REPLAY_WINDOW};
 pub use link::Supervisor;
@@ -43,6 +42,7 @@ pub use seal::Purge;
 pub use settings::{check_url, FleetSettings};
 pub use shared::{Fetched, Rules};
 pub use stats::{FleetStats, STATS};
+pub use tombstones::{Tombstones, MAX_TOMBS};
 
 /// What the fleet needs of the process it serves, asked afresh each time so that it follows
 /// reloads. Implemented in `runtime` for the live snapshot; a fake in the unit tests.

@@ -1,5 +1,7 @@
 //! Tombstones: purges remembered for as long as an answer resolved before them could still
 //! be fresh, so that a shared answer such a purge covers is refused whoever wrote it when.
+//! The answer cache keeps a set of its own by the same rules for locally validated tokens
+//! (`cache::Vouched`): a token issued before a purge that covers it is not vouched for.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,11 +9,11 @@ use std::time::Duration;
 use super::{Fleet, Target};
 
 /// Tombstones (purges remembered to refuse older shared answers) kept at most.
-pub(super) const MAX_TOMBS: usize = 100_000;
+pub const MAX_TOMBS: usize = 100_000;
 
 /// The purges remembered: by key, by user, and as a floor under every answer.
 #[derive(Default)]
-pub(super) struct Tombstones {
+pub struct Tombstones {
     keys: HashMap<[u8; 32], u64>,
     users: HashMap<String, u64>,
     /// Every answer resolved at or before this instant is refused (a flush, or tombstones
@@ -26,13 +28,13 @@ impl Tombstones {
         self.keys.len() + self.users.len()
     }
 
-    pub(super) fn allows(&self, digest: &[u8; 32], user: Option<&str>, resolved_at: u64) -> bool {
+    pub fn allows(&self, digest: &[u8; 32], user: Option<&str>, resolved_at: u64) -> bool {
         resolved_at > self.floor
             && self.keys.get(digest).is_none_or(|&t| resolved_at > t)
             && user.is_none_or(|u| self.users.get(u).is_none_or(|&t| resolved_at > t))
     }
 
-    pub(super) fn bury(&mut self, purge: &Target, at: u64, horizon: Duration) {
+    pub fn bury(&mut self, purge: &Target, at: u64, horizon: Duration) {
         match purge {
             Target::Key(d) => {
                 let t = self.keys.entry(*d).or_default();

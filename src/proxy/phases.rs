@@ -11,9 +11,12 @@ use pingora::http::RequestHeader;
 
 use super::ctx::{CachedRoute, Ctx, Routed};
 use super::refusal::{resolve_failure_level, Refusal};
+use crate::cache::{Lookup, Vouched};
 use crate::credentials::Credentials;
+use crate::fleet::unix_ms;
 use crate::forwarded::Forwarded;
 use crate::identity::{Answer, Identity};
+use crate::jwt::{Defer, Verdict, STATS};
 use crate::outcome::Outcome;
 use crate::policy::{self, login_location, wants_html};
 use crate::request;
@@ -101,6 +104,9 @@ async fn identify(
     let creds = Credentials::from_request(req)
         .map_err(|e| Refusal::text(400, e.to_string(), Outcome::BadCredentials))?;
     let key = rt.keys.key(&creds);
+    // Kept for local validation: `creds` moves into the resolver's fetch.
+    let authorization = rt.jwt.as_ref().and(creds.authorization.clone());
+    let authorization = authorization.as_ref();
     if logout {
         ctx.logout = Some(key);
     }
@@ -109,7 +115,30 @@ async fn identify(
         move || async move { rt.resolver.resolve(&creds, &forwarded, &rt.namespace).await }
     };
     let started = Instant::now();
-    let (answer, lookup) = rt.cache.resolve(&key, fetch).await;
+    let (answer, lookup) = match &rt.jwt {
+        None => rt.cache.resolve(&key, fetch).await,
+        Some(jwt) => {
+            let mut offered = false;
+            let vouch = || match jwt.check(authorization, &rt.namespace, unix_ms() / 1000) {
+                Verdict::Accepted(a) => {
+                    offered = true;
+                    Some(Vouched {
+                        identity: a.identity,
+                        issued_ms: a.issued_at.saturating_mul(1000),
+                        expires_ms: a.expires_at.saturating_mul(1000),
+                    })
+                }
+                Verdict::Deferred(_) | Verdict::NoBearer => None,
+            };
+            let (answer, lookup) = rt.cache.resolve_vouched(&key, vouch, fetch).await;
+            match lookup {
+                Lookup::Local => STATS.accepted(),
+                _ if offered => STATS.deferred(Defer::Purged),
+                _ => {}
+            }
+            (answer, lookup)
+        }
+    };
     ctx.resolver_time = Some(started.elapsed());
     ctx.lookup = Some(lookup);
     match answer {

@@ -30,6 +30,18 @@ users:
     sessions: [sess-carol]
 "#;
 
+/// The origin the stand-in's JWT access tokens name (`iss`, `aud`).
+pub const STANDIN_ORIGIN: &str = "https://project.authgear.test";
+
+/// The `jwt:` section trusting the stand-in at `jwks` (its keys and origin), with further
+/// keys (at column 0).
+pub fn jwt_section(jwks: SocketAddr, keys: &str) -> String {
+    format!(
+        "jwt:\n  jwks_url: http://{jwks}/oauth2/jwks\n  issuer: {STANDIN_ORIGIN}\n  audience: {STANDIN_ORIGIN}\n{}",
+        indent(keys, 2)
+    )
+}
+
 pub async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0")
         .await
@@ -50,7 +62,11 @@ pub fn start_standin_on(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Arc<standin::Standin> {
     let dir = standin::Directory::from_yaml(USERS).expect("users yaml");
-    let s = Arc::new(standin::Standin::new(dir, latency));
+    let s = Arc::new(
+        standin::Standin::new(dir, latency)
+            .with_tokens(STANDIN_ORIGIN)
+            .expect("the stand-in's token issuer"),
+    );
     let handler = s.clone();
     tokio::spawn(devserver::serve(
         l,
@@ -1256,6 +1272,19 @@ pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Authgear's `user.disabled` webhook event for `user`, sent now.
+pub fn user_disabled(id: &str, user: &str) -> Vec<u8> {
+    serde_json::json!({
+        "id": id,
+        "seq": 7,
+        "type": "user.disabled",
+        "payload": { "user": { "id": user, "is_disabled": true } },
+        "context": { "timestamp": unix_now(), "user_id": user, "preferred_languages": [] }
+    })
+    .to_string()
+    .into_bytes()
 }
 
 /// Now, in Unix seconds (webhook events' `context.timestamp`).

@@ -14,8 +14,8 @@ use authgate::devserver::standin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    closed_port, dedent, echoed, fetch_as, listener, metric, metric_reaches, scrape, start_echo,
-    start_standin, Pool, Stack,
+    closed_port, dedent, echoed, fetch_as, jwt_section, listener, metric, metric_reaches, scrape,
+    start_echo, start_standin, Pool, Stack,
 };
 
 /// The fleet's `timeout` in tests that do not set one (see `FleetBuilder::start`).
@@ -325,6 +325,7 @@ pub struct FleetBuilder {
     access_log: bool,
     extra: String,
     wait_up: bool,
+    jwt: bool,
 }
 
 impl FleetBuilder {
@@ -402,8 +403,19 @@ impl FleetBuilder {
         path
     }
 
+    /// Local JWT validation on every instance, with the stand-in's keys.
+    pub fn jwt(mut self) -> Self {
+        self.jwt = true;
+        self
+    }
+
     pub async fn start(self) -> Fleet {
         let (standin, resolver) = start_standin(self.latency).await;
+        let jwt = if self.jwt {
+            jwt_section(resolver, "")
+        } else {
+            String::new()
+        };
         let echo = start_echo().await;
         let secret: [u8; 32] = rand::random();
         let secret_file = self.file("fleet-secret", &format!("{}\n", hex::encode(secret)));
@@ -430,6 +442,7 @@ impl FleetBuilder {
                 .admin_keys(&self.admin_keys)
                 .yaml(&fleet_section)
                 .yaml(&self.cache)
+                .yaml(&jwt)
                 .yaml(&self.extra);
             if let Some(routes) = &self.routes {
                 b = b.routes(routes);
@@ -494,6 +507,7 @@ impl Fleet {
             access_log: false,
             extra: String::new(),
             wait_up: true,
+            jwt: false,
         }
     }
 

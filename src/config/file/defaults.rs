@@ -94,3 +94,18 @@ pub fn cors_methods() -> Vec<String> {
 pub fn cors_max_age() -> Duration {
     Duration::from_secs(600)
 }
+pub fn jwt_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn jwt_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn jwt_unknown_kid_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn jwt_max_token_bytes() -> usize {
+    8 * 1024
+}
+pub fn jwt_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}

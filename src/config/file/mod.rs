@@ -14,6 +14,7 @@ use serde::Deserialize;
 mod admin;
 pub(super) mod defaults;
 mod fleet;
+mod jwt;
 mod resolver;
 mod routes;
 mod server;
@@ -21,6 +22,7 @@ mod upstreams;
 
 pub use admin::*;
 pub use fleet::*;
+pub use jwt::*;
 pub use resolver::*;
 pub use routes::*;
 pub use server::*;
@@ -59,6 +61,9 @@ pub struct FileConfig {
     pub fleet: Option<FleetFile>,
     #[serde(default)]
     pub response_cache: ResponseCacheFile,
+    /// Local validation of JWT access tokens; off when absent.
+    #[serde(default)]
+    pub jwt: Option<JwtFile>,
     /// What SIGTERM does before listeners close.
     #[serde(default)]
     pub shutdown: ShutdownFile,
@@ -83,6 +88,9 @@ impl FileConfig {
         if let Some(a) = &self.admin {
             files.extend(a.token_file.as_deref());
             files.extend(a.webhook.as_ref().and_then(|w| w.secret_file.as_deref()));
+        }
+        if let Some(j) = &self.jwt {
+            files.extend(j.ca_file.as_deref());
         }
         if let Some(f) = &self.fleet {
             files.extend(f.secret_file.as_deref());
