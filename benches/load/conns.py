@@ -31,12 +31,14 @@ import time
 
 CONNS = int(os.environ.get("CONNS", "2000"))
 AFTER = float(os.environ.get("AFTER", "10"))
-BASE = int(os.environ.get("BASE_PORT", "18800"))
+os.environ.setdefault("BASE_PORT", "18800")
+BASE = int(os.environ["BASE_PORT"])
 BIN = os.environ.get("AUTHGATE", "target/release/authgate")
 OUT = os.environ.get("OUT", "target/bench-conns")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from procs import CPUS, OTHER_CPUS, PROXY_CPUS, Procs  # noqa: E402
+import profile as prof  # noqa: E402  (render, render_authgate: the layout of make profile)
 
 P_ECHO, P_RESOLVER, P_AUTHGATE, P_PLAIN = BASE, BASE + 1, BASE + 2, BASE + 3
 STATES = [
@@ -120,19 +122,6 @@ def warm(port, path):
     s.close()
 
 
-def render_nginx(template, out, run):
-    text = open(os.path.join(HERE, template)).read()
-    user = "user root root;" if os.geteuid() == 0 else ""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    v = subprocess.run([nginx, "-V"], capture_output=True, text=True).stderr
-    extra = " ".join(f"{m}_temp_path {run}/{m};" for m in ("fastcgi", "uwsgi", "scgi")
-                     if f"--without-http_{m}_module" not in v)
-    text = (text.replace("@USER_LINE@", user).replace("@EXTRA_TEMP_PATHS@", extra)
-            .replace("@DIR@", run).replace("@PORT@", str(P_PLAIN)).replace("@WORKERS@", "1")
-            .replace("@BACKEND_PORT@", str(P_ECHO)))
-    open(out, "w").write(text)
-
-
 def nginx_worker(master):
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -194,14 +183,10 @@ def main():
         helpers.start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], OTHER_CPUS, run)
         helpers.start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
                                   "conf/users.yaml"], OTHER_CPUS, run)
-        text = open(os.path.join(HERE, "authgate.yaml")).read()
-        for k, v in (("@WORKERS@", "1"), ("@DIR@", run), ("@PORT@", str(P_AUTHGATE)),
-                     ("@RESOLVER_PORT@", str(P_RESOLVER)), ("@BACKEND_PORT@", str(P_ECHO))):
-            text = text.replace(k, v)
-        open(os.path.join(run, "authgate.yaml"), "w").write(text)
+        prof.render_authgate(run, P_AUTHGATE)
         for f in ("nginx-common.conf", "nginx-http-common.conf"):
-            render_nginx(f, os.path.join(run, f.replace("nginx-", "")), run)
-        render_nginx("nginx-plain.conf", os.path.join(run, "nginx.conf"), run)
+            prof.render(f, os.path.join(run, f.replace("nginx-", "")), run, P_PLAIN)
+        prof.render("nginx-plain.conf", os.path.join(run, "nginx.conf"), run, P_PLAIN)
         for p in (P_ECHO, P_RESOLVER):
             helpers.wait_http(p, f"port {p}")
         for state, _ in STATES:

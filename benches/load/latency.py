@@ -120,13 +120,7 @@ def main():
         P.start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{prof.P_ECHO}"], OTHER_CPUS, run)
         P.start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{prof.P_RESOLVER}", "--users",
                             "conf/users.yaml", "--any-session-prefix", "bench-"], OTHER_CPUS, run)
-        conf = os.path.join(run, "authgate.yaml")
-        text = open(os.path.join(HERE, "authgate.yaml")).read()
-        for k, v in (("@WORKERS@", "1"), ("@DIR@", run), ("@PORT@", str(P_AUTHGATE)),
-                     ("@RESOLVER_PORT@", str(prof.P_RESOLVER)), ("@BACKEND_PORT@", str(prof.P_ECHO))):
-            text = text.replace(k, v)
-        open(conf, "w").write(text)
-        P.start("authgate", [BIN, "-c", conf], PROXY_CPUS, run)
+        P.start("authgate", [BIN, "-c", prof.render_authgate(run, P_AUTHGATE)], PROXY_CPUS, run)
         start_nginx(nginx, run, "plain", P_PLAIN)
         start_nginx(nginx, run, "tuned", P_TUNED)
         for p in (prof.P_ECHO, prof.P_RESOLVER, P_AUTHGATE, P_PLAIN, P_TUNED):

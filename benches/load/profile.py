@@ -73,6 +73,17 @@ def render(template, out, run, port):
     open(out, "w").write(text)
 
 
+def render_authgate(run, port):
+    """benches/load/authgate.yaml with 1 worker on `port`, written into `run`: its path."""
+    conf = os.path.join(run, "authgate.yaml")
+    text = open(os.path.join(HERE, "authgate.yaml")).read()
+    for k, v in (("@WORKERS@", "1"), ("@DIR@", run), ("@PORT@", str(port)),
+                 ("@RESOLVER_PORT@", str(P_RESOLVER)), ("@BACKEND_PORT@", str(P_ECHO))):
+        text = text.replace(k, v)
+    open(conf, "w").write(text)
+    return conf
+
+
 def ticks(pid):
     total = 0
     for p in [pid] + [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
@@ -159,12 +170,7 @@ def main():
         P.start("echo", [BIN, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], OTHER_CPUS, run)
         P.start("standin", [BIN, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
                             "conf/users.yaml", "--any-session-prefix", "bench-"], OTHER_CPUS, run)
-        conf = os.path.join(run, "authgate.yaml")
-        text = open(os.path.join(HERE, "authgate.yaml")).read()
-        for k, v in (("@WORKERS@", "1"), ("@DIR@", run), ("@PORT@", str(P_AUTHGATE)),
-                     ("@RESOLVER_PORT@", str(P_RESOLVER)), ("@BACKEND_PORT@", str(P_ECHO))):
-            text = text.replace(k, v)
-        open(conf, "w").write(text)
+        conf = render_authgate(run, P_AUTHGATE)
         ag = P.start("authgate", [BIN, "-c", conf], PROXY_CPUS, run)
         for f in ("nginx-common.conf", "nginx-http-common.conf"):
             render(f, os.path.join(run, f.replace("nginx-", "")), run, P_PLAIN)
