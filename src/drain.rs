@@ -33,10 +33,9 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 use crate::access_log;
 use crate::metrics::METRICS;
 
-/// How long a connection accepted just before the listener stopped has to send its request.
-/// It must stay well below `grace_period_seconds`, after which the runtime is dropped; the
-/// number lives in `config`, which warns of a grace period that is not above it.
-pub const WINDOW: Duration = crate::config::DRAIN_WINDOW;
+/// How long a connection accepted just before the listener stopped has to send its request
+/// (`connections` owns the number: its wait for a first byte uses it too).
+pub const WINDOW: Duration = crate::connections::DRAIN_WINDOW;
 
 /// Whether this process still wants new traffic: no from `SIGTERM` on. The signal watcher
 /// writes it; the admin's `/ready` and the proxy read it.

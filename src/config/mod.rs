@@ -34,7 +34,7 @@ use bounds::check_bounds;
 pub use file::*;
 
 pub use admin::MIN_ADMIN_TOKEN;
-pub use server::{Listener, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, DRAIN_WINDOW};
+pub use server::{Listener, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK};
 pub use upstreams::resolve_addr;
 
 use crate::access_log::AccessLogSettings;

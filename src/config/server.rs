@@ -12,7 +12,7 @@ use super::file::{AccessLogFile, ClientFile, FormatFile, ListenFile, ReloadFile}
 use super::paths::relative_to;
 use super::{Bad, LOG_TARGET};
 use crate::access_log::{AccessLogSettings, Format};
-use crate::connections::ClientLimits;
+use crate::connections::{ClientLimits, DRAIN_WINDOW};
 use crate::forwarded::TrustedProxies;
 
 /// One listening socket, as Pingora will open it.
@@ -24,8 +24,6 @@ pub struct Listener {
     pub h2: bool,
     pub h2c: bool,
 }
-
-pub use crate::connections::DRAIN_WINDOW;
 
 pub const DEFAULT_PID_FILE: &str = "/tmp/authgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/authgate_upgrade.sock";
