@@ -86,6 +86,15 @@ async fn client_loop(
     }
 }
 
+/// Until `addr` refuses connections, at most `limit`.
+async fn listener_closes(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the listener never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn status_of(url: String) -> u16 {
     client()
         .get(url)
@@ -194,11 +203,7 @@ async fn sigterm_drains_then_exits_without_failing_a_request() {
     );
 
     // The listener closes once the delay is over, not before.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "the listener never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    listener_closes(addr, Duration::from_secs(5)).await;
     assert!(
         termed.elapsed() >= DRAIN,
         "closed after {:?}",
@@ -227,11 +232,7 @@ async fn without_a_drain_delay_sigterm_closes_the_listeners_at_once() {
         .await;
     let addr = s.proxy.addr;
     s.proxy.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "the listener never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    listener_closes(addr, Duration::from_secs(2)).await;
     let exited = tokio::task::block_in_place(|| s.proxy.wait_exit(Duration::from_secs(10)));
     assert!(exited.expect("the process did not exit").success());
 }
@@ -255,11 +256,7 @@ async fn a_silent_connection_does_not_hold_a_stopping_process() {
     metric_reaches(s.admin(), "authgate_client_connections", 2.0).await;
 
     s.proxy.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "the listener never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    listener_closes(addr, Duration::from_secs(2)).await;
     // Within the window, the late one sends its request and is answered.
     let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     late.write_all(req.as_bytes()).await.expect("write");
