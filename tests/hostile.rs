@@ -796,3 +796,40 @@ async fn clients_that_give_up_leave_no_error_line() {
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+/// A kept-alive connection's next request is read whole, however it arrives: the wait between
+/// requests reads its first bytes (at most 4 KiB, vendored pingora-core patch) and hands them
+/// to the session, which must go on reading a header larger than that, sent in pieces, and
+/// still refuse one over `client.max_header_bytes` with 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connections_next_request_is_read_whole() {
+    let s = public()
+        .yaml("client:\n  max_header_bytes: 16384\n")
+        .start()
+        .await;
+    let mut c = kept_alive(s.proxy.addr).await;
+    c.set_nodelay(true).expect("nodelay");
+    let big = "b".repeat(9000);
+    let head = format!("GET /second HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    let (a, rest) = head.as_bytes().split_at(10);
+    let (b, rest) = rest.split_at(5000);
+    for piece in [a, b, rest] {
+        c.write_all(piece).await.expect("write");
+        c.flush().await.expect("flush");
+    }
+    let answer = read_response(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("/second"), "{answer}");
+    assert!(
+        answer.contains(&big),
+        "the backend did not get the whole header"
+    );
+
+    // The connection is still kept: a header over the limit on it gets 431, not a hang.
+    let huge = "h".repeat(20_000);
+    c.write_all(format!("GET /third HTTP/1.1\r\nHost: a\r\nX-Huge: {huge}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let answer = read_response(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
