@@ -14,6 +14,8 @@ Caveat: valgrind hides some CPU features (SHA-NI, for one), so code that dispatc
 
 Settings (environment): AUTHGATE_A (target/profiling/authgate), AUTHGATE_B (none),
 REQUESTS (2000), BASE_PORT (18900). Prints a table; OUT/instructions.md (target/instructions).
+The dumps stay in the printed run directory: `callgrind_annotate a.cg.PID.2` is the hit
+scenario of A (parts 1, 2, 3: public, hit, miss).
 """
 
 import glob
@@ -56,8 +58,10 @@ def measure(binary, run, tag):
         text = text.replace(k, v)
     open(conf, "w").write(text)
     out = os.path.join(run, f"{tag}.cg")
-    vg = P.start(tag, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                       binary, "-c", conf], None, run)
+    # Names written out in every dump, so that callgrind_annotate can read each scenario's
+    # dump on its own (compressed names refer back to the first dump).
+    vg = P.start(tag, ["valgrind", "--tool=callgrind", "--compress-strings=no",
+                       f"--callgrind-out-file={out}.%p", binary, "-c", conf], None, run)
     P.wait_http(P_PROXY, f"authgate {tag} under valgrind", limit=120)
     pid = None
     for _ in range(50):
@@ -105,6 +109,7 @@ def main():
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             P.die(f"needs {tool}: apt-get install -y valgrind")
     run = tempfile.mkdtemp(prefix="authgate-instr.")
+    P.log(f"callgrind dumps in {run}")
     try:
         P.start("echo", [A, "echo", "--listen", f"127.0.0.1:{P_ECHO}"], None, run)
         P.start("standin", [A, "standin", "--listen", f"127.0.0.1:{P_RESOLVER}", "--users",
