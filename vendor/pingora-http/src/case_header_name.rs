@@ -15,6 +15,7 @@
 use crate::*;
 use bytes::Bytes;
 use http::header;
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 
 #[derive(Debug, Clone)]
 pub struct CaseHeaderName(Bytes);
@@ -38,6 +39,64 @@ impl CaseHeaderName {
 /// A trait that converts into case-sensitive header names.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// The name as the header maps' key, and in the case written on the wire. By default the
+    /// key is parsed from the case form; a [`PreparedHeaderName`] hands over both as made.
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName)>
+    where
+        Self: Sized,
+    {
+        let case_header_name = self.into_case_header_name();
+        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((header_name, case_header_name))
+    }
+}
+
+/// A header name made once, ahead (typically a `const`), as both the maps' key and the bytes
+/// written on the wire: appending or inserting it neither parses the name nor copies it, where
+/// any other form of a name that is not a standard header is parsed and copied into a new
+/// buffer twice for each header added (one for each map).
+#[derive(Debug, Clone)]
+pub struct PreparedHeaderName {
+    name: HeaderName,
+    case: CaseHeaderName,
+}
+
+impl PreparedHeaderName {
+    /// `name` is the key and is written as it is. Like [`HeaderName::from_static`], it must be
+    /// a valid header name in lower case; otherwise this panics (at compile time in a `const`).
+    pub const fn from_static(name: &'static str) -> Self {
+        PreparedHeaderName {
+            name: HeaderName::from_static(name),
+            case: CaseHeaderName(Bytes::from_static(name.as_bytes())),
+        }
+    }
+
+    /// The name as the header maps' key.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+impl IntoCaseHeaderName for PreparedHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        self.case
+    }
+
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.name, self.case))
+    }
+}
+
+impl IntoCaseHeaderName for &PreparedHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        self.case.clone()
+    }
+
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.name.clone(), self.case.clone()))
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -114,5 +173,18 @@ mod tests {
         assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
         assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
         assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+    }
+
+    #[test]
+    fn prepared_names_are_handed_over_as_made() {
+        const PREPARED: PreparedHeaderName = PreparedHeaderName::from_static("x-user-id");
+        let (name, case) = (&PREPARED).into_names().unwrap();
+        assert_eq!(name, "x-user-id");
+        assert_eq!(case.as_slice(), b"x-user-id");
+        // The same as the parsed form of the same bytes.
+        let (parsed, parsed_case) = "x-user-id".into_names().unwrap();
+        assert_eq!(name, parsed);
+        assert_eq!(case.as_slice(), parsed_case.as_slice());
+        assert!("bad name".into_names().is_err());
     }
 }

@@ -43,7 +43,7 @@ use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
 use case_header_name::CaseHeaderName;
-pub use case_header_name::IntoCaseHeaderName;
+pub use case_header_name::{IntoCaseHeaderName, PreparedHeaderName};
 
 pub mod prelude {
     pub use crate::RequestHeader;
@@ -237,6 +237,17 @@ impl RequestHeader {
         &'a N: 'a + AsHeaderName,
     {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+    }
+
+    /// Makes room for `additional` more headers in the header maps (values, and names' case
+    /// when kept), so that adding several headers grows each map at most once. Room beyond
+    /// what the maps can hold is not made; adding past it fails as it would have.
+    pub fn reserve_headers(&mut self, additional: usize) {
+        // A failure leaves the maps as they were: the appends report it.
+        let _ = self.base.headers.try_reserve(additional);
+        if let Some(name_map) = self.header_name_map.as_mut() {
+            let _ = name_map.try_reserve(additional);
+        }
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -852,11 +863,7 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_names()?;
     // store the original case in the map
     if let Some(name_map) = name_map {
         // Use the non-panicking `try_append`: the infallible `append` calls
@@ -881,11 +888,7 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_names()?;
     if let Some(name_map) = name_map {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
@@ -1060,6 +1063,26 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    #[test]
+    fn prepared_names_and_reserved_room() {
+        const USER: PreparedHeaderName = PreparedHeaderName::from_static("x-user");
+        let mut req = RequestHeader::build("GET", b"/", Some(1)).unwrap();
+        req.append_header("Host", "a").unwrap();
+        req.reserve_headers(8);
+        let room = (req.headers.capacity(), req.header_name_map.as_ref().unwrap().capacity());
+        assert!(room.0 >= 9 && room.1 >= 9, "{room:?}");
+        for i in 0..7 {
+            req.append_header(&USER, i.to_string()).unwrap();
+        }
+        req.insert_header(USER.clone(), "last").unwrap();
+        // No growth: both maps had the room.
+        let now = (req.headers.capacity(), req.header_name_map.as_ref().unwrap().capacity());
+        assert_eq!(now, room);
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"Host: a\r\nx-user: last\r\n");
     }
 
     #[test]
