@@ -2,14 +2,21 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
-use pingora::http::RequestHeader;
+use pingora::http::{PreparedHeaderName, RequestHeader};
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(FOR);
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(PROTO);
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(HOST);
+const FOR: &str = "x-forwarded-for";
+const PROTO: &str = "x-forwarded-proto";
+const HOST: &str = "x-forwarded-host";
+/// The names ready-made as Pingora takes them (written in lower case, as before): setting one
+/// neither parses nor copies the name.
+static FOR_WIRE: PreparedHeaderName = PreparedHeaderName::from_static(FOR);
+static PROTO_WIRE: PreparedHeaderName = PreparedHeaderName::from_static(PROTO);
+static HOST_WIRE: PreparedHeaderName = PreparedHeaderName::from_static(HOST);
 
 /// Which peers may tell authgate who the client is.
 #[derive(Debug, Clone, Default)]
@@ -91,18 +98,20 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 impl Forwarded {
-    /// Replaces any client copies with authgate's values. Names as static wire bytes: a
-    /// `HeaderName` would be copied for Pingora's case-preserving map on every request.
+    /// How many headers `apply` sets at most.
+    pub const HEADERS: usize = 3;
+
+    /// Replaces any client copies with authgate's values.
     pub fn apply(&self, req: &mut RequestHeader) -> pingora::Result<()> {
         match &self.for_ {
-            Some(v) => req.insert_header(Bytes::from_static(b"x-forwarded-for"), v.clone())?,
+            Some(v) => req.insert_header(&FOR_WIRE, v.clone())?,
             None => {
                 req.remove_header(&X_FORWARDED_FOR);
             }
         }
-        req.insert_header(Bytes::from_static(b"x-forwarded-proto"), self.proto.clone())?;
+        req.insert_header(&PROTO_WIRE, self.proto.clone())?;
         match &self.host {
-            Some(v) => req.insert_header(Bytes::from_static(b"x-forwarded-host"), v.clone())?,
+            Some(v) => req.insert_header(&HOST_WIRE, v.clone())?,
             None => {
                 req.remove_header(&X_FORWARDED_HOST);
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{PreparedHeaderName, RequestHeader};
 
 /// The identity namespace, e.g. `x-authgear-`, stored folded (lower case, `-` for `_` and `.`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +110,18 @@ const KNOWN_NAMES: [&str; 9] = [
     "x-authgear-session-authenticated-at",
     "x-authgear-session-acr",
 ];
-const KNOWN: [HeaderName; 9] = [
-    HeaderName::from_static(KNOWN_NAMES[0]),
-    HeaderName::from_static(KNOWN_NAMES[1]),
-    HeaderName::from_static(KNOWN_NAMES[2]),
-    HeaderName::from_static(KNOWN_NAMES[3]),
-    HeaderName::from_static(KNOWN_NAMES[4]),
-    HeaderName::from_static(KNOWN_NAMES[5]),
-    HeaderName::from_static(KNOWN_NAMES[6]),
-    HeaderName::from_static(KNOWN_NAMES[7]),
-    HeaderName::from_static(KNOWN_NAMES[8]),
+/// The same names, ready-made as Pingora takes them: injecting one neither parses nor copies
+/// the name (any other form is parsed and copied twice for every request).
+static KNOWN: [PreparedHeaderName; 9] = [
+    PreparedHeaderName::from_static(KNOWN_NAMES[0]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[1]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[2]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[3]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[4]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[5]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[6]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[7]),
+    PreparedHeaderName::from_static(KNOWN_NAMES[8]),
 ];
 const USER_ID: u8 = 1;
 /// Flags (after the prefix) whose values are `true` or `false`, forwarded in lower case.
@@ -148,6 +150,35 @@ pub struct Identity {
     buf: Bytes,
     /// Usually none; `None` costs no allocation.
     set_cookie: Option<Box<[HeaderValue]>>,
+}
+
+/// The name of an identity header as it is injected: one of Authgear's, ready-made, or
+/// another name of the namespace, carried in the answer's buffer. Derefs to the name's bytes.
+#[derive(Debug, Clone)]
+pub enum WireName {
+    Known(&'static PreparedHeaderName),
+    Other(Bytes),
+}
+
+impl WireName {
+    /// Adds the header to a request (after any of the same name).
+    pub fn append_to(self, req: &mut RequestHeader, value: HeaderValue) -> pingora::Result<bool> {
+        match self {
+            WireName::Known(name) => req.append_header(name, value),
+            WireName::Other(name) => req.append_header(name, value),
+        }
+    }
+}
+
+impl std::ops::Deref for WireName {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            WireName::Known(name) => name.name().as_str().as_bytes(),
+            WireName::Other(name) => name,
+        }
+    }
 }
 
 /// One header of an answer: name tag, name span, value span (spans are byte ranges).
@@ -187,7 +218,7 @@ impl Identity {
             } else {
                 value.clone()
             };
-            let tag = KNOWN.iter().position(|k| k == name).map(|i| i as u8);
+            let tag = KNOWN.iter().position(|k| k.name() == name).map(|i| i as u8);
             // A name sent twice: the same value is kept once; two values (two user ids)
             // leave no way to tell which one the backend would read.
             if let Some(&(_, _, (vs, ve))) = index.iter().find(|(t, (ns_, ne), _)| match tag {
@@ -261,18 +292,21 @@ impl Identity {
         })
     }
 
-    /// The identity headers with their names as wire bytes, for Pingora's `append_header`:
-    /// a `HeaderName` would be copied into a new buffer there for the case-preserving map;
-    /// static or shared bytes are taken as they are.
-    pub fn wire_headers(&self) -> impl Iterator<Item = (Bytes, HeaderValue)> + '_ {
+    /// The identity headers, in the order the resolver sent them.
+    pub fn wire_headers(&self) -> impl Iterator<Item = (WireName, HeaderValue)> + '_ {
         self.records().filter_map(|(tag, (ns_, ne), (vs, ve))| {
-            let name = match KNOWN_NAMES.get(tag as usize) {
-                Some(known) => Bytes::from_static(known.as_bytes()),
-                None => self.buf.slice(ns_..ne),
+            let name = match KNOWN.get(tag as usize) {
+                Some(known) => WireName::Known(known),
+                None => WireName::Other(self.buf.slice(ns_..ne)),
             };
             let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
             Some((name, value))
         })
+    }
+
+    /// How many identity headers `wire_headers` yields at most.
+    pub fn header_count(&self) -> usize {
+        self.count as usize
     }
 
     /// The user id of a valid session.

@@ -2,7 +2,6 @@
 //! names under which answers are kept. Whoever can write to Redis but lacks the secret can
 //! delete, but cannot forge, alter, or move an answer from one key to another.
 
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use serde::{Deserialize, Serialize};
@@ -185,7 +184,7 @@ pub fn seal_entry(
     body.push(ENTRY_V1);
     body.extend_from_slice(&resolved_at.to_be_bytes());
     body.extend_from_slice(&fresh_until.to_be_bytes());
-    let headers: Vec<(Bytes, HeaderValue)> = identity.wire_headers().collect();
+    let headers: Vec<_> = identity.wire_headers().collect();
     body.push(headers.len() as u8);
     for (name, value) in &headers {
         put(&mut body, name);

@@ -262,3 +262,29 @@ proptest::proptest! {
         proptest::prop_assert!(ns().covers(&spelled), "{}", spelled);
     }
 }
+
+#[test]
+fn authgears_names_are_injected_ready_made() {
+    let i = answer(&[
+        ("x-authgear-session-valid", "true"),
+        ("x-authgear-user-id", "alice"),
+        ("x-authgear-brand-new", "yes"),
+    ])
+    .unwrap();
+    let names: Vec<_> = i.wire_headers().map(|(n, _)| n).collect();
+    assert!(matches!(names[0], WireName::Known(_)));
+    assert!(matches!(names[1], WireName::Known(_)));
+    // A name authgate does not know travels in the answer's buffer.
+    assert!(matches!(&names[2], WireName::Other(b) if &b[..] == b"x-authgear-brand-new"));
+    let mut req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+    for (name, value) in i.wire_headers() {
+        name.append_to(&mut req, value).unwrap();
+    }
+    let mut wire = Vec::new();
+    req.header_to_h1_wire(&mut wire);
+    assert_eq!(
+        String::from_utf8(wire).unwrap(),
+        "x-authgear-session-valid: true\r\nx-authgear-user-id: alice\r\nx-authgear-brand-new: yes\r\n"
+    );
+    assert_eq!(i.header_count(), 3);
+}

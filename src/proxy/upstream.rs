@@ -8,6 +8,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use super::ctx::Ctx;
+use crate::forwarded::Forwarded;
 use crate::metrics;
 use crate::request;
 use crate::upstreams::hash_input;
@@ -108,9 +109,13 @@ pub fn prepare(
         // copy that goes upstream. A request that sent none (nearly all) skips this.
         routed.runtime.namespace.strip(upstream_request);
     }
+    // Room for what is added below, made once: the request is a copy of the client's, with no
+    // room to spare, and each map would otherwise grow (and rehash) as headers are added.
+    let identity_headers = ctx.identity.as_ref().map_or(0, |i| i.header_count());
+    upstream_request.reserve_headers(identity_headers + Forwarded::HEADERS);
     if let Some(identity) = &ctx.identity {
         for (name, value) in identity.wire_headers() {
-            upstream_request.append_header(name, value)?;
+            name.append_to(upstream_request, value)?;
         }
     }
     routed.forwarded.apply(upstream_request)?;
