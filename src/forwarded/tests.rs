@@ -68,3 +68,16 @@ fn apply_replaces_client_copies() {
 fn own_host(r: &RequestHeader) -> Option<HeaderValue> {
     r.headers.get(http::header::HOST).cloned()
 }
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    let edges = [0u8, 1, 9, 10, 11, 99, 100, 101, 199, 200, 249, 250, 255];
+    for a in edges {
+        for b in edges {
+            let ip = std::net::Ipv4Addr::new(a, b, b, a);
+            assert_eq!(ip_value(IpAddr::V4(ip)), ip.to_string().as_str());
+        }
+    }
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(ip_value(v6), "2001:db8::1");
+}
