@@ -121,11 +121,21 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    // The key is at hand: not parsed back from the titled form.
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        let case_header_name = CaseHeaderName(titled_header_name(&self));
+        Ok((self, case_header_name))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
     }
 }
 
@@ -186,5 +196,19 @@ mod tests {
         assert_eq!(name, parsed);
         assert_eq!(case.as_slice(), parsed_case.as_slice());
         assert!("bad name".into_names().is_err());
+    }
+
+    #[test]
+    fn header_names_keep_their_key_and_get_their_titled_case() {
+        for name in [header::DATE, header::CONNECTION, HeaderName::from_static("x-custom")] {
+            let (key, case) = name.clone().into_names().unwrap();
+            let (by_ref, by_ref_case) = (&name).into_names().unwrap();
+            let (parsed, parsed_case) = name.clone().into_case_header_name().into_names().unwrap();
+            assert_eq!(key, parsed);
+            assert_eq!(by_ref, parsed);
+            assert_eq!(case.as_slice(), parsed_case.as_slice());
+            assert_eq!(by_ref_case.as_slice(), parsed_case.as_slice());
+        }
+        assert_eq!(header::DATE.into_names().unwrap().1.as_slice(), b"Date");
     }
 }
