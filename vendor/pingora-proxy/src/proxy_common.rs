@@ -188,7 +188,18 @@ const STANDARD_HOP_BY_HOP: [HeaderName; 10] = [
     HeaderName::from_static(HTTP2_SETTINGS),
 ];
 
+/// Whether a message carries any of the standard hop-by-hop fields. One pass over the names
+/// it has, comparing each with the list (mostly standard names: an enum compare): removing
+/// the ten names one by one would hash and look up each, for nearly every message that has
+/// none.
+fn has_standard_hop_by_hop(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|name| STANDARD_HOP_BY_HOP.contains(name))
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_standard_hop_by_hop(&req.headers) {
+        return;
+    }
     for name in &STANDARD_HOP_BY_HOP {
         req.remove_header(name);
     }
@@ -212,9 +223,11 @@ pub fn strip_response_hop_by_hop_headers(resp: &mut ResponseHeader) -> Result<Ve
         return Ok(Vec::new());
     }
     let nominations = ConnectionNominations::parse(&resp.headers, false);
-    for name in &STANDARD_HOP_BY_HOP {
-        if name != header::TRANSFER_ENCODING {
-            resp.remove_header(name);
+    if has_standard_hop_by_hop(&resp.headers) {
+        for name in &STANDARD_HOP_BY_HOP {
+            if name != header::TRANSFER_ENCODING {
+                resp.remove_header(name);
+            }
         }
     }
     let nominations = nominations?;
@@ -611,6 +624,22 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_alone_is_found_and_stripped() {
+        for name in &STANDARD_HOP_BY_HOP {
+            let upper = name.as_str().to_ascii_uppercase();
+            let mut req = request_with_headers(&[("Host", "a"), (&upper, "x"), ("X-Kept", "1")]);
+            assert!(has_standard_hop_by_hop(&req.headers), "{name}");
+            strip_standard_hop_by_hop_headers(&mut req);
+            assert!(!req.headers.contains_key(name), "{name}");
+            assert_eq!(req.headers.len(), 2, "{name}");
+        }
+        let mut req = request_with_headers(&[("Host", "a"), ("X-Keep-Alive-Not", "1")]);
+        assert!(!has_standard_hop_by_hop(&req.headers));
+        strip_standard_hop_by_hop_headers(&mut req);
+        assert_eq!(req.headers.len(), 2);
     }
 
     #[test]
