@@ -138,6 +138,10 @@ pub struct Pool {
     balancer: Balancer,
     /// A ready peer per backend, built once.
     peers: HashMap<SocketAddr, HttpPeer>,
+    /// The backend of a pool that has only one (the common case), and its peer: there is
+    /// nothing to choose, so `select` skips the balancer (a hash, a set of the backends seen,
+    /// a readiness lookup), and asks for readiness only when health checks can take it down.
+    sole: Option<(Backend, HttpPeer)>,
     last_check: Mutex<Option<Instant>>,
 }
 
@@ -163,6 +167,11 @@ impl Pool {
                 .map_err(|e| format!("backend {addr}: {e}"))?;
             set.insert(b);
         }
+        let sole = if set.len() == 1 {
+            set.first().cloned()
+        } else {
+            None
+        };
         let mut backends = Backends::new(Static::new(set));
         if let Some(h) = &settings.health {
             backends.set_health_check(health_check(h, settings.tls.as_ref()));
@@ -197,10 +206,16 @@ impl Pool {
                 (*addr, p)
             })
             .collect();
+        let peers: HashMap<SocketAddr, HttpPeer> = peers;
+        let sole = sole.and_then(|b| {
+            let peer = peers.get(b.addr.as_inet()?)?.clone();
+            Some((b, peer))
+        });
         Ok(Pool {
             settings,
             balancer,
             peers,
+            sole,
             last_check: Mutex::new(None),
         })
     }
@@ -215,6 +230,11 @@ impl Pool {
 
     /// A healthy backend that is not in `tried`; `key` feeds consistent hashing.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<HttpPeer> {
+        if let Some((backend, peer)) = &self.sole {
+            let fresh = backend.addr.as_inet().is_some_and(|a| !tried.contains(a));
+            let ready = self.settings.health.is_none() || self.balancer.backends().ready(backend);
+            return (fresh && ready).then(|| peer.clone());
+        }
         let backend = self.balancer.select(key, |b, healthy| {
             healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
         })?;

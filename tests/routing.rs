@@ -425,6 +425,59 @@ async fn health_checks_mark_backends_down_and_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_backend_taken_down_by_health_checks_is_not_tried() {
+    // A pool of one backend skips the balancer; its health still decides.
+    let port = closed_port();
+    let mut only = EchoProcess::start(port);
+    let a = only.addr;
+    let s = Stack::builder()
+        .pool(
+            "app",
+            Pool::at(&[a]).keys(
+                r#"
+                health_check:
+                  path: /healthz
+                  interval: 200ms
+                  timeout: 200ms
+                "#,
+            ),
+        )
+        .admin()
+        .start()
+        .await;
+    let (proxy, admin) = (&s.proxy, s.admin());
+    let until = |want: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = admin_get(admin, "/upstreams").await;
+            if v["app"][a.to_string()].as_str() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{a} never became {want}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until("up").await;
+    assert_eq!(served_by(fetch(proxy, "/").await).await, a.to_string());
+
+    only.kill();
+    until("down").await;
+    let errors = "authgate_upstream_errors_total{upstream=\"app\"}";
+    let before = metric(&scrape(admin).await, errors);
+    for _ in 0..3 {
+        assert_eq!(fetch(proxy, "/").await.status(), 502);
+    }
+    assert_eq!(
+        metric(&scrape(admin).await, errors),
+        before,
+        "the backend that is down was tried"
+    );
+    let _back = EchoProcess::start(port);
+    until("up").await;
+    assert_eq!(served_by(fetch(proxy, "/").await).await, a.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_backends_down_is_502_with_a_reason() {
     let (x, y) = (closed_port(), closed_port());
     let s = Stack::builder()

@@ -77,3 +77,18 @@ fn hash_keys_parse() {
     assert!(HashKey::parse("header:bad header").is_err());
     assert!(HashKey::parse("ip").is_err());
 }
+
+#[test]
+fn a_sole_backend_is_chosen_until_tried() {
+    for lb in [LbKind::RoundRobin, LbKind::Random, LbKind::Consistent] {
+        let pool = pool(lb, &[(9101, 3)]);
+        for key in [&b""[..], b"k1", b"k2"] {
+            assert_eq!(port(&pool.select(key, &[]).unwrap()), 9101);
+        }
+        let tried = [SocketAddr::from(([127, 0, 0, 1], 9101))];
+        assert!(pool.select(b"k", &tried).is_none());
+        // Another address tried before does not matter.
+        let other = [SocketAddr::from(([127, 0, 0, 1], 9102))];
+        assert_eq!(port(&pool.select(b"k", &other).unwrap()), 9101);
+    }
+}
