@@ -142,7 +142,8 @@ const MAX_HEADERS: usize = 64;
 
 /// The identity of a 200 answer, packed for a long life in the cache: one buffer holds an
 /// index (`RECORD` bytes a header) followed by the names authgate does not know and every
-/// value, so an answer costs one allocation besides its own.
+/// value, so an answer costs one allocation besides its own. Every value span holds valid
+/// header-value bytes, which `wire_headers` relies on: keep `from_headers` the only constructor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     session: SessionState,
@@ -294,13 +295,17 @@ impl Identity {
 
     /// The identity headers, in the order the resolver sent them.
     pub fn wire_headers(&self) -> impl Iterator<Item = (WireName, HeaderValue)> + '_ {
-        self.records().filter_map(|(tag, (ns_, ne), (vs, ve))| {
+        self.records().map(|(tag, (ns_, ne), (vs, ve))| {
             let name = match KNOWN.get(tag as usize) {
                 Some(known) => WireName::Known(known),
                 None => WireName::Other(self.buf.slice(ns_..ne)),
             };
-            let value = HeaderValue::from_maybe_shared(self.buf.slice(vs..ve)).ok()?;
-            Some((name, value))
+            // SAFETY: every value span holds the bytes of a `HeaderValue`, or `true`/`false`,
+            // as `from_headers` (the only constructor) stored them, and `buf` never changes:
+            // valid field-value bytes, so checking them again on every request is skipped.
+            // (Debug builds, the tests, still check: `from_maybe_shared_unchecked` asserts.)
+            let value = unsafe { HeaderValue::from_maybe_shared_unchecked(self.buf.slice(vs..ve)) };
+            (name, value)
         })
     }
 
