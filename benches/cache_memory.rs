@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 // The allocator the authgate binary runs with (src/main.rs), so the figures are its figures.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: authgate::allocator::MiMalloc = authgate::allocator::MiMalloc;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

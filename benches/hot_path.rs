@@ -17,7 +17,7 @@ use authgate::request;
 
 // The allocator the authgate binary runs with (src/main.rs), so the figures are its figures.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: authgate::allocator::MiMalloc = authgate::allocator::MiMalloc;
 
 /// A browser request as it reaches an edge proxy, with two forged identity headers.
 fn browser_request() -> RequestHeader {

@@ -31,7 +31,7 @@ use authgate::{admin::Admin, config, proxy::AuthGate};
 // `--features system-allocator` for them.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: authgate::allocator::MiMalloc = authgate::allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(
