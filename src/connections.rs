@@ -12,8 +12,10 @@
 //! A client that goes away before its answer is not a proxy error (`client_left`): it is
 //! never retried, is logged below `ERROR` at most once a second, and is counted.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -187,24 +189,35 @@ impl Conn {
         self.deadline_ms.store(at.max(1), Ordering::Relaxed);
     }
 
-    /// Resolves when the deadline in force has passed.
-    async fn expired(&self) {
-        loop {
-            let deadline = self.deadline_ms.load(Ordering::Relaxed);
-            let now = self.start.elapsed().as_millis() as u64;
-            if deadline != 0 && deadline <= now {
-                return;
+    /// Runs `serve`, with this connection in `CONN`, to its end; `None` once the deadline in
+    /// force has passed first. The deadline changes only while `serve` runs
+    /// (`header_received`, `request_done`), so it is looked at after each poll of `serve`:
+    /// while a request is served (no deadline) that is one atomic load, and the timer is
+    /// touched only when a deadline is in force. (A `select!` against a sleeping watcher
+    /// polled the timer and read the clock on every wake of every request.)
+    async fn watch<T>(self: Arc<Self>, serve: impl Future<Output = T>) -> Option<T> {
+        let conn = self.clone();
+        let mut serve = std::pin::pin!(CONN.scope(self, serve));
+        // Registered with the timer on its first poll, not before.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(conn.start));
+        let mut armed = 0;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = serve.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
             }
-            // Deadlines only move later while this sleeps, so waking early and looking
-            // again is all the coordination needed; a request in progress is looked at
-            // again after one header timeout.
-            let wait = if deadline == 0 {
-                self.header_timeout
-            } else {
-                Duration::from_millis(deadline - now)
-            };
-            tokio::time::sleep(wait).await;
-        }
+            let deadline = conn.deadline_ms.load(Ordering::Relaxed);
+            if deadline == 0 {
+                return Poll::Pending;
+            }
+            if deadline != armed {
+                armed = deadline;
+                timer
+                    .as_mut()
+                    .reset(conn.start + Duration::from_millis(deadline));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 }
 
@@ -342,21 +355,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             limits.header_timeout,
             limits.keepalive_timeout,
         ));
-        let watch = conn.clone();
-        let serve = CONN.scope(conn, async move {
-            if !self.h2c && !first_byte(&mut stream, shutdown).await {
-                return None;
-            }
-            self.app.process_new(stream, shutdown).await
-        });
-        tokio::select! {
-            out = serve => out,
-            _ = watch.expired() => {
-                closed_by_limit("header_timeout");
-                log::debug!("client connection closed: request header not complete in time (client.header_timeout)");
-                None
-            }
-        }
+        let served = conn
+            .watch(async move {
+                if !self.h2c && !first_byte(&mut stream, shutdown).await {
+                    return None;
+                }
+                self.app.process_new(stream, shutdown).await
+            })
+            .await;
+        served.unwrap_or_else(|| {
+            closed_by_limit("header_timeout");
+            log::debug!("client connection closed: request header not complete in time (client.header_timeout)");
+            None
+        })
     }
 
     async fn cleanup(&self) {
