@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use pingora_timeout::{sleep, timeout};
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -188,7 +189,13 @@ pub struct ConnectionPool<S> {
     // Concurrent per-key pool index; each value handles per-key connection storage.
     pools: DashMap<GroupKey, Arc<Pool<S>>>,
     lru: Lru<ID, ConnectionMeta>,
+    /// The number of nodes at which nodes left empty are next swept
+    /// (see [`Self::sweep_if_grown`]).
+    sweep_at: AtomicUsize,
 }
+
+/// Nodes are not swept while there are fewer than this many.
+const SWEEP_MIN: usize = 64;
 
 impl<S> ConnectionPool<S> {
     /// Create a new [ConnectionPool] with a global size limit.
@@ -199,6 +206,7 @@ impl<S> ConnectionPool<S> {
         ConnectionPool {
             pools: DashMap::with_capacity(size),
             lru: Lru::new(size),
+            sweep_at: AtomicUsize::new(SWEEP_MIN),
         }
     }
 
@@ -207,11 +215,32 @@ impl<S> ConnectionPool<S> {
     /// Holding the guard through [`PoolNode::insert`] prevents empty-node cleanup
     /// from removing the map entry between looking it up and repopulating it.
     fn insert_pool_connection(&self, key: GroupKey, id: ID, connection: PoolConnection<S>) {
-        let pool_node = self
-            .pools
-            .entry(key)
-            .or_insert_with(|| Arc::new(PoolNode::new()));
-        pool_node.insert(id, connection);
+        let mut created = false;
+        {
+            let pool_node = self.pools.entry(key).or_insert_with(|| {
+                created = true;
+                Arc::new(PoolNode::new())
+            });
+            pool_node.insert(id, connection);
+        }
+        if created {
+            self.sweep_if_grown();
+        }
+    }
+
+    /// Removes the nodes left empty once the map has grown to twice the number of nodes the
+    /// last sweep kept (and to at least [`SWEEP_MIN`]): a node stays when [`Self::get`] takes
+    /// its last connection, since that connection usually comes back, and this bounds the
+    /// nodes of keys whose connections never do, at amortised constant cost a node created.
+    fn sweep_if_grown(&self) {
+        if self.pools.len() < self.sweep_at.load(Ordering::Relaxed) {
+            return;
+        }
+        // Each shard is locked while it is swept: an insert holding its entry guard finishes
+        // first, so a node being filled is not empty here.
+        self.pools.retain(|_, node| !node.is_empty());
+        self.sweep_at
+            .store((self.pools.len() * 2).max(SWEEP_MIN), Ordering::Relaxed);
     }
 
     /// Attempt to remove an empty [`PoolNode`] entry from the pool `HashMap`.
@@ -277,14 +306,10 @@ impl<S> ConnectionPool<S> {
         if let Some((id, connection)) = pool_node.get_any() {
             self.lru.pop(&id); // the notified is not needed
 
-            // Clean up the now-empty node. This path is important because when a
-            // connection is retrieved (not evicted), the idle_poll/idle_timeout
-            // tasks exit via the watch_use channel and never call pop_closed(),
-            // so pop_evicted's cleanup would never run for this key.
-            if pool_node.is_empty() {
-                self.try_remove_empty_node(*key);
-            }
-
+            // The node stays even when this was its last connection: the connection taken
+            // usually comes back (`put`), which then finds the node instead of building a new
+            // one and dropping it again on every use. Nodes left empty for good are swept as
+            // the map grows (`sweep_if_grown`), or removed by a `get` that finds them empty.
             Some(connection.release())
         } else {
             // The node exists but has no connections. Clean it up.
@@ -1026,25 +1051,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn test_empty_node_removed_after_get() {
-        // When the last connection is retrieved via get(), the PoolNode should
-        // be cleaned up. This path is distinct from pop_closed because the
-        // idle_poll/idle_timeout tasks exit via the watch_use channel and never
-        // call pop_closed.
+    async fn test_node_kept_after_get_for_the_connection_to_come_back() {
+        // get() taking the last connection leaves the node: the connection is usually
+        // released again, and put() then reuses the node instead of building a new one.
         let meta = ConnectionMeta::new(101, 1);
         let cp: ConnectionPool<String> = ConnectionPool::new(2);
         cp.put(&meta, "v1".to_string());
+        let node = cp.pools.get(&meta.key).unwrap().value().clone();
 
-        assert_eq!(pool_len(&cp), 1);
+        assert_eq!(cp.get(&meta.key), Some("v1".to_string()));
+        assert_eq!(pool_len(&cp), 1, "the node stays while its connection is out");
 
-        let conn = cp.get(&meta.key);
-        assert!(conn.is_some());
+        cp.put(&meta, "v1".to_string());
+        let again = cp.pools.get(&meta.key).unwrap().value().clone();
+        assert!(Arc::ptr_eq(&node, &again), "put reused the node");
+        assert_eq!(cp.get(&meta.key), Some("v1".to_string()));
+    }
 
-        assert_eq!(
-            pool_len(&cp),
-            0,
-            "empty PoolNode should be removed after get() takes the last connection"
-        );
+    #[tokio::test]
+    async fn test_nodes_left_empty_are_swept_as_the_map_grows() {
+        // Connections to ever new keys, each taken and never returned (issue #748's growth):
+        // the empty nodes are swept, so the map stays bounded.
+        let cp: ConnectionPool<String> = ConnectionPool::new(8);
+        for key in 0..10_000u64 {
+            cp.put(&ConnectionMeta::new(key, key as ID), "c".to_string());
+            assert_eq!(cp.get(&key), Some("c".to_string()));
+            assert!(pool_len(&cp) <= SWEEP_MIN, "{} nodes at key {key}", pool_len(&cp));
+        }
+        // Keys with connections in the pool are never swept.
+        let cp: ConnectionPool<String> = ConnectionPool::new(1_000);
+        for key in 0..500u64 {
+            cp.put(&ConnectionMeta::new(key, key as ID), "c".to_string());
+        }
+        for key in 500..1_000u64 {
+            cp.put(&ConnectionMeta::new(key, key as ID), "c".to_string());
+            assert_eq!(cp.get(&key), Some("c".to_string()));
+        }
+        for key in 0..500u64 {
+            assert_eq!(cp.get(&key), Some("c".to_string()), "key {key}");
+        }
+        assert!(pool_len(&cp) <= 1_000);
     }
 
     #[tokio::test]
@@ -1191,10 +1237,10 @@ mod tests {
         let conn = cp.get(&meta2.key);
         assert_eq!(conn, Some("second".to_string()));
 
-        assert_eq!(
-            pool_len(&cp),
-            0,
-            "node should be cleaned up again after get"
-        );
+        // The node stays for the connection to come back; a get that finds it empty
+        // removes it.
+        assert_eq!(pool_len(&cp), 1);
+        assert_eq!(cp.get(&meta2.key), None);
+        assert_eq!(pool_len(&cp), 0, "node should be cleaned up by a get finding it empty");
     }
 }
