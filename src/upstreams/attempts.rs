@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
+use smallvec::SmallVec;
 
 use super::Pool;
 
@@ -21,8 +22,9 @@ pub fn fresh_group_key() -> u64 {
 /// The backends a request has been sent to, and whether its next try needs a new connection.
 #[derive(Debug, Default)]
 pub struct Attempts {
-    /// Backends tried, the first attempt included (a failed connect tries another).
-    tried: Vec<SocketAddr>,
+    /// Backends tried, the first attempt included (a failed connect tries another). Nearly
+    /// every request tries one: kept inline, not in an allocation of its own.
+    tried: SmallVec<[SocketAddr; 2]>,
     /// The last try failed on a reused connection before any response byte: the next goes to
     /// a new connection, and may go to the same backend (the failure says nothing of it).
     fresh: bool,
