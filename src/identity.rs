@@ -185,9 +185,10 @@ impl std::ops::Deref for WireName {
 /// One header of an answer: name tag, name span, value span (spans are byte ranges).
 type Record = (u8, (usize, usize), (usize, usize));
 
-fn span(buf: &[u8], at: usize) -> (usize, usize) {
-    let n = |i: usize| u16::from_le_bytes([buf[at + i], buf[at + i + 1]]) as usize;
-    (n(0), n(2))
+/// One index record's fields: name tag, name span, value span.
+fn record(r: &[u8; RECORD]) -> Record {
+    let n = |i: usize| u16::from_le_bytes([r[i], r[i + 1]]) as usize;
+    (r[0], (n(1), n(3)), (n(5), n(7)))
 }
 
 impl Identity {
@@ -283,14 +284,14 @@ impl Identity {
 
     /// (name tag, name span, value span) of each header, in the order the resolver sent them.
     fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        (0..self.count as usize).map(|i| {
-            let at = i * RECORD;
-            (
-                self.buf[at],
-                span(&self.buf, at + 1),
-                span(&self.buf, at + 5),
-            )
-        })
+        // The index is the buffer's first `count` records (`from_headers`).
+        let index = self
+            .buf
+            .get(..self.count as usize * RECORD)
+            .unwrap_or_default();
+        index
+            .chunks_exact(RECORD)
+            .filter_map(|r| r.try_into().ok().map(record))
     }
 
     /// The identity headers, in the order the resolver sent them.
