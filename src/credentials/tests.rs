@@ -216,3 +216,32 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_key_layout_is_the_one_fleet_instances_share() {
+    // Instances of a fleet (possibly of different versions during an upgrade) find each
+    // other's entries by key: the hashed bytes are spelled out here, byte for byte.
+    let len = |b: &[u8]| (b.len() as u32).to_le_bytes();
+    let host = b"myapp.authgearapps.com";
+    let token = b"Bearer t0k3n";
+    let mut h = Sha256::new();
+    h.update(b"authgate-cache-key-v2\0");
+    h.update(len(host));
+    h.update(host);
+    h.update([1]);
+    h.update(len(token));
+    h.update(token);
+    // `session`, after a `;` (0), covered up to the next `;`, spaces trimmed.
+    h.update([0]);
+    h.update(len(b"session=s1"));
+    h.update(b"session=s1");
+    let expected: [u8; 32] = h.finalize().into();
+    let k = key(&[
+        ("authorization", "Bearer t0k3n"),
+        ("cookie", "a=1; session=s1; b=2"),
+    ]);
+    assert_eq!(k.digest, expected);
+    assert!(k.has_credentials);
+    // And the same rules built twice compare equal (a reload keeps the cache).
+    assert_eq!(rules(), rules());
+}
