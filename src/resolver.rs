@@ -235,7 +235,7 @@ impl Resolver {
     ) -> Result<Result<Answer, AnswerError>, ResolveError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         // After a reused connection failed: the instance to send to again, on a new connection.
-        let mut again: Option<HttpPeer> = None;
+        let mut again: Option<Box<HttpPeer>> = None;
         loop {
             let (mut peer, fresh) = match again.take() {
                 Some(peer) => (peer, true),
@@ -260,9 +260,9 @@ impl Resolver {
             let checkout = if fresh {
                 let mut new = peer.clone();
                 new.group_key = fresh_group_key();
-                self.connector.get_http_session(&new).await
+                self.connector.get_http_session(&*new).await
             } else {
-                self.connector.get_http_session(&peer).await
+                self.connector.get_http_session(&*peer).await
             };
             let (mut http, reused) = match checkout {
                 Ok(s) => s,
@@ -283,7 +283,7 @@ impl Resolver {
             match round_trip(&mut http, req.clone(), ns).await {
                 Ok(Reply::Complete(answer)) => {
                     self.connector
-                        .release_http_session(http, &peer, Some(self.settings.idle_timeout))
+                        .release_http_session(http, &*peer, Some(self.settings.idle_timeout))
                         .await;
                     return Ok(answer);
                 }

@@ -32,10 +32,10 @@ pub fn peer(session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> 
         pool.settings().hash_key.as_ref(),
         ctx.client_ip,
         session.req_header(),
-        ctx.identity.as_ref().and_then(|i| i.user_id()),
+        ctx.identity.as_deref(),
     );
     match ctx.attempts.next(&pool, &key) {
-        Ok(peer) => Ok(Box::new(peer)),
+        Ok(peer) => Ok(peer),
         Err(why) => Error::e_explain(ErrorType::HTTPStatus(502), why),
     }
 }

@@ -32,7 +32,7 @@ pub struct Attempts {
 
 impl Attempts {
     /// The backend for the next try, or why there is none (the client gets 502).
-    pub fn next(&mut self, pool: &Pool, key: &[u8]) -> Result<HttpPeer, String> {
+    pub fn next(&mut self, pool: &Pool, key: &[u8]) -> Result<Box<HttpPeer>, String> {
         let fresh = std::mem::take(&mut self.fresh);
         let stale = if fresh { self.tried.pop() } else { None };
         match pool.select(key, &self.tried) {
