@@ -282,17 +282,25 @@ pub fn parse_authority(raw: &[u8]) -> Option<(Cow<'_, str>, Option<&str>)> {
         };
         (&raw[..=end], port)
     } else {
-        let (host, port) = match raw.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        // Byte by byte (`:` and `.` are ASCII, so the slices are on char boundaries): on
+        // every request, `str`'s pattern searchers cost more than the rest of the parse.
+        let (host, port) = match raw.bytes().rposition(|b| b == b':') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
         let host = host.strip_suffix('.').unwrap_or(host);
-        if host.is_empty()
-            || host.split('.').any(str::is_empty)
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
+        // Labels of letters, digits, `-` and `_`, none empty (no leading, doubled or
+        // trailing dot; an empty host has one empty label).
+        let mut label_empty = true;
+        for b in host.bytes() {
+            match b {
+                b'.' if label_empty => return None,
+                b'.' => label_empty = true,
+                b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => label_empty = false,
+                _ => return None,
+            }
+        }
+        if label_empty {
             return None;
         }
         (host, port)

@@ -309,3 +309,63 @@ fn the_fast_path_agrees_with_the_full_normalisation() {
     assert!(is_normal(b"/api/v1/orders"));
     assert!(!is_normal(b"/a//b") && !is_normal(b"/a/./b") && !is_normal(b"/a%2e"));
 }
+
+/// `parse_authority` as it was written before it went byte by byte: the reference.
+fn parse_authority_reference(raw: &[u8]) -> Option<(String, Option<String>)> {
+    let raw = std::str::from_utf8(raw).ok()?;
+    if raw.is_empty() || raw.starts_with('[') {
+        return parse_authority(raw.as_bytes()).map(|(h, p)| (h.into_owned(), p.map(String::from)));
+    }
+    let (host, port) = match raw.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (raw, None),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty()
+        || host.split('.').any(str::is_empty)
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return None;
+    }
+    let port = match port {
+        Some("") | None => None,
+        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            if p.parse::<u32>().ok()? > 65535 {
+                return None;
+            }
+            Some(p.to_string())
+        }
+        Some(_) => return None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[test]
+fn authorities_parse_as_the_reference_does() {
+    // Every string of up to 5 characters over an alphabet with every class that matters.
+    let alphabet = ["a", "Z", "7", ".", ":", "-", "_", "%", "@", " ", "\u{e9}"];
+    let mut cases = vec![String::new()];
+    for _ in 0..5 {
+        let last: Vec<String> = cases
+            .iter()
+            .filter(|c| c.chars().count() == cases.last().map_or(0, |l| l.chars().count()))
+            .cloned()
+            .collect();
+        for c in last {
+            for a in alphabet {
+                cases.push(format!("{c}{a}"));
+            }
+        }
+    }
+    assert!(cases.len() > 170_000);
+    for c in cases.iter().chain(&[
+        "a.b:80".to_string(),
+        "x..y".to_string(),
+        "h.:99999".to_string(),
+    ]) {
+        let got = parse_authority(c.as_bytes()).map(|(h, p)| (h.into_owned(), p.map(String::from)));
+        assert_eq!(got, parse_authority_reference(c.as_bytes()), "{c:?}");
+    }
+}
