@@ -358,16 +358,12 @@ async fn a_killed_backend_causes_no_client_errors() {
     assert!(total > 20, "only {total} requests ran");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_checks_mark_backends_down_and_up() {
-    let port = closed_port();
-    let mut flaky = EchoProcess::start(port);
-    let steady = EchoProcess::start(closed_port());
-    let (f, st) = (flaky.addr, steady.addr);
-    let s = Stack::builder()
+/// A stack whose pool `app` is `backends`, health-checked every 200 ms, with the admin.
+async fn health_checked(backends: &[SocketAddr]) -> Stack {
+    Stack::builder()
         .pool(
             "app",
-            Pool::at(&[f, st]).keys(
+            Pool::at(backends).keys(
                 r#"
                 health_check:
                   path: /healthz
@@ -378,24 +374,41 @@ async fn health_checks_mark_backends_down_and_up() {
         )
         .admin()
         .start()
-        .await;
-    let (proxy, admin) = (&s.proxy, s.admin());
-    let state = |v: &serde_json::Value, a: SocketAddr| {
-        v["app"][a.to_string()].as_str().unwrap_or("?").to_string()
-    };
-    let until = |want: &'static str, who: SocketAddr| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = admin_get(admin, "/upstreams").await;
-            if state(&v, who) == want {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{who} never became {want}: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        .await
+}
+
+/// The state (`up`, `down`) the admin's `/upstreams` gives `who` of pool `app`.
+fn health_state(v: &serde_json::Value, who: SocketAddr) -> String {
+    v["app"][who.to_string()]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Waits (10 s at most) for `who` to be `want`; the `/upstreams` answer that said so.
+async fn until_health(admin: SocketAddr, who: SocketAddr, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin_get(admin, "/upstreams").await;
+        if health_state(&v, who) == want {
+            return v;
         }
-    };
+        assert!(Instant::now() < deadline, "{who} never became {want}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_mark_backends_down_and_up() {
+    let port = closed_port();
+    let mut flaky = EchoProcess::start(port);
+    let steady = EchoProcess::start(closed_port());
+    let (f, st) = (flaky.addr, steady.addr);
+    let s = health_checked(&[f, st]).await;
+    let (proxy, admin) = (&s.proxy, s.admin());
+    let until = |want: &'static str, who: SocketAddr| until_health(admin, who, want);
     let v = until("up", f).await;
-    assert_eq!(state(&v, st), "up");
+    assert_eq!(health_state(&v, st), "up");
 
     flaky.kill();
     until("down", f).await;
@@ -430,33 +443,9 @@ async fn a_sole_backend_taken_down_by_health_checks_is_not_tried() {
     let port = closed_port();
     let mut only = EchoProcess::start(port);
     let a = only.addr;
-    let s = Stack::builder()
-        .pool(
-            "app",
-            Pool::at(&[a]).keys(
-                r#"
-                health_check:
-                  path: /healthz
-                  interval: 200ms
-                  timeout: 200ms
-                "#,
-            ),
-        )
-        .admin()
-        .start()
-        .await;
+    let s = health_checked(&[a]).await;
     let (proxy, admin) = (&s.proxy, s.admin());
-    let until = |want: &'static str| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = admin_get(admin, "/upstreams").await;
-            if v["app"][a.to_string()].as_str() == Some(want) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{a} never became {want}: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let until = |want: &'static str| until_health(admin, a, want);
     until("up").await;
     assert_eq!(served_by(fetch(proxy, "/").await).await, a.to_string());
 
