@@ -185,7 +185,7 @@ impl Pool {
             Some(ders) => Some(Arc::<[WrappedX509]>::from(ca_list(ders)?)),
             None => None,
         };
-        let peers = settings
+        let peers: HashMap<SocketAddr, HttpPeer> = settings
             .backends
             .iter()
             .map(|(addr, _)| {
@@ -206,7 +206,6 @@ impl Pool {
                 (*addr, p)
             })
             .collect();
-        let peers: HashMap<SocketAddr, HttpPeer> = peers;
         let sole = sole.and_then(|b| {
             let peer = peers.get(b.addr.as_inet()?)?.clone();
             Some((b, peer))
